@@ -1,0 +1,96 @@
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``.
+
+User errors (AlignkitError) print one line and exit with code 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from alignkit.errors import AlignkitError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from alignkit.recipe import list_recipes, recipe_description
+
+    recipes = list_recipes()
+    width = max(map(len, recipes), default=0)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {recipe_description(path)}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from alignkit.recipe import load_recipe
+    from alignkit.train import train
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {recipe.training_args.output_dir}")
+    for key, why in recipe.hardware_reasons.items():
+        print(f"alignkit: {key}: {why}")
+    run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+    print(f"alignkit: trained run in {run_dir}")
+    if args.no_eval or not recipe.args.eval_suite:
+        return 0
+    from alignkit.eval.cli import main as eval_main
+
+    return eval_main([str(run_dir)])
+
+
+def _cmd_eval(argv: list[str]) -> int:
+    from alignkit.eval.cli import main as eval_main
+
+    return eval_main(argv)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train a recipe, then evaluate it")
+    p_train.add_argument("recipe", help="recipe name (see `alignkit list`) or path to a recipe YAML")
+    p_train.add_argument("overrides", nargs="*", help="key=value overrides of recipe keys, e.g. max_steps=5")
+    p_train.add_argument("--overwrite", action="store_true", help="replace a finished run (OVERWRITE=1)")
+    p_train.add_argument("--resume", action="store_true", help="continue an interrupted or finished run (RESUME=1)")
+    p_train.add_argument("--no-eval", action="store_true", help="skip the recipe's eval suite")
+    p_train.set_defaults(func=_cmd_train)
+    p_list = sub.add_parser("list", help="list the recipes with a one-line description")
+    p_list.set_defaults(func=_cmd_list)
+    sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
+    return parser
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
+    # bitsandbytes logs an optional-kernel notice at import on every CPU run; it is not actionable for users.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    try:
+        if argv[:1] == ["eval"]:
+            return _cmd_eval(argv[1:])
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except AlignkitError as exc:
+        print(f"alignkit: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

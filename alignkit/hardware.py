@@ -1,0 +1,106 @@
+"""Pick precision, checkpointing and dataloader settings from the hardware, unless the recipe set them.
+
+Why: TRL 1.x defaults to ``bf16=True`` and ``gradient_checkpointing=True``. On a CPU that is either an error
+(TrainingArguments refuses bf16 on CPU unless ``use_cpu=True``) or, with ``use_cpu=True``, a bf16 autocast that is
+slower than fp32 (see bench/results/precision.md for the measured ratio).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+# Keys of TrainingArguments (and the model loader) that this module may choose.
+CHOSEN_KEYS = (
+    "bf16",
+    "fp16",
+    "use_cpu",
+    "gradient_checkpointing",
+    "dataloader_num_workers",
+    "dataloader_pin_memory",
+    "dtype",
+)
+
+
+@dataclass
+class Hardware:
+    device: str  # "cuda" or "cpu"
+    cpu_count: int
+    cpu_bf16: bool  # avx512_bf16 or AMX advertised (recorded; see choose_settings for why it is not used)
+    cuda_bf16: bool = False
+    gpu_name: str | None = None
+    cpu_flags: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def detect() -> Hardware:
+    import torch
+
+    flags = _cpu_flags()
+    interesting = sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+    cpu_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    if torch.cuda.is_available():
+        return Hardware(
+            device="cuda",
+            cpu_count=os.cpu_count() or 1,
+            cpu_bf16=cpu_bf16,
+            cuda_bf16=torch.cuda.is_bf16_supported(),
+            gpu_name=torch.cuda.get_device_name(0),
+            cpu_flags=interesting,
+        )
+    return Hardware(device="cpu", cpu_count=os.cpu_count() or 1, cpu_bf16=cpu_bf16, cpu_flags=interesting)
+
+
+def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
+    """Return ``(settings, reasons)`` for every key in CHOSEN_KEYS that the recipe did not set explicitly.
+
+    - precision: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU (bf16 autocast on CPU is slower than fp32
+      on every CPU we measured, including ones with avx512_bf16/AMX; a recipe that sets ``bf16: true`` still wins).
+    - gradient checkpointing: on for CUDA (memory is the constraint), off on CPU (it costs ~20% time and a CPU run
+      has plenty of RAM for these model sizes).
+    - dataloader: no worker processes and no pinned memory on CPU (workers compete for the same 2 cores).
+    - ``dtype`` is the dtype used to load weights (and the QLoRA compute dtype).
+    """
+    chosen: dict = {}
+    reasons: dict = {}
+    if hw.device == "cuda":
+        if hw.cuda_bf16:
+            prec, why = ("bf16", f"{hw.gpu_name} supports bf16")
+        else:
+            prec, why = ("fp16", f"{hw.gpu_name} lacks bf16")
+        chosen.update(use_cpu=False, gradient_checkpointing=True, dataloader_pin_memory=True)
+        reasons["gradient_checkpointing"] = "on: GPU memory is the constraint"
+    else:
+        # Even with avx512_bf16/AMX flags, bf16 autocast measured ~1.9x slower than fp32 for a 135M forward+backward
+        # on the project's CPUs (bench/precision.py), so the CPU default is fp32 regardless; a recipe can opt in.
+        if hw.cpu_bf16:
+            prec, why = ("fp32", "CPU advertises avx512_bf16/AMX, but bf16 autocast measured slower than fp32 here")
+        else:
+            prec, why = ("fp32", "CPU lacks avx512_bf16/AMX: bf16 autocast would be emulated and slow")
+        chosen.update(use_cpu=True, gradient_checkpointing=False, dataloader_pin_memory=False, dataloader_num_workers=0)
+        reasons["gradient_checkpointing"] = "off on CPU: ~20% slower and memory is ample"
+        reasons["dataloader_num_workers"] = "0 on CPU: workers would compete for the same cores"
+    chosen["bf16"] = prec == "bf16"
+    chosen["fp16"] = prec == "fp16"
+    chosen["dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[prec]
+    reasons["precision"] = f"{prec}: {why}"
+    # A recipe's explicit choice always wins; precision keys move together so bf16/fp16 never both end up True.
+    if {"bf16", "fp16"} & explicit:
+        for key in ("bf16", "fp16"):
+            chosen.pop(key, None)
+        reasons["precision"] = "set by the recipe"
+    return {k: v for k, v in chosen.items() if k not in explicit}, reasons

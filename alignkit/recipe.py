@@ -1,0 +1,188 @@
+"""Recipes: flat YAML in TRL/transformers key names, parsed with TRL's own parser into dataclasses.
+
+A recipe file is split, key by key, across three dataclasses, exactly as a TRL script's ``TrlParser`` would:
+
+- :class:`RecipeArguments` (which trainer, which dataset card, sample limits, reward functions, eval suite);
+- ``trl.ModelConfig`` (model id, LoRA/QLoRA settings, dtype);
+- the trainer's config, e.g. ``alignkit.plugins.DPOConfig`` (TRL's fields plus our plugin fields).
+
+Unknown keys fail loudly, naming the key and the file. Keys the recipe leaves out that depend on the hardware
+(precision, checkpointing, dataloader) are chosen by :mod:`alignkit.hardware` and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.resources
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.errors import AlignkitError
+
+# trainer name -> (config class, trainer class) in alignkit.plugins
+TRAINERS: dict[str, tuple[str, str]] = {
+    "sft": ("SFTConfig", "SFTTrainer"),
+    "reward": ("RewardConfig", "RewardTrainer"),
+    "dpo": ("DPOConfig", "DPOTrainer"),
+    "grpo": ("GRPOConfig", "GRPOTrainer"),
+    "ppo": ("PPOConfig", "PPOTrainer"),
+}
+RUNS_ROOT = Path("runs")
+
+
+@dataclass
+class RecipeArguments:
+    """alignkit's own recipe keys (everything else is a TRL/transformers key)."""
+
+    trainer: str = field(default="", metadata={"help": f"Which trainer to run: one of {sorted(TRAINERS)}."})
+    description: str = field(default="", metadata={"help": "One line shown by `alignkit list`."})
+    dataset: str = field(default="", metadata={"help": "Dataset card name (datasets_cards/<name>.yaml) or path."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Cap on training rows (None = all)."})
+    max_eval_samples: int | None = field(default=64, metadata={"help": "Cap on held-out rows for eval."})
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={"help": "GRPO/PPO reward functions by name (graders and penalties, see alignkit.plugins.rewards)."},
+    )
+    eval_suite: str | None = field(
+        default="smol", metadata={"help": "Eval suite run after training (eval/suites/<name>.yaml); null = none."}
+    )
+
+    def __post_init__(self):
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer: must be one of {sorted(TRAINERS)}, got {self.trainer!r}")
+        if not self.dataset:
+            raise ValueError("dataset: a dataset card name is required (see datasets_cards/)")
+        for key in ("max_train_samples", "max_eval_samples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key}: must be >= 1 or null, got {value}")
+        if self.trainer in ("grpo", "ppo") and not self.reward_funcs:
+            raise ValueError(f"reward_funcs: a {self.trainer} recipe needs at least one reward function")
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    raw: dict[str, Any]  # the YAML mapping after CLI overrides, before hardware choices
+    explicit_keys: set[str]
+    args: RecipeArguments
+    model_args: Any  # trl.ModelConfig
+    training_args: Any  # the trainer's config dataclass
+    hardware: dict[str, Any]
+    hardware_choices: dict[str, Any]
+    hardware_reasons: dict[str, str]
+
+    @property
+    def trainer_class(self):
+        return getattr(importlib.import_module("alignkit.plugins"), TRAINERS[self.args.trainer][1])
+
+
+def recipe_dir() -> Path:
+    return Path(str(importlib.resources.files("alignkit.recipes")))
+
+
+def list_recipes() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(recipe_dir().glob("*.yaml"))}
+
+
+def find_recipe(name_or_path: str) -> Path:
+    path = Path(name_or_path).expanduser()
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise AlignkitError(f"recipe file '{name_or_path}' does not exist")
+        return path
+    recipes = list_recipes()
+    if name_or_path not in recipes:
+        raise AlignkitError(f"unknown recipe '{name_or_path}'; available: {', '.join(recipes)} (see `alignkit list`)")
+    return recipes[name_or_path]
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise AlignkitError(f"{where}: invalid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not isinstance(data, dict):
+        raise AlignkitError(f"{path}: a recipe must be a YAML mapping of key: value")
+    return data
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["learning_rate=1e-4", "lora_r=8"]`` -> typed values (YAML scalars, so lists and booleans work too)."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AlignkitError(f"override '{item}' is not of the form key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value) if value else ""
+        except yaml.YAMLError:
+            raise AlignkitError(f"override '{item}': value is not a valid YAML scalar") from None
+    return out
+
+
+def parse_recipe_dict(
+    raw: dict[str, Any], source: str, hardware=None, name: str | None = None, runs_root: Path = RUNS_ROOT
+) -> Recipe:
+    """Validate and split a recipe mapping into dataclasses, without loading any model."""
+    from trl import ModelConfig, TrlParser
+
+    from alignkit import hardware as hw_mod
+
+    trainer = raw.get("trainer")
+    if trainer not in TRAINERS:
+        raise AlignkitError(f"{source}: field 'trainer' must be one of {sorted(TRAINERS)}, got {trainer!r}")
+    config_cls = getattr(importlib.import_module("alignkit.plugins"), TRAINERS[trainer][0])
+    name = name or Path(source).stem
+    hw = hardware or hw_mod.detect()
+    explicit = set(raw)
+    chosen, reasons = hw_mod.choose_settings(hw, explicit)
+    values = {**chosen, **raw}
+    values.setdefault("output_dir", str(runs_root / name))
+    values.setdefault("report_to", "none")
+    values.setdefault("seed", 42)
+
+    parser = TrlParser([RecipeArguments, ModelConfig, config_cls])
+    parser.exit_on_error = False  # a bad value raises ArgumentError instead of printing usage and exiting
+    unknown = parser.set_defaults_with_config(**values)
+    if unknown:
+        keys = [k[2:] for k in unknown[::2]]
+        raise AlignkitError(f"{source}: unknown key(s) {', '.join(repr(k) for k in keys)} for trainer '{trainer}'")
+    try:
+        args, model_args, training_args = parser.parse_args_into_dataclasses(args=[])
+    except (ValueError, TypeError, argparse.ArgumentError) as exc:
+        message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
+        raise AlignkitError(f"{source}: {message}") from None
+    return Recipe(
+        name=name,
+        path=Path(source),
+        raw=raw,
+        explicit_keys=explicit,
+        args=args,
+        model_args=model_args,
+        training_args=training_args,
+        hardware=hw.to_dict(),
+        hardware_choices=chosen,
+        hardware_reasons=reasons,
+    )
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs) -> Recipe:
+    path = find_recipe(name_or_path)
+    raw = {**read_yaml_mapping(path), **parse_overrides(overrides or [])}
+    return parse_recipe_dict(raw, str(path), name=path.stem, **kwargs)
+
+
+def recipe_description(path: Path) -> str:
+    try:
+        return str(read_yaml_mapping(path).get("description", "")).strip()
+    except AlignkitError as exc:
+        return f"(invalid: {exc})"

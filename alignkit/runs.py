@@ -1,0 +1,88 @@
+"""Run directories: ``runs/<recipe>/`` is only ever replaced by a finished run.
+
+Training writes into ``runs/<recipe>.partial/``. Only when training and saving succeed is the staging directory
+swapped into place, so a crash, Ctrl-C or bad input never leaves a half-written run where a finished one was.
+
+- a finished run is never silently overwritten: ``--overwrite`` (``OVERWRITE=1``) replaces it;
+- ``--resume`` (``RESUME=1``) continues an interrupted ``.partial`` run, or a finished run from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from alignkit.errors import AlignkitError
+
+RUN_FILE = "run.json"
+
+
+@dataclass
+class RunPaths:
+    final: Path
+    staging: Path
+    resume_from: str | None  # checkpoint dir to resume from, if any
+
+
+def read_run(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / RUN_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise AlignkitError(f"{path}: run metadata is not valid JSON") from None
+
+
+def last_checkpoint(directory: Path) -> str | None:
+    checkpoints = sorted(
+        (p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    return str(checkpoints[-1]) if checkpoints else None
+
+
+def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPaths:
+    if overwrite and resume:
+        raise AlignkitError("OVERWRITE=1 and RESUME=1 contradict each other; choose one")
+    final = Path(final)
+    staging = final.with_name(final.name + ".partial")
+    finished = (read_run(final) or {}).get("status") == "finished"
+    if resume:
+        if staging.exists():
+            return RunPaths(final, staging, last_checkpoint(staging))
+        if finished:
+            shutil.copytree(final, staging)
+            checkpoint = last_checkpoint(staging)
+            if checkpoint is None:
+                shutil.rmtree(staging)
+                raise AlignkitError(f"{final} has no checkpoint to resume from (set save_steps in the recipe)")
+            return RunPaths(final, staging, checkpoint)
+        raise AlignkitError(f"nothing to resume: neither {final} nor {staging} exists")
+    if finished and not overwrite:
+        raise AlignkitError(
+            f"{final} already holds a finished run; OVERWRITE=1 replaces it, RESUME=1 continues it"
+        )
+    if staging.exists():
+        if not overwrite:
+            raise AlignkitError(f"an interrupted run is in {staging}; RESUME=1 continues it, OVERWRITE=1 discards it")
+        shutil.rmtree(staging)
+    if final.exists() and not finished and not overwrite:
+        raise AlignkitError(f"{final} exists but holds no finished run; OVERWRITE=1 replaces it")
+    staging.mkdir(parents=True)
+    return RunPaths(final, staging, None)
+
+
+def promote(paths: RunPaths) -> Path:
+    """Swap the finished staging directory into place (the old run is removed only after the swap)."""
+    old = None
+    if paths.final.exists():
+        old = paths.final.with_name(f".{paths.final.name}.old-{int(time.time())}")
+        paths.final.rename(old)
+    paths.staging.rename(paths.final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return paths.final

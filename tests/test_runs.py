@@ -1,0 +1,58 @@
+"""Run directories: a finished run is never silently overwritten, and failures leave nothing half-written."""
+
+import json
+
+import pytest
+
+from alignkit.errors import AlignkitError
+from alignkit.runs import prepare, promote
+
+
+def _finish(paths, marker):
+    (paths.staging / "run.json").write_text(json.dumps({"status": "finished", "marker": marker}))
+    return promote(paths)
+
+
+def test_fresh_run_trains_in_staging_then_promotes(tmp_path):
+    final = tmp_path / "runs" / "r"
+    paths = prepare(final)
+    assert paths.staging.name == "r.partial" and not final.exists()
+    _finish(paths, 1)
+    assert json.loads((final / "run.json").read_text())["marker"] == 1
+    assert not paths.staging.exists()
+
+
+def test_finished_run_is_not_overwritten_without_flag(tmp_path):
+    final = tmp_path / "r"
+    _finish(prepare(final), 1)
+    with pytest.raises(AlignkitError, match="OVERWRITE=1"):
+        prepare(final)
+    paths = prepare(final, overwrite=True)
+    # the old run stays intact until the new one is promoted
+    assert json.loads((final / "run.json").read_text())["marker"] == 1
+    _finish(paths, 2)
+    assert json.loads((final / "run.json").read_text())["marker"] == 2
+
+
+def test_interrupted_run_needs_resume_or_overwrite(tmp_path):
+    final = tmp_path / "r"
+    paths = prepare(final)
+    (paths.staging / "checkpoint-5").mkdir()
+    (paths.staging / "checkpoint-10").mkdir()
+    with pytest.raises(AlignkitError, match="RESUME=1"):
+        prepare(final)
+    resumed = prepare(final, resume=True)
+    assert resumed.resume_from.endswith("checkpoint-10")
+
+
+def test_resume_finished_run_without_checkpoint_fails_cleanly(tmp_path):
+    final = tmp_path / "r"
+    _finish(prepare(final), 1)
+    with pytest.raises(AlignkitError, match="no checkpoint"):
+        prepare(final, resume=True)
+    assert not (tmp_path / "r.partial").exists()
+
+
+def test_overwrite_and_resume_conflict(tmp_path):
+    with pytest.raises(AlignkitError, match="contradict"):
+        prepare(tmp_path / "r", overwrite=True, resume=True)
