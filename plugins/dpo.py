@@ -1,0 +1,169 @@
+"""DPO with R-DPO length regularisation and an adaptive β (drop-in for ``trl.DPOConfig``/``trl.DPOTrainer``)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import trl
+
+from .kl import make_kl_controller
+from .kl_callback import KLControllerCallback
+from .penalties import ngram_repetition_rate
+
+__all__ = ["DPOConfig", "DPOTrainer"]
+
+REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig):
+    """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``) and adaptive β (``kl_target``, ``kl_horizon``); all off."""
+
+    rdpo_alpha: float = field(
+        default=0.0,
+        metadata={"help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
+                  "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."},
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={"help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
+                  "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."},
+    )
+    kl_horizon: float | None = field(
+        default=None,
+        metadata={"help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
+                  "is set. Must be > 0."},
+    )
+    log_completion_stats: bool = field(
+        default=False,
+        metadata={"help": "Log lengths, n-gram repetition rates of chosen/rejected and β even with every plugin off "
+                  "(they are always logged when rdpo_alpha or kl_target is set)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not math.isfinite(self.rdpo_alpha) or self.rdpo_alpha < 0:
+            raise ValueError(f"rdpo_alpha must be a finite number >= 0, got {self.rdpo_alpha!r}")
+        if self.rdpo_alpha > 0 and self.f_divergence_type != "reverse_kl":
+            raise ValueError(f"rdpo_alpha needs f_divergence_type='reverse_kl', got {self.f_divergence_type!r}")
+        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
+            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
+        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
+            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
+        if self.kl_horizon is not None and self.kl_target is None:
+            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive β")
+        if self.kl_target is not None and not self.beta > 0:
+            raise ValueError(f"kl_target (adaptive β) needs an initial beta > 0, got beta={self.beta!r}")
+        if self.kl_target is not None and self.precompute_ref_log_probs:
+            raise ValueError("kl_target needs per-token reference log-probs; set precompute_ref_log_probs=False")
+
+
+class DPOTrainer(trl.DPOTrainer):
+    """``trl.DPOTrainer`` with R-DPO and an adaptive β; every TRL loss type, ``ld_alpha`` and metric still apply.
+
+    Seam: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook. TRL 1.16 computes the
+    whole loss in one private method (``_compute_loss``) from two fused-head forwards, policy first, then reference;
+    the hook reads both outputs' per-token log-probs and, for R-DPO, edits the reference ones (pinned by
+    ``tests/test_seams.py``).
+
+    R-DPO (Park et al. 2024, https://arxiv.org/abs/2403.19159, eq. 9)::
+
+        loss = −log σ( β·[log π/π_ref(y_w) − log π/π_ref(y_l)] + α·(|y_w| − |y_l|) )
+
+    applied as DPO against the length-tilted reference log π_ref'(y) = log π_ref(y) − (α/β)·|y| (see
+    :func:`alignkit.plugins.length_bias.rdpo_logits`): the tilt is subtracted at the first completion token (weight 1
+    under ``ld_alpha``), or from precomputed reference log-probs. For ``sigmoid`` this is exactly R-DPO; the other
+    loss types see the same tilted log-ratios, and the logged ``rewards/*`` are the tilted implicit rewards.
+
+    Adaptive β: per micro-batch the implicit KL is estimated as the mean over completion tokens of chosen and
+    rejected of k2 = ½ (log π(y_t) − log π_ref(y_t))². The tokens come from the data, not from π, so neither k1 nor
+    k3 is unbiased here anyway; k2 is ≥ 0, counts drift in both directions (chosen up, rejected down) and grows
+    quadratically, not exponentially like k3 on heavily down-weighted rejected tokens. After each optimizer step the
+    Ziegler et al. controller moves β (n = preference pairs seen); β is saved with checkpoints.
+
+    Logged: ``beta``, ``kl_implicit``, ``lengths/chosen``, ``lengths/rejected``, ``repetition_rate/chosen``,
+    ``repetition_rate/rejected`` (3-gram rate of the dataset completions). Lengths and repetition of *policy samples*
+    are not logged: DPO never samples, and generating would cost far more than the step.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._kl_callback = None
+        if self.args.kl_target is not None:
+            controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
+            self._kl_callback = KLControllerCallback(controller, apply=lambda beta: setattr(self, "beta", beta))
+            self.add_callback(self._kl_callback)
+
+    @contextlib.contextmanager
+    def _fused_outputs(self, on_output: Callable[[int, object], object]) -> Iterator[None]:
+        """Route each fused-head output (policy = call 0, reference = call 1) through ``on_output``."""
+        calls = [0]
+
+        def hook(module, args, output):
+            if getattr(output, "log_probs", None) is None:  # e.g. the logits-only forward for return_outputs
+                return None
+            calls[0] += 1
+            return on_output(calls[0] - 1, output)
+
+        modules = {id(m): m for m in (self.model, self.ref_model) if m is not None}
+        handles = [self.accelerator.unwrap_model(m).register_forward_hook(hook) for m in modules.values()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        if not (args.rdpo_alpha > 0 or args.kl_target is not None or args.log_completion_stats):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        mode = "train" if self.model.training else "eval"
+        shift_mask = inputs["completion_mask"][:, 1:]  # (2B, T-1): chosen rows first, then rejected
+        lengths = shift_mask.sum(dim=1)  # (2B,) completion tokens
+        tilt = (args.rdpo_alpha / self.beta) * lengths.float()  # subtracted from log π_ref(y)
+        if args.rdpo_alpha > 0 and self.precompute_ref_logps:
+            tilt_c, tilt_r = tilt.chunk(2)
+            inputs = {**inputs, "ref_chosen_logps": inputs["ref_chosen_logps"] - tilt_c,
+                      "ref_rejected_logps": inputs["ref_rejected_logps"] - tilt_r}
+        captured: dict[str, torch.Tensor] = {}
+
+        def on_output(call: int, output):
+            seq_len = shift_mask.size(1)
+            if call == 0:
+                captured["policy"] = output.log_probs[:, -seq_len:].detach()
+            elif call == 1:
+                captured["ref"] = output.log_probs[:, -seq_len:].detach()
+                if args.rdpo_alpha > 0:
+                    first = shift_mask.float().argmax(dim=1) + (output.log_probs.size(1) - seq_len)
+                    delta = torch.zeros_like(output.log_probs)
+                    delta.scatter_(1, first.unsqueeze(1), tilt.to(delta.dtype).unsqueeze(1))
+                    output.log_probs = output.log_probs - delta
+            return output
+
+        with self._fused_outputs(on_output):
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        metrics = self._metrics[mode]
+        n_pairs = shift_mask.size(0) // 2
+        if "ref" in captured:
+            k2 = 0.5 * (captured["policy"] - captured["ref"]).float() ** 2
+            sums = torch.stack([(k2 * shift_mask).sum(), shift_mask.sum().float()])
+            sums = self.accelerator.reduce(sums, reduction="sum")
+            kl = (sums[0] / sums[1].clamp(min=1)).item()
+            metrics["kl_implicit"].append(kl)
+            if self._kl_callback is not None and mode == "train":
+                self._kl_callback.record(kl, n_pairs * self.accelerator.num_processes)
+        metrics["beta"].append(self.beta)
+        ids = inputs["input_ids"][:, 1:]
+        reps = [ngram_repetition_rate(row[m.bool()].tolist(), REPETITION_NGRAM)
+                for row, m in zip(ids, shift_mask, strict=True)]
+        stats = torch.stack([lengths.float(), torch.tensor(reps, device=lengths.device)], dim=1)  # (2B, 2)
+        stats = self.accelerator.gather_for_metrics(stats.view(2, n_pairs, 2).transpose(0, 1)).mean(dim=0)  # (2, 2)
+        for row, name in enumerate(("chosen", "rejected")):
+            metrics[f"lengths/{name}"].append(stats[row, 0].item())
+            metrics[f"repetition_rate/{name}"].append(stats[row, 1].item())
+        return result

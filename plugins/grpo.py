@@ -1,0 +1,168 @@
+"""GRPO with advantage variants, penalty shaping and adaptive KL (drop-in for ``trl.GRPOConfig``/``GRPOTrainer``)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+import trl
+
+from .advantages import ADVANTAGE_METHODS, normalize
+from .kl import make_kl_controller
+from .kl_callback import KLControllerCallback
+from .penalties import LengthPenalty, RepetitionPenalty
+
+__all__ = ["GRPOConfig", "GRPOTrainer"]
+
+
+@dataclass
+class GRPOConfig(trl.GRPOConfig):
+    """``trl.GRPOConfig`` plus advantage variants, length/repetition shaping and adaptive KL; all off by default."""
+
+    advantage_method: str | None = field(
+        default=None,
+        metadata={"help": "Group-normalisation of rewards into advantages, by name from "
+                  "alignkit.plugins.advantages.ADVANTAGE_METHODS (group, batch, mean, rloo, rank, robust, minmax). "
+                  "None keeps TRL's scale_rewards path untouched; when set, it replaces scale_rewards."},
+    )
+    length_penalty_coef: float = field(
+        default=0.0,
+        metadata={"help": "Reward weight of a length penalty −max(0, completion tokens − length_penalty_target), "
+                  "appended to reward_funcs/reward_weights. 0 disables it."},
+    )
+    length_penalty_target: int | None = field(
+        default=None,
+        metadata={"help": "Completion length in tokens allowed before the length penalty starts (required when "
+                  "length_penalty_coef > 0)."},
+    )
+    repetition_penalty_weight: float = field(
+        default=0.0,
+        metadata={"help": "Reward weight of TRL's n-gram repetition penalty (in [−1, 0]), appended to "
+                  "reward_funcs/reward_weights. 0 disables it."},
+    )
+    repetition_ngram_size: int = field(
+        default=3, metadata={"help": "n of the repetition penalty's n-grams (token ids)."}
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={"help": "Target per-token KL (TRL's k3 estimate, the `kl` metric) for an adaptive β (Ziegler et al. "
+                  "2019 controller starting at `beta`, which must be > 0). None keeps β fixed."},
+    )
+    kl_horizon: float | None = field(
+        default=None,
+        metadata={"help": "Horizon of the adaptive-KL controller, in completions; default 10000 when kl_target is "
+                  "set. Must be > 0."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.advantage_method is not None and self.advantage_method not in ADVANTAGE_METHODS:
+            raise ValueError(f"advantage_method must be one of {sorted(ADVANTAGE_METHODS)} or None, "
+                             f"got {self.advantage_method!r}")
+        if self.advantage_method is not None and self.multi_objective_aggregation != "sum_then_normalize":
+            raise ValueError("advantage_method needs multi_objective_aggregation='sum_then_normalize', got "
+                             f"{self.multi_objective_aggregation!r}")
+        for name in ("length_penalty_coef", "repetition_penalty_weight"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.length_penalty_coef > 0 and (self.length_penalty_target is None or self.length_penalty_target < 0):
+            raise ValueError("length_penalty_target must be a token count >= 0 when length_penalty_coef > 0, got "
+                             f"{self.length_penalty_target!r}")
+        if self.repetition_ngram_size < 1:
+            raise ValueError(f"repetition_ngram_size must be >= 1, got {self.repetition_ngram_size!r}")
+        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
+            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
+        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
+            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
+        if self.kl_horizon is not None and self.kl_target is None:
+            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive KL")
+        if self.kl_target is not None and not self.beta > 0:
+            raise ValueError(f"kl_target (adaptive KL) needs beta > 0: TRL drops the reference model at beta=0, "
+                             f"got beta={self.beta!r}")
+
+
+class GRPOTrainer(trl.GRPOTrainer):
+    """``trl.GRPOTrainer`` with advantage variants, penalty shaping and adaptive KL.
+
+    Seam: ``_generate_and_score_completions`` (private: TRL computes advantages inline there), with
+    ``_calculate_rewards`` wrapped only to keep its (N, n_funcs) gathered rewards; both are pinned by
+    ``tests/test_seams.py``. After ``super()`` returns, the advantages are recomputed from the same rewards::
+
+        r_i = Σ_k w_k · r_ik   (NaN if every function returned None)      A = normalize(r, G, advantage_method)
+
+    with G = num_generations and the method's formula in :mod:`alignkit.plugins.advantages` (e.g. RLOO,
+    A_i = r_i − mean_{j≠i} r_j), then sliced to this process. ``advantage_method=None`` leaves TRL's advantages alone.
+
+    Shaping: :class:`~alignkit.plugins.penalties.LengthPenalty` (r = −max(0, |y| − target), |y| in completion tokens)
+    and :class:`~alignkit.plugins.penalties.RepetitionPenalty` (TRL's n-gram penalty in [−1, 0]) are appended to
+    ``reward_funcs`` with weights ``length_penalty_coef`` / ``repetition_penalty_weight`` in ``reward_weights``, so
+    they enter the weighted sum above and are logged as ``rewards/<name>/mean``.
+
+    Adaptive KL (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, §2.2): TRL's per-token k3 KL (the ``kl``
+    metric, the very term β multiplies in the loss) is collected over the micro-batches of a generation batch; before
+    the next generation, β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), n = completions in the batch (all
+    processes). β is logged as ``kl_coef`` and saved with checkpoints.
+    """
+
+    def __init__(self, model, reward_funcs=None, args: GRPOConfig | None = None, *pos, **kwargs):
+        if args is not None and (args.length_penalty_coef > 0 or args.repetition_penalty_weight > 0):
+            reward_funcs, args = self._with_penalties(reward_funcs, args)
+        super().__init__(model, reward_funcs, args, *pos, **kwargs)
+        self._kl_callback = None
+        if self.args.kl_target is not None:
+            controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
+            self._kl_callback = KLControllerCallback(
+                controller, apply=lambda beta: setattr(self, "beta", beta), update_on_step_end=False
+            )
+            self.add_callback(self._kl_callback)
+
+    @staticmethod
+    def _with_penalties(reward_funcs, args: GRPOConfig):
+        """Append the penalty callables and their weights; ``args`` is copied so the caller's config is not edited."""
+        if reward_funcs is None:
+            reward_funcs = []
+        funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+        weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(funcs)
+        if args.length_penalty_coef > 0:
+            funcs.append(LengthPenalty(coef=1.0, target=args.length_penalty_target, unit="tokens"))
+            weights.append(args.length_penalty_coef)
+        if args.repetition_penalty_weight > 0:
+            funcs.append(RepetitionPenalty(ngram_size=args.repetition_ngram_size, max_penalty=-1.0, unit="tokens"))
+            weights.append(args.repetition_penalty_weight)
+        args = copy.copy(args)
+        args.reward_weights = weights
+        return funcs, args
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._last_rewards_per_func = rewards_per_func  # (N_global, n_funcs), read back by the advantage override
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        mode = "train" if self.model.training else "eval"
+        if self._kl_callback is not None and mode == "train":
+            self._kl_callback.flush()  # β from the KL measured on the previous generation batch
+        output = super()._generate_and_score_completions(inputs)
+        if self.args.advantage_method is not None:
+            rewards_per_func = self._last_rewards_per_func
+            rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)
+            rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+            group = self.num_generations if mode == "train" else self.num_generations_eval
+            advantages = normalize(rewards, group, self.args.advantage_method)
+            start = self.accelerator.process_index * len(inputs)
+            output["advantages"] = advantages[start : start + len(inputs)].to(output["advantages"].dtype)
+        return output
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        if self._kl_callback is not None:
+            mode = "train" if self.model.training else "eval"
+            kl_readings = self._metrics[mode].get("kl")
+            if mode == "train" and kl_readings:
+                n = inputs["completion_ids"].size(0) * self.accelerator.num_processes
+                self._kl_callback.record(kl_readings[-1], n)
+            self._metrics[mode]["kl_coef"].append(self.beta)
+        return loss

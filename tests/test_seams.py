@@ -1,0 +1,88 @@
+"""Guards for the TRL internals our trainers rely on: fail loudly if TRL moves them (review before bumping TRL).
+
+Each assertion names the plugin that depends on it. Fast: only inspects TRL's source, loads no model.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+trl = pytest.importorskip("trl")
+
+
+def _src(fn) -> str:
+    return inspect.getsource(fn)
+
+
+def test_trl_minor_version_is_the_reviewed_one():
+    assert trl.__version__.startswith("1.16."), f"plugins were reviewed against TRL 1.16, found {trl.__version__}"
+
+
+def test_grpo_advantage_seam():
+    """plugins/grpo.py overrides _generate_and_score_completions and wraps _calculate_rewards."""
+    from trl import GRPOTrainer
+
+    assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
+    assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
+        "self", "inputs", "prompts", "completions", "completion_ids_list"]
+    src = _src(GRPOTrainer._generate_and_score_completions)
+    # Rewards come from _calculate_rewards (gathered over processes), weighted by self.reward_weights, and the local
+    # slice of the advantages is returned under "advantages".
+    assert "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)" in src
+    assert "self.reward_weights" in src
+    assert "self.accelerator.process_index * len(prompts)" in src
+    assert '"advantages": advantages' in src
+    assert "self.num_generations_eval" in src
+
+
+def test_grpo_beta_and_kl_metric_seam():
+    """plugins/grpo.py moves self.beta and reads the `kl` metric that _compute_loss appends once per call."""
+    from trl import GRPOTrainer
+
+    src = _src(GRPOTrainer._compute_loss)
+    assert "per_token_loss + self.beta * per_token_kl" in src
+    assert 'self._metrics[mode]["kl"].append(' in src
+    assert "return self._compute_loss(model, inputs)" in _src(GRPOTrainer.compute_loss)
+    assert "if self.beta != 0.0:" in _src(GRPOTrainer._generate_and_score_completions)  # reference logps need β > 0
+
+
+def test_dpo_forward_order_seam():
+    """plugins/dpo.py hooks the fused-head forwards inside _compute_loss: policy first, reference second."""
+    from trl import DPOTrainer
+
+    assert "return self._compute_loss(model, inputs, return_outputs)" in _src(DPOTrainer.compute_loss)
+    src = _src(DPOTrainer._compute_loss)
+    policy = src.index("outputs = model(**model_kwargs, labels=labels, fused_lm_head=True)")
+    reference = src.index("ref_outputs = self.model(**ref_model_kwargs, labels=labels, fused_lm_head=True)")
+    assert policy < reference
+    assert "ref_outputs = self.ref_model(**ref_model_kwargs, labels=labels, fused_lm_head=True)" in src
+    assert "ref_per_token_logps = ref_outputs.log_probs[:, -seq_len:]" in src
+    assert 'ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]' in src
+    assert "chosen_logratios = chosen_logps - ref_chosen_logps" in src
+    assert "self.beta * delta_score" in src
+    # The tilt of the reference sits at the first completion token, inside the `shared` part that ld_alpha keeps.
+    assert "shared_mask = (comp_pos > 0) & (comp_pos <= shared_lens.unsqueeze(1))" in src
+
+
+def test_metrics_buffer_seam():
+    """All four plugins append to self._metrics[mode][name], which each TRL trainer's log() averages and clears."""
+    from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
+
+    for cls in (SFTTrainer, RewardTrainer, DPOTrainer, GRPOTrainer):
+        assert "self._metrics" in _src(cls.__init__), cls.__name__
+        assert "self._metrics[mode]" in _src(cls.log), cls.__name__
+
+
+def test_pure_modules_do_not_import_trl():
+    """`import alignkit.plugins.<maths>` must stay light: the trainer names are resolved lazily (PEP 562)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, alignkit.plugins, alignkit.plugins.kl, alignkit.plugins.unlikelihood, "
+        "alignkit.plugins.length_bias; print('trl' in sys.modules or 'transformers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
