@@ -1,0 +1,128 @@
+"""Built-dataset cache: JSONL splits plus a manifest, in a directory keyed by everything that shaped them.
+
+Layout: ``<cache_root>/<name>/<key>/{train,test}.jsonl, manifest.json`` where ``key`` hashes the builder's
+fingerprint (builder version, parameters, source file hash, model identity ...). A changed input gives a new key,
+so nothing is ever rebuilt in place: a build writes a temporary sibling directory and renames it into place, and a
+reader either sees a complete build (manifest written last) or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit.cache import cache_dir
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_json
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class BuildResult:
+    """A built (or reused) dataset: one JSONL file per split and the manifest describing how it was made."""
+
+    name: str
+    directory: Path
+    files: dict[str, Path]
+    manifest: dict[str, Any]
+    reused: bool
+
+    def rows(self, split: str) -> list[dict[str, Any]]:
+        if split not in self.files:
+            raise AlignkitError(f"built dataset '{self.name}' has no split '{split}' (has {sorted(self.files)})")
+        return read_jsonl(self.files[split])
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """Size and sha256 of a source file (sha256 runs at ~1 GB/s, so hashing the 125 MB ShareGPT file is ~0.1 s)."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return {"path": str(path), "size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def fingerprint_key(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line raises a one-line AlignkitError naming the file and line number."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise AlignkitError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(row, dict):
+                raise AlignkitError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+    return rows
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
+    n = 0
+    with open(path, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+def cached_build(
+    name: str,
+    fingerprint: dict[str, Any],
+    produce: Callable[[], tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]],
+    cache_root: str | os.PathLike | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Return the build for ``fingerprint``, calling ``produce() -> (rows per split, extra manifest fields)`` only
+    when no complete build with that fingerprint exists (or ``force``)."""
+    parent = (Path(cache_root) if cache_root is not None else cache_dir("datasets")) / name
+    key = fingerprint_key(fingerprint)
+    target = parent / key
+    manifest_path = target / "manifest.json"
+    if manifest_path.exists() and not force:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
+        if all(p.exists() for p in files.values()):
+            return BuildResult(name, target, files, manifest, reused=True)
+    start = time.perf_counter()
+    splits, extra = produce()
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key}."))
+    try:
+        counts = {split: _write_jsonl(tmp / f"{split}.jsonl", rows) for split, rows in splits.items()}
+        manifest = {
+            "name": name,
+            "key": key,
+            "counts": counts,
+            **extra,
+            "fingerprint": fingerprint,
+            "build_seconds": round(time.perf_counter() - start, 2),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        atomic_write_json(tmp / "manifest.json", manifest)  # last: its presence marks a complete build
+        if target.exists():  # forced rebuild (or a stale incomplete dir): move the old one aside, then swap in
+            old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key}.old."))
+            os.replace(target, old / "build")
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = {split: target / f"{split}.jsonl" for split in counts}
+    return BuildResult(name, target, files, manifest, reused=False)
