@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 
 from alignkit.errors import AlignkitError
 
@@ -28,9 +29,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from alignkit.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {recipe.training_args.output_dir}")
-    for key, why in recipe.hardware_reasons.items():
-        print(f"alignkit: {key}: {why}")
     run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
     print(f"alignkit: trained run in {run_dir}")
     if args.no_eval or not recipe.args.eval_suite:
@@ -67,6 +65,8 @@ def _setup_logging() -> None:
     # bitsandbytes logs an optional-kernel notice at import on every CPU run; it is not actionable for users.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers 5 renamed the key TRL still documents; the message is for library authors, not recipe users.
+    warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alignkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",
-              file=sys.stderr)
+        print(
+            "alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -91,7 +91,9 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
             prec, why = ("fp32", "CPU advertises avx512_bf16/AMX, but bf16 autocast measured slower than fp32 here")
         else:
             prec, why = ("fp32", "CPU lacks avx512_bf16/AMX: bf16 autocast would be emulated and slow")
-        chosen.update(use_cpu=True, gradient_checkpointing=False, dataloader_pin_memory=False, dataloader_num_workers=0)
+        chosen.update(
+            use_cpu=True, gradient_checkpointing=False, dataloader_pin_memory=False, dataloader_num_workers=0
+        )
         reasons["gradient_checkpointing"] = "off on CPU: ~20% slower and memory is ample"
         reasons["dataloader_num_workers"] = "0 on CPU: workers would compete for the same cores"
     chosen["bf16"] = prec == "bf16"

@@ -77,7 +77,9 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
     # Tied embeddings: lm_head.weight may be absent from the GGUF state dict.
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise AlignkitError(f"embedded model {alias}: state dict mismatch (missing={missing}, unexpected={unexpected})")
+        raise AlignkitError(
+            f"embedded model {alias}: state dict mismatch (missing={missing}, unexpected={unexpected})"
+        )
     plain.tie_weights()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -99,7 +101,7 @@ def _hub_is_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes"}
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, twin: str | None = None) -> str:
     """Map a recipe's ``model_name_or_path`` to something ``from_pretrained`` can load without surprises.
 
     - an embedded alias -> its materialized cache directory;
@@ -129,9 +131,10 @@ def resolve_model_path(name: str) -> str:
             reason = type(exc).__name__
     else:
         reason = "HF_HUB_OFFLINE=1"
+    suggestion = f"`make recipe={twin}`" if twin else f"a *-smol recipe (model '{DEFAULT_MODEL}'), e.g. `make`"
     raise AlignkitError(
         f"model '{name}' is not in the local cache and the Hugging Face Hub is unreachable ({reason}); "
-        f"on this machine use an embedded recipe instead, e.g. `make recipe=dpo-smol` (model '{DEFAULT_MODEL}')"
+        f"on this machine run the embedded twin instead: {suggestion}"
     )
 
 

@@ -63,9 +63,7 @@ def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPa
             return RunPaths(final, staging, checkpoint)
         raise AlignkitError(f"nothing to resume: neither {final} nor {staging} exists")
     if finished and not overwrite:
-        raise AlignkitError(
-            f"{final} already holds a finished run; OVERWRITE=1 replaces it, RESUME=1 continues it"
-        )
+        raise AlignkitError(f"{final} already holds a finished run; OVERWRITE=1 replaces it, RESUME=1 continues it")
     if staging.exists():
         if not overwrite:
             raise AlignkitError(f"an interrupted run is in {staging}; RESUME=1 continues it, OVERWRITE=1 discards it")

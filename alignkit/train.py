@@ -1,0 +1,187 @@
+"""Train a recipe: resolve the model and data, build the TRL (plugin) trainer, train, save, then evaluate."""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from alignkit.errors import AlignkitError
+from alignkit.io import atomic_write_json, atomic_write_text
+from alignkit.recipe import Recipe
+from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
+
+logger = logging.getLogger("alignkit")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("alignkit", "torch", "transformers", "trl", "peft", "bitsandbytes", "datasets", "accelerate"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def load_model(recipe: Recipe, model_path: str, tokenizer):
+    """Load the base model with the recipe's dtype and (Q)LoRA quantization, as TRL's own scripts do."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    from trl import get_quantization_config
+
+    margs = recipe.model_args
+    dtype = margs.dtype if margs.dtype in (None, "auto") else getattr(torch, margs.dtype)
+    quantization_config = get_quantization_config(margs)
+    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config}
+    if margs.attn_implementation:
+        kwargs["attn_implementation"] = margs.attn_implementation
+    if quantization_config is not None and torch.cuda.is_available():
+        from accelerate import PartialState
+
+        kwargs["device_map"] = {"": PartialState().local_process_index}  # one quantized replica per process
+    if recipe.args.trainer == "reward":
+        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def peft_config_for(recipe: Recipe):
+    from trl import get_peft_config
+
+    margs = recipe.model_args
+    if recipe.args.trainer == "reward" and "lora_task_type" not in recipe.explicit_keys:
+        margs.lora_task_type = "SEQ_CLS"  # the score head must train, and peft keeps it when task is SEQ_CLS
+    return get_peft_config(margs)
+
+
+def reward_funcs_for(recipe: Recipe) -> list:
+    from alignkit.plugins.rewards import get_reward_func
+
+    try:
+        return [get_reward_func(name) for name in recipe.args.reward_funcs or []]
+    except ValueError as exc:
+        raise AlignkitError(f"{recipe.path}: reward_funcs: {exc}") from None
+
+
+class _JsonlLogCallback:
+    """Appends every Trainer log entry to train_log.jsonl (one JSON object per line, step included)."""
+
+    def __new__(cls, path: Path):
+        from transformers import TrainerCallback
+
+        class JsonlLog(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kwargs):
+                if state.is_world_process_zero and logs:
+                    with open(path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+        return JsonlLog()
+
+
+def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict | None = None) -> None:
+    config = {
+        "recipe": recipe.name,
+        "source": str(recipe.path),
+        "keys": recipe.raw,
+        "hardware_choices": recipe.hardware_choices,
+        "hardware_reasons": recipe.hardware_reasons,
+    }
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    resolved = {
+        "recipe": asdict(recipe.args),
+        "model": asdict(recipe.model_args),
+        "training": recipe.training_args.to_dict(),
+    }
+    atomic_write_json(run_dir / "resolved_config.json", resolved)
+    meta = {
+        "recipe": recipe.name,
+        "trainer": recipe.args.trainer,
+        "model_name_or_path": recipe.model_args.model_name_or_path,
+        "dataset": recipe.args.dataset,
+        "eval_suite": recipe.args.eval_suite,
+        "max_eval_samples": recipe.args.max_eval_samples,
+        "beta": getattr(recipe.training_args, "beta", None),
+        "hardware": recipe.hardware,
+        "hardware_choices": recipe.hardware_choices,
+        "versions": _versions(),
+        "status": status,
+        **(extra or {}),
+    }
+    atomic_write_json(run_dir / RUN_FILE, meta)
+
+
+def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+    """Train ``recipe`` into runs/<name>/ and return that directory (evaluation is separate: see :func:`run`)."""
+    from alignkit.data.cards import load_card, load_split
+    from alignkit.models import load_tokenizer, resolve_model_path
+    from alignkit.recipe import list_recipes
+
+    final = Path(recipe.training_args.output_dir)
+    twin = recipe.name.replace("-qwen", "-smol")
+    model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+    card = load_card(recipe.args.dataset)
+    paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
+    recipe.training_args.output_dir = str(paths.staging)
+    print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
+    for key, why in recipe.hardware_reasons.items():
+        print(f"alignkit: {key}: {why}", flush=True)
+    try:
+        seed = recipe.training_args.seed
+        train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, seed=seed)
+        eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, seed=seed)
+        reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
+        tokenizer = load_tokenizer(model_path)
+        write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
+        model = load_model(recipe, model_path, tokenizer)
+        peft_config = peft_config_for(recipe)
+        kwargs: dict[str, Any] = dict(
+            model=model,
+            args=recipe.training_args,
+            train_dataset=train_ds,
+            eval_dataset=eval_ds if recipe.training_args.eval_strategy != "no" else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=[_JsonlLogCallback(paths.staging / "train_log.jsonl")],
+        )
+        if reward_funcs is not None:
+            kwargs["reward_funcs"] = reward_funcs
+        trainer = recipe.trainer_class(**kwargs)
+        start = time.time()
+        trainer.train(resume_from_checkpoint=paths.resume_from)
+        seconds = time.time() - start
+    except BaseException:
+        # Keep an interrupted run only if it has a checkpoint to resume from; otherwise leave nothing behind.
+        if last_checkpoint(paths.staging) is None and paths.resume_from is None:
+            shutil.rmtree(paths.staging, ignore_errors=True)
+        raise
+
+    artifact = "adapter" if peft_config is not None else "model"
+    trainer.save_model(str(paths.staging / artifact))
+    tokenizer.save_pretrained(paths.staging / artifact)
+    write_run_metadata(
+        recipe,
+        paths.staging,
+        "finished",
+        {
+            "base_model": model_path,
+            "adapter_dir": artifact if artifact == "adapter" else None,
+            "model_dir": artifact if artifact == "model" else None,
+            "train_seconds": round(seconds, 1),
+            "global_step": trainer.state.global_step,
+            "train_samples": len(train_ds),
+        },
+    )
+    return promote(paths)
