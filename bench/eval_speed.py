@@ -1,0 +1,327 @@
+"""Eval harness speed: batched generation + RM scoring + perplexity vs a per-sample loop, same inputs, same numbers.
+
+    . .venv/bin/activate
+    HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 256        # full run (writes bench/results/eval_speed.md)
+    HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 16 --out /tmp/eval_speed.md   # smoke run
+
+Both arms run in one process, on the same model objects, with the same ``torch.set_num_threads``:
+
+* **batched** -- the harness: :func:`alignkit.eval.generation.generate` (length-sorted, left-padded batches),
+  :class:`alignkit.eval.rm_score.RewardModelScorer` (length-sorted, right-padded batches) and
+  :func:`alignkit.eval.perplexity.completion_nlls` (left-padded windows, logits only for scored positions);
+* **per-sample** -- the straightforward loop a user would write: one ``model.generate`` per prompt, one reward-model
+  forward per text, one full forward per text for perplexity, no padding anywhere.
+
+Identity checks: greedy generations are compared token for token (batched greedy with padding can flip a near-tie
+argmax through fp rounding, after which the two continuations differ; the fraction identical is reported); RM scores
+and per-text perplexities must agree within 1e-4. RM scoring and perplexity score the per-sample arm's generations
+and the held-out reference answers respectively, so both arms see exactly the same texts.
+
+The reward model is the embedded SmolLM2-135M-Instruct body with a freshly initialized scalar head
+(``AutoModelForSequenceClassification``, ``num_labels=1``, head seeded with ``torch.manual_seed(0)``): it has the cost
+of a real 135M reward model, which is what a speed and identity benchmark needs, but its scores mean nothing.
+
+Prompts: the held-out (test) split of the embedded ShareGPT SFT set, topped up from the train split when ``--n``
+exceeds it (236 test rows), in id order; the reference answers are those rows' assistant turns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results" / "eval_speed.md"
+
+
+@dataclass
+class Stage:
+    """Timings and identity numbers of one stage (generation, rm, perplexity)."""
+
+    name: str
+    batched_s: float = 0.0
+    loop_s: float = 0.0
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float:
+        return self.loop_s / self.batched_s if self.batched_s else float("nan")
+
+
+def load_rows(n: int) -> list[dict[str, str]]:
+    """``n`` rows ``{prompt, reference}``: test split first, then train, each in id order."""
+    import importlib.util
+
+    # the same held-out rows as the lm-eval ShareGPT task, through its builder's own helper
+    spec = importlib.util.spec_from_file_location("build_sharegpt_ppl", ROOT / "eval/tasks/build_sharegpt_ppl.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    splits = {s: builder.held_out_rows(s) for s in ("test", "train")}
+    rows = []
+    for split in ("test", "train"):
+        for row in sorted(splits[split], key=lambda r: r["id"]):
+            by_role = {m["role"]: m["content"] for m in row["messages"]}
+            rows.append({"prompt": by_role["user"], "reference": by_role["assistant"]})
+            if len(rows) == n:
+                return rows
+    raise SystemExit(f"--n {n}: only {len(rows)} ShareGPT rows available")
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+# ----------------------------------------------------------------------------------------------- per-sample arm
+
+
+def stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Same end-of-turn set the harness uses: tokenizer EOS plus the checkpoint's configured EOS ids."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(model.generation_config, "eos_token_id", None)
+    ids.update(configured if isinstance(configured, list) else [configured])
+    return sorted(i for i in ids if i is not None)
+
+
+def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+    """Greedy, one prompt at a time, no padding; returns generated ids cut before the first stop token."""
+    import torch
+    from transformers import GenerationConfig
+
+    from alignkit.eval.models import prompt_text
+
+    stop = stop_ids(model, tokenizer)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
+    )
+    out = []
+    with torch.inference_mode():
+        for p in prompts:
+            ids = torch.tensor([tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False)])
+            row = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
+            row = row[0, ids.shape[1] :].tolist()
+            ends = [k for k, t in enumerate(row) if t in stop]
+            out.append(row[: ends[0]] if ends else row)
+    return out
+
+
+def loop_rm_scores(rm: Any, render: Any, prompts: list[str], responses: list[str]) -> list[float]:
+    """One reward-model forward per (prompt, response), read at the last token (no padding to skip).
+
+    ``render`` is the harness scorer's own ``render``, so both arms feed the reward model identical token ids."""
+    import torch
+
+    scores = []
+    with torch.inference_mode():
+        for p, r in zip(prompts, responses, strict=True):
+            ids = torch.tensor([render(p, r)])
+            scores.append(float(rm(input_ids=ids).logits[0, 0]))
+    return scores
+
+
+def loop_nlls(model: Any, tokenizer: Any, prompts: list[str], references: list[str]) -> tuple[list[float], list[int]]:
+    """Summed completion NLL and token count per text: one full forward per text, all logits, no padding."""
+    import torch
+
+    from alignkit.eval.models import encode_pair
+
+    nlls, counts = [], []
+    with torch.inference_mode():
+        for p, c in zip(prompts, references, strict=True):
+            head, tail = encode_pair(tokenizer, p, c)
+            ids = torch.tensor([head + tail])
+            logits = model(input_ids=ids).logits[0].float()  # (seq, vocab)
+            # position t predicts token t + 1; completion tokens are positions len(head) .. end
+            nll = torch.nn.functional.cross_entropy(logits[len(head) - 1 : -1], ids[0, len(head) :], reduction="sum")
+            nlls.append(float(nll))
+            counts.append(len(tail))
+    return nlls, counts
+
+
+# ----------------------------------------------------------------------------------------------- the benchmark
+
+
+def timed(fn, *args, **kwargs) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def build_rm(base: str) -> Any:
+    """Embedded body + seeded random scalar head (see the module docstring: speed/identity only)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from alignkit.models import load_tokenizer
+
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_pretrained(base, num_labels=1, dtype=torch.float32)
+    rm.config.pad_token_id = load_tokenizer(base).pad_token_id
+    return rm.eval()
+
+
+def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
+    import numpy as np
+    import torch
+
+    from alignkit.eval.generation import GenerationConfig, generate
+    from alignkit.eval.models import ModelSpec, load_model
+    from alignkit.eval.perplexity import completion_nlls
+    from alignkit.eval.rm_score import RewardModelScorer
+    from alignkit.models import materialize_embedded
+
+    torch.set_num_threads(args.threads)  # both arms share this process, hence these threads
+    base = str(materialize_embedded())
+    spec = ModelSpec(name="smollm2-135m-instruct", base=base)
+    model, tokenizer = load_model(spec)
+    rows = load_rows(args.n)
+    prompts = [r["prompt"] for r in rows]
+    references = [r["reference"] for r in rows]
+    stages: list[Stage] = []
+    info: dict[str, Any] = {"load_before": loadavg()}
+
+    # -- generation
+    gen = Stage("generation")
+    config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size)
+    batched, gen.batched_s = timed(
+        generate, spec, prompts, config, use_cache=False, model_fn=lambda: (model, tokenizer), desc="batched"
+    )
+    loop_ids, gen.loop_s = timed(loop_generate, model, tokenizer, prompts, args.max_new_tokens)
+    tokenizer.padding_side = "left"
+    loop_text = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in loop_ids]
+    same = [a == b for a, b in zip(batched.responses, loop_text, strict=True)]
+    gen.identity = {
+        "identical": f"{sum(same)}/{len(same)}",
+        "fraction_identical": sum(same) / len(same),
+        "same_length": sum(a == len(b) for a, b in zip(batched.n_tokens, loop_ids, strict=True)) / len(same),
+        "tokens_generated": int(sum(len(x) for x in loop_ids)),
+    }
+    stages.append(gen)
+    _progress(gen)
+    info["load_after_generation"] = loadavg()
+
+    # -- reward model scoring (of the per-sample arm's generations, so both arms score the same texts)
+    rm_stage = Stage("rm_score")
+    rm = build_rm(base)
+    scorer = RewardModelScorer(rm, tokenizer, batch_size=args.score_batch_size, name="bench-rm")
+    b_scores, rm_stage.batched_s = timed(scorer, prompts, loop_text)
+    l_scores, rm_stage.loop_s = timed(loop_rm_scores, rm, scorer.render, prompts, loop_text)
+    diff = np.abs(np.asarray(b_scores, dtype=float) - np.asarray(l_scores))
+    rm_stage.identity = {"max_abs_diff": float(diff.max()), "within_1e-4": bool(diff.max() <= 1e-4)}
+    stages.append(rm_stage)
+    _progress(rm_stage)
+    del rm
+
+    # -- held-out perplexity of the reference answers given their prompts
+    ppl = Stage("perplexity")
+    (b_nll, b_count), ppl.batched_s = timed(
+        completion_nlls, model, tokenizer, prompts, references, batch_size=args.score_batch_size
+    )
+    (l_nll, l_count), ppl.loop_s = timed(loop_nlls, model, tokenizer, prompts, references)
+    b_nll, l_nll, b_count, l_count = (np.asarray(x, dtype=float) for x in (b_nll, l_nll, b_count, l_count))
+    if not np.array_equal(b_count, l_count):
+        raise SystemExit("perplexity: the two arms scored different token counts; the comparison is meaningless")
+    b_ppl, l_ppl = np.exp(b_nll / b_count), np.exp(l_nll / l_count)
+    corpus_b, corpus_l = float(np.exp(b_nll.sum() / b_count.sum())), float(np.exp(l_nll.sum() / l_count.sum()))
+    ppl.identity = {
+        "max_abs_diff_per_text_ppl": float(np.abs(b_ppl - l_ppl).max()),
+        "max_rel_diff_per_text_ppl": float((np.abs(b_ppl - l_ppl) / l_ppl).max()),
+        "corpus_ppl_batched": corpus_b,
+        "corpus_ppl_loop": corpus_l,
+        "within_1e-4": bool((np.abs(b_ppl - l_ppl) / l_ppl).max() <= 1e-4),
+        "tokens_scored": int(b_count.sum()),
+    }
+    stages.append(ppl)
+    _progress(ppl)
+    info["load_after"] = loadavg()
+    return stages, info
+
+
+def _progress(stage: Stage) -> None:
+    """One line per finished stage on stderr, so a long background run shows where it is."""
+    print(
+        f"[{stage.name}] loop {stage.loop_s:.1f}s batched {stage.batched_s:.1f}s speedup {stage.speedup:.1f}x "
+        f"{stage.identity} (load {loadavg()})",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def render(stages: list[Stage], info: dict[str, Any], args: argparse.Namespace, argv: list[str]) -> str:
+    import torch
+    import transformers
+
+    timed_stages = [s for s in stages if s.batched_s]
+    total_b = sum(s.batched_s for s in timed_stages)
+    total_l = sum(s.loop_s for s in timed_stages)
+    lines = [
+        "# Eval speed: batched harness vs per-sample loop",
+        "",
+        "Command (from the repository root):",
+        "",
+        "```",
+        "HF_HUB_OFFLINE=1 python bench/eval_speed.py " + " ".join(shlex.quote(a) for a in argv),
+        "```",
+        "",
+        "- model: embedded SmolLM2-135M-Instruct (fp32, CPU); RM: same body + seeded random scalar head "
+        "(speed/identity only, scores are meaningless)",
+        f"- prompts: {args.n} ShareGPT rows (held-out split first); max_new_tokens={args.max_new_tokens}, greedy",
+        f"- batch sizes: generation {args.gen_batch_size}, RM/perplexity {args.score_batch_size}; "
+        f"torch.set_num_threads({args.threads}) for both arms",
+        f"- torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs; load average before/after: {info['load_before']} / {info['load_after']} "
+        "(the machine is shared, so absolute times are noisy; both arms ran back to back in one process)",
+        "",
+        "| stage | per-sample loop (s) | batched (s) | speedup | identity |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for s in stages:
+        ident = ", ".join(f"{k}={_fmt(v)}" for k, v in s.identity.items())
+        if s.batched_s:
+            lines.append(f"| {s.name} | {s.loop_s:.1f} | {s.batched_s:.1f} | {s.speedup:.1f}x | {ident} |")
+        else:
+            lines.append(f"| {s.name} | - | - | - | {ident} |")
+    lines.append(f"| **total** | {total_l:.1f} | {total_b:.1f} | **{total_l / total_b:.1f}x** | |")
+    lines += ["", "Raw numbers:", "", "```json", json.dumps([s.__dict__ for s in stages], indent=1), "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256, help="number of prompts")
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--gen-batch-size", type=int, default=32)
+    parser.add_argument("--score-batch-size", type=int, default=16)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch.set_num_threads for both arms (1: see the results file)"
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stages, info = run(args)
+    text = render(stages, info, args, argv)
+    from alignkit.io import atomic_write_text
+
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
