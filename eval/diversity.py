@@ -25,9 +25,9 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
-from alignkit.plugins.penalties import ngram_repetition_rate  # shared so the training penalty and eval agree
 
 from alignkit.errors import AlignkitError
+from alignkit.plugins.penalties import ngram_repetition_rate  # shared so the training penalty and eval agree
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 

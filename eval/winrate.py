@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from alignkit.eval.stats import as_finite_1d, bootstrap_ci, bootstrap_indices
 
 from alignkit.errors import AlignkitError
+from alignkit.eval.stats import as_finite_1d, bootstrap_ci, bootstrap_indices
 
 Scale = Literal["signed", "prob"]
 

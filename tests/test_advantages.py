@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from alignkit.plugins.advantages import ADVANTAGE_METHODS, available_methods, normalize
 
 EPS = 1e-4

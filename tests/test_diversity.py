@@ -4,6 +4,8 @@ import math
 import random
 
 import pytest
+
+from alignkit.errors import AlignkitError
 from alignkit.eval.diversity import (
     distinct_n,
     diversity_report,
@@ -12,8 +14,6 @@ from alignkit.eval.diversity import (
     self_bleu,
     simple_tokenize,
 )
-
-from alignkit.errors import AlignkitError
 
 HAND = ["a b a b", "a c"]
 

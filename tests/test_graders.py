@@ -3,6 +3,7 @@
 import pickle
 
 import pytest
+
 from alignkit.plugins.graders import (
     GRADERS,
     Contains,

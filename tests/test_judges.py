@@ -3,9 +3,9 @@
 import types
 
 import pytest
-from alignkit.eval.judges import GraderJudge, PairwiseLLMJudge, RewardModelJudge, hf_preference_fn
 
 from alignkit.errors import AlignkitError
+from alignkit.eval.judges import GraderJudge, PairwiseLLMJudge, RewardModelJudge, hf_preference_fn
 
 PROMPTS = ["p0", "p1", "p2", "p3"]
 A = ["long answer here", "x", "same", "abc"]

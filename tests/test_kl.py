@@ -5,6 +5,7 @@ import pickle
 
 import pytest
 import torch
+
 from alignkit.plugins.kl import (
     AdaptiveKLController,
     FixedKLController,

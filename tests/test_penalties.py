@@ -3,6 +3,8 @@
 import pickle
 
 import pytest
+from trl.rewards import get_repetition_penalty_reward
+
 from alignkit.plugins.penalties import (
     LengthPenalty,
     RepetitionPenalty,
@@ -10,7 +12,6 @@ from alignkit.plugins.penalties import (
     ngram_repetition_rate,
     relative_length_penalty,
 )
-from trl.rewards import get_repetition_penalty_reward
 
 
 class CharTokenizer:

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from alignkit.eval.stats import bootstrap_ci, bootstrap_indices, mean_std_ci, paired_bootstrap_diff
 
 from alignkit.errors import AlignkitError
+from alignkit.eval.stats import bootstrap_ci, bootstrap_indices, mean_std_ci, paired_bootstrap_diff
 
 
 def test_constant_values_give_a_degenerate_interval():

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from alignkit.eval.winrate import fit_soft_logistic, length_controlled_win_rate, preference_labels, win_rate
 
 from alignkit.errors import AlignkitError
+from alignkit.eval.winrate import fit_soft_logistic, length_controlled_win_rate, preference_labels, win_rate
 
 
 def test_win_rate_counts_ties_as_half():
