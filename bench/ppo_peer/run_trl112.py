@@ -1,0 +1,116 @@
+"""TRL 1.12 side of the PPO peer comparison. Runs ONLY in bench/.venv-trl112 (trl==1.12.0, not a project dependency):
+
+    python3 -m venv bench/.venv-trl112
+    # reuse torch/transformers/peft/alignkit from the main venv; trl 1.12 in the bench venv shadows trl 1.16
+    echo "import site; site.addsitedir('$PWD/.venv/lib/python3.11/site-packages')" \
+        > bench/.venv-trl112/lib/python3.11/site-packages/zz_main_venv.pth
+    bench/.venv-trl112/bin/pip install --no-deps trl==1.12.0
+    bench/.venv-trl112/bin/python bench/ppo_peer/run_trl112.py --updates 6
+
+TRL 1.12's PPO needs a sequence-classification reward *model*, so the math_answer grader is wrapped in a module with
+TRL's get_reward interface (backbone echoes token ids; score decodes and grades). The value model is TRL 1.12's
+standard separate AutoModelForSequenceClassification copy of the same base; the policy is LoRA with the reference
+taken as adapters disabled (TRL 1.12's peft path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from common import SETTINGS as S  # noqa: E402
+from common import answer_of, peak_rss_mib, prompts, write  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class _Echo(nn.Module):
+    def forward(self, input_ids, **kwargs):
+        return SimpleNamespace(hidden_states=(input_ids.unsqueeze(-1).float(),))
+
+
+class GraderRewardModel(nn.Module):
+    """math_answer as a TRL-1.12 reward model: score(hidden) -> (B, T, 1), the sequence's grade at every position."""
+
+    base_model_prefix = "backbone"
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        from alignkit.plugins.graders import MathAnswer
+
+        self.backbone, self.tokenizer, self.grader = _Echo(), tokenizer, MathAnswer()
+
+    def score(self, hidden: torch.Tensor) -> torch.Tensor:
+        grades = []
+        for row in hidden.squeeze(-1).long():
+            text = self.tokenizer.decode(row, skip_special_tokens=False)
+            prompt, _, response = text.rpartition("<|im_start|>assistant\n")
+            response = self.tokenizer.decode(self.tokenizer.encode(response), skip_special_tokens=True)
+            ref = answer_of(prompt)
+            grades.append(0.0 if ref is None else self.grader.score(response, ref))
+        return torch.tensor(grades)[:, None, None].expand(hidden.size(0), hidden.size(1), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--updates", type=int, default=6)
+    a = ap.parse_args()
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    from alignkit.models import materialize_embedded
+
+    assert trl.__version__ == "1.12.0", trl.__version__
+    path = str(materialize_embedded())
+    tok = AutoTokenizer.from_pretrained(path, padding_side="left")
+    qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
+    ids = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in qs]
+    ds = Dataset.from_dict({"input_ids": [i if isinstance(i, list) else i["input_ids"] for i in ids]})
+    args = PPOConfig(
+        output_dir="/tmp/trl112-ppo-peer", per_device_train_batch_size=S["per_device_train_batch_size"],
+        gradient_accumulation_steps=1, num_mini_batches=S["rollout"] // S["per_device_train_batch_size"],
+        num_ppo_epochs=S["num_ppo_epochs"], total_episodes=S["rollout"] * a.updates,
+        local_rollout_forward_batch_size=S["per_device_train_batch_size"], response_length=S["response_length"],
+        temperature=S["temperature"], learning_rate=S["learning_rate"], kl_coef=S["kl_coef"], cliprange=S["cliprange"],
+        cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"], gamma=S["gamma"], lam=S["lam"],
+        stop_token="eos", num_sample_generations=0, logging_steps=1, save_strategy="no", seed=S["seed"],
+        bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none",
+    )  # fmt: skip
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    value = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    lora = LoraConfig(r=S["lora_r"], lora_alpha=S["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
+    marks: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks.append(time.perf_counter())
+
+    trainer = PPOTrainer(
+        args=args, processing_class=tok, model=policy, ref_model=None, reward_model=GraderRewardModel(tok),
+        train_dataset=ds, value_model=value, peft_config=lora, callbacks=[Clock()],
+    )  # fmt: skip
+    marks.append(time.perf_counter())
+    trainer.train()
+    rewards = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
+    write(
+        "trl112",
+        {
+            "trainer": "trl==1.12.0 trl.experimental.ppo.PPOTrainer",
+            "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
+            "peak_rss_mib": peak_rss_mib(),
+            "reward_curve": rewards,
+            "settings": S,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,355 @@
+"""RLHF-PPO (policy, critic, frozen reference, reward) on TRL 1.16's GRPOTrainer machinery.
+
+TRL's PPOTrainer went to ``trl.experimental.ppo`` in 1.10 and was deleted in 1.13. This is a fresh implementation
+(not a port of TRL 1.12): the maths lives in :mod:`alignkit.plugins.ppo_math`; this module only wires it into
+``trl.GRPOTrainer``'s rollout and loss seams.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from accelerate.utils import is_peft_model
+from torch import nn
+from transformers import AutoModel
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl import GRPOConfig, GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+
+from .kl import kl_estimate, make_kl_controller, masked_mean
+from .penalties import LengthPenalty, RepetitionPenalty
+from .ppo_math import (
+    apply_missing_eos_penalty,
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae,
+    masked_mean_var,
+    masked_whiten,
+    per_token_rewards,
+)
+
+__all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
+
+CRITIC_STATE_FILE = "ppo_critic.pt"
+VALUE_ADAPTER = "value"
+
+
+@dataclass
+class PPOConfig(GRPOConfig):
+    """GRPOConfig plus the PPO fields. Reused TRL names: ``beta`` (initial/fixed KL coefficient β), ``epsilon`` /
+    ``epsilon_high`` (policy clip range), ``num_iterations`` (PPO epochs per rollout), ``steps_per_generation`` ÷
+    ``gradient_accumulation_steps`` (minibatches per rollout), ``reward_weights``, ``mask_truncated_completions``.
+    GRPO-only knobs (``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``, entropy bonus, ``delta``)
+    are ignored. ``num_generations=1`` (the default) needs an even generation batch (GRPOConfig checks divisibility).
+    """
+
+    beta: float = field(default=0.05, metadata={"help": "KL coefficient β (initial value when kl_target is set)."})
+    num_generations: int | None = field(default=1, metadata={"help": "Completions sampled per prompt."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL in the reward: 'k1' or 'k3'."})
+    kl_target: float | None = field(
+        default=None, metadata={"help": "Adaptive KL: target sequence KL (sum over tokens); None keeps β fixed."}
+    )
+    kl_horizon: float | None = field(default=None, metadata={"help": "Adaptive KL horizon in samples (10000)."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over valid tokens."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range ε_v around the rollout values."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of completions without EOS; None disables it."}
+    )
+    length_penalty_coef: float = field(
+        default=0.0, metadata={"help": "LengthPenalty coef per token beyond length_penalty_target; 0 disables."}
+    )
+    length_penalty_target: int | None = field(default=None, metadata={"help": "Token budget of the length penalty."})
+    repetition_penalty_max: float = field(
+        default=0.0, metadata={"help": "RepetitionPenalty reward of a fully repetitive completion (<= 0); 0 disables."}
+    )
+    repetition_ngram_size: int = field(default=3, metadata={"help": "n-gram size of the repetition penalty."})
+    value_model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Separate critic backbone (same tokenizer), fully trained; None = 'value' LoRA adapter."},
+    )
+
+    def __post_init__(self) -> None:
+        one_sample = self.num_generations == 1
+        if one_sample:  # GRPOConfig insists on groups of ≥ 2 for its baseline; the critic is PPO's baseline
+            self.num_generations = 2
+        try:
+            super().__post_init__()
+        finally:
+            if one_sample:
+                self.num_generations = 1
+        if self.kl_estimator not in ("k1", "k3"):
+            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        for name in ("gamma", "lam"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
+        if not self.cliprange_value > 0:
+            raise ValueError(f"cliprange_value must be > 0, got {self.cliprange_value!r}")
+        for name in ("vf_coef", "length_penalty_coef"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.missing_eos_penalty is not None and not self.missing_eos_penalty >= 0:
+            raise ValueError(f"missing_eos_penalty must be >= 0 or None, got {self.missing_eos_penalty!r}")
+        if self.length_penalty_coef > 0 and self.length_penalty_target is None:
+            raise ValueError("length_penalty_coef is set but length_penalty_target is None")
+        if not self.repetition_penalty_max <= 0:
+            raise ValueError(f"repetition_penalty_max must be <= 0, got {self.repetition_penalty_max!r}")
+        for name in ("kl_target", "kl_horizon"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)!r}")
+        if self.kl_target is not None and not self.beta > 0:
+            raise ValueError(f"beta must be > 0 with kl_target (adaptive KL multiplies it), got {self.beta!r}")
+        make_kl_controller(self.beta, self.kl_target, self.kl_horizon)  # its own checks (e.g. horizon w/o target)
+
+
+class ValueCritic(nn.Module):
+    """Scalar value head V(s_t) = w·h_t + b on hidden states, optionally owning a separate backbone."""
+
+    def __init__(self, hidden_size: int, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, 1)
+        # Small (|V| ≈ 0.1) rather than zero: with w = 0 and LoRA B = 0 the critic adapter gets no gradient for two
+        # steps, since each blocks the other's gradient.
+        nn.init.normal_(self.head.weight, std=0.1 / hidden_size**0.5)
+        nn.init.zeros_(self.head.bias)
+
+
+@contextmanager
+def _active_adapter(layers: list[nn.Module], name: str) -> Iterator[None]:
+    # PEFT's set_adapter also flips requires_grad (freezing the other adapter), so swap the active name only.
+    previous = [layer._active_adapter for layer in layers]
+    for layer in layers:
+        layer._active_adapter = name
+    try:
+        yield
+    finally:
+        for layer, prev in zip(layers, previous, strict=True):
+            layer._active_adapter = prev
+
+
+class PPOTrainer(GRPOTrainer):
+    """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
+    2019; Huang et al. 2024 "N+ implementation details").
+
+    Seams: ``_generate_and_score_completions`` (called once per rollout, on the whole generation batch) keeps
+    GRPO's generation (incl. vLLM), reward functions/models and logging, and replaces its group advantages by
+    per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
+    last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
+    ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
+    for its entropy controller) save and restore the critic and the KL controller. GRPOTrainer rather than
+    RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
+    advantages; RLOO reduces both to sequence level.
+
+    PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
+    ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. β is updated once per
+    rollout from the measured sequence KL (mean over sequences of Σ_t KL_t), which is also the ``kl`` metric.
+
+    The critic shares the frozen base with the policy through a second LoRA adapter ("value") and a small
+    ``nn.Linear`` head, so there is one copy of the base in memory; ``value_model_name_or_path`` selects a separate,
+    fully trained backbone instead. Its forward always runs without gradient checkpointing, because recomputation in
+    the backward would run under the policy adapter. Unscorable completions (all rewards None) score 0.
+    """
+
+    _tag_names = ["trl", "ppo", "alignkit"]
+    _name = "PPO"
+
+    def __init__(
+        self,
+        model: Any,
+        reward_funcs: Any,
+        args: PPOConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        reward_processing_classes: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        quantization_config: Any = None,
+        peft_config: Any = None,
+    ):
+        if args is None or not isinstance(args, PPOConfig):
+            raise TypeError(f"args must be a PPOConfig, got {type(args).__name__}")
+        if peft_config is None and not is_peft_model(model) and args.value_model_name_or_path is None:
+            raise ValueError("PPOTrainer needs a peft_config (shared-base critic) or args.value_model_name_or_path")
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        penalties = []
+        if args.length_penalty_coef > 0:
+            penalties.append(LengthPenalty(args.length_penalty_coef, args.length_penalty_target, unit="tokens"))
+        if args.repetition_penalty_max < 0:
+            penalties.append(RepetitionPenalty(args.repetition_ngram_size, args.repetition_penalty_max, unit="tokens"))
+        if penalties and args.reward_weights is not None:
+            args.reward_weights = [*args.reward_weights, *[1.0] * len(penalties)]
+        if penalties and isinstance(reward_processing_classes, list):
+            reward_processing_classes = [*reward_processing_classes, *[None] * len(penalties)]
+        super().__init__(
+            model, reward_funcs + penalties, args, train_dataset, eval_dataset, processing_class,
+            reward_processing_classes, callbacks, optimizers, quantization_config=quantization_config,
+            peft_config=peft_config,
+        )  # fmt: skip
+        self.kl_ctl = make_kl_controller(args.beta, args.kl_target, args.kl_horizon)
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if args.value_model_name_or_path is not None:
+            backbone = AutoModel.from_pretrained(args.value_model_name_or_path, **(args.model_init_kwargs or {}))
+            hidden = backbone.config.get_text_config().hidden_size
+        else:  # a second LoRA adapter on the policy's frozen base
+            backbone = None
+            hidden = unwrapped.config.get_text_config().hidden_size
+            unwrapped.add_adapter(VALUE_ADAPTER, unwrapped.peft_config["default"])
+        # Attached to the policy model so Trainer's optimizer, device placement and DDP wrapping include it.
+        unwrapped.add_module("ppo_critic", ValueCritic(hidden, backbone).to(unwrapped.device))
+        self._critic_params = {
+            n: p for n, p in unwrapped.named_parameters() if n.startswith("ppo_critic.") or f".{VALUE_ADAPTER}." in n
+        }
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self._tuner_layers = [m for m in unwrapped.modules() if isinstance(m, BaseTunerLayer)]
+
+    # ------------------------------------------------------------------------------------------------- critic
+    def _unfreeze_critic(self) -> None:
+        # PEFT resets requires_grad of non-active adapters on add_adapter, enable/disable (GRPO's reference forward)
+        # and load_adapter (Trainer's resume), so re-assert it before the optimizer is built and before each forward.
+        for p in self._critic_params.values():
+            p.requires_grad_(True)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        self._unfreeze_critic()
+        return super().create_optimizer(*args, **kwargs)
+
+    def _values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int) -> torch.Tensor:
+        """(B, P+C) ids → (B, C) values; V for completion token t is read at the position *before* it."""
+        critic = self.accelerator.unwrap_model(self.model).ppo_critic
+        self._unfreeze_critic()
+        if critic.backbone is None:
+            backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
+            adapter = _active_adapter(self._tuner_layers, VALUE_ADAPTER)
+        else:
+            backbone, adapter = critic.backbone, nullcontext()
+        with adapter, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden[:, -n_completion - 1 : -1]
+        return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)
+
+    # ------------------------------------------------------------------------------------------------ rollout
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        self._rollout_rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rollout_rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        out = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        mask = out["completion_mask"]
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
+        attn = torch.cat([out["prompt_mask"], mask], dim=1)
+        n = mask.size(1)
+        chunk = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps = self._get_per_token_logps_and_entropies
+            if "old_per_token_logps" not in out:  # GRPO skips it when no update happens between rollout and loss
+                out["old_per_token_logps"] = logps(self.model, ids, attn, n, chunk)[0]
+            ref = out.pop("ref_per_token_logps", None)
+            if ref is None:  # β = 0: GRPO skipped the reference; KL is still measured when the reference is free
+                ref = out["old_per_token_logps"]
+                if is_peft_model(unwrapped := self.accelerator.unwrap_model(self.model)):
+                    with unwrapped.disable_adapter():
+                        ref = logps(self.model, ids, attn, n, chunk)[0]
+            values = [self._values(ids[i : i + chunk], attn[i : i + chunk], n) for i in range(0, len(ids), chunk)]
+            values = torch.cat(values)
+
+        # Sequence scores: GRPO's weighted reward sum, local slice of the gathered (N_global, F) matrix.
+        weights = self.reward_weights.to(mask.device)
+        scores = torch.nansum(self._rollout_rewards_per_func * weights, dim=1)
+        rank, local = self.accelerator.process_index, mask.size(0)
+        scores = scores[rank * local : (rank + 1) * local]
+        ended = torch.isin(out["completion_ids"], torch.tensor(self.eos_token_ids, device=mask.device)) & mask.bool()
+        scores = apply_missing_eos_penalty(scores, ended.any(1), self.args.missing_eos_penalty)
+
+        beta = self.kl_ctl.value
+        kl = kl_estimate(out["old_per_token_logps"], ref, self.args.kl_estimator)
+        rewards = per_token_rewards(kl, scores, mask, beta)
+        advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
+        if self.args.whiten_advantages:
+            advantages = masked_whiten(advantages, mask, moments=self._global_moments(advantages, mask))
+
+        seq_kl = self.accelerator.gather((kl * mask).sum(1)).mean().item()
+        if mode == "train":  # one controller update per rollout, counted in sequences (Ziegler et al.'s unit)
+            self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
+        metrics = self._metrics[mode]
+        metrics["kl"].append(seq_kl)
+        metrics["kl_coef"].append(beta)
+        metrics["score"].append(self.accelerator.gather(scores).mean().item())
+        metrics["total_reward"].append(self.accelerator.gather(rewards.sum(1)).mean().item())
+        metrics["value/explained_variance"].append(explained_variance(values, returns, mask).item())
+        metrics["value/mean"].append(masked_mean(values, mask).item())
+        out.update(advantages=advantages, returns=returns, old_values=values)
+        return out
+
+    def _global_moments(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masked mean and variance over all processes' valid tokens (whitening statistics of the whole rollout)."""
+        if self.accelerator.num_processes == 1:
+            return masked_mean_var(x, mask)
+        m = mask.to(x.dtype)
+        s = self.accelerator.reduce(torch.stack([(x * m).sum(), (x * x * m).sum(), m.sum()]), reduction="sum")
+        mean = s[0] / s[2].clamp(min=1)
+        return mean, (s[1] / s[2].clamp(min=1) - mean**2).clamp(min=0)
+
+    # ----------------------------------------------------------------------------------------------------- loss
+    def _compute_loss(self, model: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        mode = "train" if self.model.training else "eval"
+        mask = inputs["completion_mask"]
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attn = torch.cat([inputs["prompt_mask"], mask], dim=1)
+        n = mask.size(1)
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(model, ids, attn, n, compute_entropy=True)
+        values = self._values(ids, attn, n)
+        pg_loss, clipfrac = clipped_policy_loss(
+            logps, inputs["old_per_token_logps"], inputs["advantages"], mask, self.epsilon_low, self.epsilon_high
+        )
+        vf_loss, vf_clipfrac = clipped_value_loss(
+            values, inputs["old_values"], inputs["returns"], mask, self.args.cliprange_value
+        )
+        loss = pg_loss + self.args.vf_coef * vf_loss
+        metrics = self._metrics[mode]
+        for name, value in (
+            ("policy_loss", pg_loss),
+            ("value_loss", vf_loss),
+            ("clip_ratio/policy", clipfrac),
+            ("clip_ratio/value", vf_clipfrac),
+            ("entropy", masked_mean(entropies.detach(), mask)),
+            ("approx_kl_old", masked_mean(0.5 * (logps.detach() - inputs["old_per_token_logps"]) ** 2, mask)),
+        ):
+            metrics[name].append(self.accelerator.gather(value.detach()).mean().item())
+        # GRPO declares loss_is_scaled_for_ga: the loss scales itself for gradient accumulation.
+        return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
+
+    # ------------------------------------------------------------------------------------------- checkpointing
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
+            state = {"critic": critic, "kl_controller": self.kl_ctl.state_dict()}
+            torch.save(state, os.path.join(folder, CRITIC_STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, CRITIC_STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing PPO critic/KL state; cannot resume this checkpoint as PPO")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if set(state["critic"]) != set(self._critic_params):
+            raise ValueError(f"{path}: critic parameters do not match this model (different critic configuration?)")
+        with torch.no_grad():
+            for name, tensor in state["critic"].items():
+                self._critic_params[name].copy_(tensor)
+        self.kl_ctl.load_state_dict(state["kl_controller"])
