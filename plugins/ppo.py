@@ -8,9 +8,7 @@ TRL's PPOTrainer went to ``trl.experimental.ppo`` in 1.10 and was deleted in 1.1
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -18,11 +16,13 @@ from accelerate.utils import is_peft_model
 from torch import nn
 from transformers import AutoModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import GRPOConfig, GRPOTrainer
+from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from .kl import kl_estimate, make_kl_controller, masked_mean
 from .penalties import LengthPenalty, RepetitionPenalty
+from .ppo_config import PPOConfig
+from .ppo_critic import ValueCritic, active_adapter
 from .ppo_math import (
     apply_missing_eos_penalty,
     clipped_policy_loss,
@@ -38,102 +38,6 @@ __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 
 CRITIC_STATE_FILE = "ppo_critic.pt"
 VALUE_ADAPTER = "value"
-
-
-@dataclass
-class PPOConfig(GRPOConfig):
-    """GRPOConfig plus the PPO fields. Reused TRL names: ``beta`` (initial/fixed KL coefficient β), ``epsilon`` /
-    ``epsilon_high`` (policy clip range), ``num_iterations`` (PPO epochs per rollout), ``steps_per_generation`` ÷
-    ``gradient_accumulation_steps`` (minibatches per rollout), ``reward_weights``, ``mask_truncated_completions``.
-    GRPO-only knobs (``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``, entropy bonus, ``delta``)
-    are ignored. ``num_generations=1`` (the default) needs an even generation batch (GRPOConfig checks divisibility).
-    """
-
-    beta: float = field(default=0.05, metadata={"help": "KL coefficient β (initial value when kl_target is set)."})
-    num_generations: int | None = field(default=1, metadata={"help": "Completions sampled per prompt."})
-    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL in the reward: 'k1' or 'k3'."})
-    kl_target: float | None = field(
-        default=None, metadata={"help": "Adaptive KL: target sequence KL (sum over tokens); None keeps β fixed."}
-    )
-    kl_horizon: float | None = field(default=None, metadata={"help": "Adaptive KL horizon in samples (10000)."})
-    gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
-    lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over valid tokens."})
-    vf_coef: float = field(default=0.1, metadata={"help": "Value loss coefficient."})
-    cliprange_value: float = field(default=0.2, metadata={"help": "Value clip range ε_v around the rollout values."})
-    missing_eos_penalty: float | None = field(
-        default=None, metadata={"help": "Subtracted from the score of completions without EOS; None disables it."}
-    )
-    length_penalty_coef: float = field(
-        default=0.0, metadata={"help": "LengthPenalty coef per token beyond length_penalty_target; 0 disables."}
-    )
-    length_penalty_target: int | None = field(default=None, metadata={"help": "Token budget of the length penalty."})
-    repetition_penalty_max: float = field(
-        default=0.0, metadata={"help": "RepetitionPenalty reward of a fully repetitive completion (<= 0); 0 disables."}
-    )
-    repetition_ngram_size: int = field(default=3, metadata={"help": "n-gram size of the repetition penalty."})
-    value_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Separate critic backbone (same tokenizer), fully trained; None = 'value' LoRA adapter."},
-    )
-
-    def __post_init__(self) -> None:
-        one_sample = self.num_generations == 1
-        if one_sample:  # GRPOConfig insists on groups of ≥ 2 for its baseline; the critic is PPO's baseline
-            self.num_generations = 2
-        try:
-            super().__post_init__()
-        finally:
-            if one_sample:
-                self.num_generations = 1
-        if self.kl_estimator not in ("k1", "k3"):
-            raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
-        for name in ("gamma", "lam"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
-        if not self.cliprange_value > 0:
-            raise ValueError(f"cliprange_value must be > 0, got {self.cliprange_value!r}")
-        for name in ("vf_coef", "length_penalty_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        if self.missing_eos_penalty is not None and not self.missing_eos_penalty >= 0:
-            raise ValueError(f"missing_eos_penalty must be >= 0 or None, got {self.missing_eos_penalty!r}")
-        if self.length_penalty_coef > 0 and self.length_penalty_target is None:
-            raise ValueError("length_penalty_coef is set but length_penalty_target is None")
-        if not self.repetition_penalty_max <= 0:
-            raise ValueError(f"repetition_penalty_max must be <= 0, got {self.repetition_penalty_max!r}")
-        for name in ("kl_target", "kl_horizon"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)!r}")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(f"beta must be > 0 with kl_target (adaptive KL multiplies it), got {self.beta!r}")
-        make_kl_controller(self.beta, self.kl_target, self.kl_horizon)  # its own checks (e.g. horizon w/o target)
-
-
-class ValueCritic(nn.Module):
-    """Scalar value head V(s_t) = w·h_t + b on hidden states, optionally owning a separate backbone."""
-
-    def __init__(self, hidden_size: int, backbone: nn.Module | None = None):
-        super().__init__()
-        self.backbone = backbone
-        self.head = nn.Linear(hidden_size, 1)
-        # Small (|V| ≈ 0.1) rather than zero: with w = 0 and LoRA B = 0 the critic adapter gets no gradient for two
-        # steps, since each blocks the other's gradient.
-        nn.init.normal_(self.head.weight, std=0.1 / hidden_size**0.5)
-        nn.init.zeros_(self.head.bias)
-
-
-@contextmanager
-def _active_adapter(layers: list[nn.Module], name: str) -> Iterator[None]:
-    # PEFT's set_adapter also flips requires_grad (freezing the other adapter), so swap the active name only.
-    previous = [layer._active_adapter for layer in layers]
-    for layer in layers:
-        layer._active_adapter = name
-    try:
-        yield
-    finally:
-        for layer, prev in zip(layers, previous, strict=True):
-            layer._active_adapter = prev
 
 
 class PPOTrainer(GRPOTrainer):
@@ -230,7 +134,7 @@ class PPOTrainer(GRPOTrainer):
         self._unfreeze_critic()
         if critic.backbone is None:
             backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
-            adapter = _active_adapter(self._tuner_layers, VALUE_ADAPTER)
+            adapter = active_adapter(self._tuner_layers, VALUE_ADAPTER)
         else:
             backbone, adapter = critic.backbone, nullcontext()
         with adapter, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
