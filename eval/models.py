@@ -1,0 +1,241 @@
+"""What the eval harness evaluates: a base checkpoint plus an optional PEFT adapter, and how to render chat rows.
+
+A :class:`ModelSpec` is cheap and hashable; it loads nothing until :func:`load_model` is called. Its
+:meth:`ModelSpec.identity` feeds the generation cache key: the base path plus the size and mtime of its weight files
+(hashing gigabytes of weights on every call would dominate a small eval), and a content hash of the adapter files
+(small, and rewritten in place by retraining, so mtime alone could miss a change within a second).
+
+Chat rendering (:func:`encode_pair`) tokenizes the prompt with the generation prompt appended and the completion
+separately, then concatenates the ids, as TRL's DPO/SFT collators do, so "completion tokens" means the same thing in
+training and evaluation and the prompt/completion boundary never shifts by a merged token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError
+
+Messages = list[dict[str, Any]]
+Prompt = str | Messages
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to evaluate: ``base`` (a loadable path or hub id) plus an optional ``adapter`` directory.
+
+    ``name`` labels the model in reports (``base``, ``dpo-smol`` ...); ``run_dir`` and ``beta`` are set when the
+    spec comes from a training run (``beta`` only for DPO, for the implicit reward).
+    """
+
+    name: str
+    base: str
+    adapter: str | None = None
+    run_dir: str | None = None
+    trainer: str | None = None
+    beta: float | None = None
+    reference: str | None = None  # pi_ref checkpoint of a full fine-tune (an adapter's reference is its base)
+
+    def identity(self) -> dict[str, Any]:
+        """JSON-able fingerprint of the weights this spec loads (see the module docstring)."""
+        return {"base": self.base, "base_files": _file_stamps(self.base), "adapter": _adapter_hash(self.adapter)}
+
+    def without_adapter(self, name: str = "base") -> ModelSpec:
+        return ModelSpec(name=name, base=self.reference or self.base)
+
+    def describe(self) -> dict[str, Any]:
+        """Report-friendly summary: name, base, adapter, run and trainer."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+
+def _file_stamps(path: str) -> list[tuple[str, int, int]]:
+    p = Path(path)
+    if not p.is_dir():  # a hub id: its revision is pinned by the HF cache, the id is the identity
+        return []
+    return sorted(
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+        for f in p.iterdir()
+        if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name == "config.json")
+    )
+
+
+def _adapter_hash(adapter: str | None) -> str | None:
+    if adapter is None:
+        return None
+    digest = hashlib.sha256()
+    for f in sorted(Path(adapter).iterdir()):
+        if f.is_file() and (f.suffix in _WEIGHT_SUFFIXES or f.name == "adapter_config.json"):
+            digest.update(f.name.encode())
+            digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def default_dtype():
+    """fp32 on the CPU (bf16 autocast is ~24x slower there, DESIGN.md), the checkpoint's bf16 on a GPU."""
+    import torch
+
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
+    """Load ``(model, tokenizer)`` for ``spec`` in eval mode; an adapter is attached with ``PeftModel``.
+
+    The adapter stays a separate LoRA branch (not merged) so :func:`reference_logps` can switch it off with
+    ``disable_adapter()`` and get the DPO reference policy without a second copy of the base weights.
+    A run trained with QLoRA is evaluated on the full-precision base: the adapter was trained against the nf4
+    dequantization of these weights, which differs by quantization noise only, and fp32 is much faster on a CPU.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from alignkit.models import load_tokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec.base, dtype=default_dtype())
+    except OSError as exc:
+        raise AlignkitError(f"model '{spec.name}': cannot load base checkpoint '{spec.base}' ({exc})") from exc
+    tok_source = (
+        spec.adapter if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").exists() else spec.base
+    )
+    tokenizer = load_tokenizer(tok_source, padding_side=padding_side)
+    if spec.adapter is not None:
+        from peft import PeftModel
+
+        if not (Path(spec.adapter) / "adapter_config.json").exists():
+            raise AlignkitError(f"model '{spec.name}': {spec.adapter} has no adapter_config.json (not a PEFT adapter)")
+        model = PeftModel.from_pretrained(model, spec.adapter)
+    model.to(device).eval()
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def as_messages(prompt: Prompt) -> Messages:
+    """A prompt as chat messages: a plain string becomes one user turn."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [dict(m) for m in prompt]
+
+
+def completion_content(completion: str | Messages) -> str:
+    """The text of a completion given as a string or as (assistant) messages."""
+    if isinstance(completion, str):
+        return completion
+    return "\n".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
+
+
+def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
+    """The prompt rendered for generation: chat template + generation prompt, or the raw text without a template."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False)
+    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt) + "\n"
+
+
+def encode_pair(tokenizer: Any, prompt: Prompt, completion: str | Messages) -> tuple[list[int], list[int]]:
+    """Token ids ``(prompt_ids, completion_ids)``; their concatenation is the full chat-formatted exchange.
+
+    The completion ids are the template's text after the generation prompt (content plus the end-of-turn marker,
+    so the model is also scored on stopping). Without a chat template they are the raw text plus EOS.
+    """
+    head = prompt_text(tokenizer, prompt)
+    content = completion_content(completion)
+    if getattr(tokenizer, "chat_template", None):
+        full = tokenizer.apply_chat_template(
+            as_messages(prompt) + [{"role": "assistant", "content": content}], tokenize=False
+        )
+        if not full.startswith(head):
+            raise AlignkitError("tokenizer: chat template output does not start with the generation prompt")
+        tail = full[len(head) :]
+    else:
+        tail = content + (tokenizer.eos_token or "")
+    # The template already holds BOS/role markers, so no special tokens are added a second time.
+    return (
+        tokenizer.encode(head, add_special_tokens=False),
+        tokenizer.encode(tail, add_special_tokens=False),
+    )
+
+
+def spec_key(spec: ModelSpec) -> str:
+    """Short stable hash of a spec's identity (used in cache file names)."""
+    return hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """Load and check ``run_dir/run.json``: the directory exists, the run finished, its weights are present."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AlignkitError(f"run directory '{run_dir}' does not exist")
+    meta_path = run_dir / "run.json"
+    if not meta_path.is_file():
+        raise AlignkitError(f"'{run_dir}' is not a run directory (no run.json); train it first with `alignkit train`")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise AlignkitError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if meta.get("status") != "finished":
+        raise AlignkitError(
+            f"run '{run_dir}' has not finished (status: {meta.get('status', 'missing')}); evaluate it after training"
+        )
+    for key in ("adapter_dir", "model_dir"):
+        if meta.get(key) and not (run_dir / meta[key]).is_dir():
+            raise AlignkitError(f"{meta_path}: {key} '{meta[key]}' does not exist in the run directory")
+    if not meta.get("adapter_dir") and not meta.get("model_dir"):
+        raise AlignkitError(f"{meta_path}: has neither adapter_dir nor model_dir; nothing to evaluate")
+    return meta
+
+
+def run_specs(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec]:
+    """``(base, trained)`` specs of a finished run: the base checkpoint alone, and the base + adapter (or the full
+    fine-tuned model directory, whose reference is the base)."""
+    from alignkit.models import resolve_model_path
+
+    run_dir = Path(run_dir)
+    meta = read_run(run_dir)
+    base = meta.get("base_model")
+    if not base or not Path(base).exists():  # the run came from another machine: re-resolve its model name
+        if not meta.get("model_name_or_path"):
+            raise AlignkitError(f"{run_dir / 'run.json'}: base_model '{base}' is missing and no model_name_or_path")
+        base = resolve_model_path(meta["model_name_or_path"])
+    name = meta.get("recipe") or run_dir.name
+    common = dict(name=name, run_dir=str(run_dir), trainer=meta.get("trainer"), beta=meta.get("beta"))
+    if meta.get("adapter_dir"):
+        trained = ModelSpec(base=str(base), adapter=str(run_dir / meta["adapter_dir"]), **common)
+    else:
+        trained = ModelSpec(base=str(run_dir / meta["model_dir"]), reference=str(base), **common)
+    return ModelSpec(name="base", base=str(base)), trained
+
+
+def resolve_target(arg: str, runs_root: str | Path = "runs") -> tuple[str, Any]:
+    """Classify a CLI target: ``("run", run_dir)`` for a run directory (or a run name under ``runs_root``),
+    ``("model", ModelSpec)`` for a model directory, an embedded alias or a hub id."""
+    from alignkit.models import EMBEDDED_MODELS, resolve_model_path
+
+    p = Path(arg).expanduser()
+    if (p / "run.json").exists():
+        return "run", p
+    if not p.exists() and (Path(runs_root) / arg / "run.json").exists():
+        return "run", Path(runs_root) / arg
+    if p.is_dir():
+        if (p / "config.json").exists():
+            return "model", ModelSpec(name=p.name, base=str(p))
+        if (p / "adapter_config.json").exists():
+            raise AlignkitError(f"'{arg}' is a bare adapter; evaluate the run directory that contains it instead")
+        raise AlignkitError(f"'{arg}' is neither a run directory (no run.json) nor a model directory (no config.json)")
+    if arg in EMBEDDED_MODELS:
+        return "model", ModelSpec(name=arg, base=resolve_model_path(arg))
+    looks_local = arg.startswith((".", "/", "~", "runs/", f"{Path(runs_root).name}/")) or arg.count("/") > 1
+    if looks_local or (p.parent != Path(".") and p.parent.is_dir()):  # hub ids are "org/name" with no local org dir
+        raise AlignkitError(f"run directory '{arg}' does not exist")
+    if "/" not in arg:
+        raise AlignkitError(
+            f"unknown model or run '{arg}': not a directory, not a run under {runs_root}/, "
+            f"not an embedded model ({', '.join(EMBEDDED_MODELS)})"
+        )
+    return "model", ModelSpec(name=arg.split("/")[-1], base=resolve_model_path(arg))

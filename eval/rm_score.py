@@ -1,0 +1,126 @@
+"""Reward-model scores of (prompt, response) pairs with any ``AutoModelForSequenceClassification`` reward model.
+
+:class:`RewardModelScorer` is a callable in TRL's reward-function signature, ``scorer(prompts, completions) ->
+list[float]``, so one object serves as the RL reward, the eval metric (:func:`score_summary`) and the scorer of
+:class:`alignkit.eval.judges.RewardModelJudge`. Each pair is rendered with the RM tokenizer's chat template as
+``prompt + [assistant: response]``, exactly as TRL's ``RewardTrainer`` renders conversational rows, and the score is
+the head's logit at the last non-padding token (``num_labels == 1``).
+
+A reward model is named by a checkpoint path, a hub id, or ``run:NAME`` for a reward run under ``runs/NAME``
+(``run.json`` gives the base and the PEFT adapter, whose ``modules_to_save`` carries the trained score head).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError
+from alignkit.eval.models import Messages, Prompt, as_messages, completion_content, default_dtype
+from alignkit.eval.stats import mean_std_ci
+
+
+class RewardModelScorer:
+    """``scorer(prompts, completions) -> list[float]``: batched, right-padded, truncated from the left to
+    ``max_length`` tokens (the end of the exchange carries the response being judged)."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 8, max_length: int = 1024, name: str = "rm"):
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise AlignkitError(f"reward model '{name}': has num_labels={model.config.num_labels}; expected 1")
+        if model.config.pad_token_id is None:  # the head pools at the last non-pad token, so it must know pad
+            model.config.pad_token_id = tokenizer.pad_token_id
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.batch_size, self.max_length = batch_size, max_length
+        self.__name__ = f"rm_score[{name}]"
+
+    def render(self, prompt: Prompt, completion: str | Messages) -> list[int]:
+        messages = as_messages(prompt) + [{"role": "assistant", "content": completion_content(completion)}]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False)
+        else:
+            text = "\n".join(m["content"] for m in messages)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids[-self.max_length :]
+
+    def __call__(self, prompts: Sequence[Prompt], completions: Sequence[str | Messages], **_: Any) -> list[float]:
+        import torch
+        from tqdm.auto import tqdm
+
+        if len(prompts) != len(completions):
+            raise AlignkitError(f"{self.__name__}: {len(completions)} completions for {len(prompts)} prompts")
+        rows = [self.render(p, c) for p, c in zip(prompts, completions, strict=True)]
+        order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+        scores = [0.0] * len(rows)
+        device = next(self.model.parameters()).device
+        self.tokenizer.padding_side = "right"
+        starts = range(0, len(order), self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=self.__name__, unit="batch", leave=False):
+                idx = order[start : start + self.batch_size]
+                batch = self.tokenizer.pad({"input_ids": [rows[i] for i in idx]}, return_tensors="pt").to(device)
+                logits = self.model(**batch).logits[:, 0].float()  # (batch,)
+                for i, s in zip(idx, logits.tolist(), strict=True):
+                    scores[i] = s
+        return scores
+
+
+def resolve_reward_model(ref: str, runs_root: str | Path = "runs") -> tuple[str, str | None] | None:
+    """``(base_path, adapter_dir or None)`` for a reward model reference, or ``None`` when it is not available.
+
+    ``run:NAME`` means ``<runs_root>/NAME``; a run that does not exist or has not finished is "not available" (the
+    harness skips the metric with a note) rather than an error, because the RM recipe is optional.
+    """
+    if ref.startswith("run:"):
+        run_dir = Path(runs_root) / ref[len("run:") :]
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            return None
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("status") != "finished":
+            return None
+        if meta.get("trainer") not in (None, "reward"):
+            raise AlignkitError(
+                f"reward_model '{ref}': {meta_path} is a '{meta.get('trainer')}' run, not a reward run"
+            )
+        if meta.get("model_dir"):
+            return str(run_dir / meta["model_dir"]), None
+        adapter = meta.get("adapter_dir")
+        return meta["base_model"], str(run_dir / adapter) if adapter else None
+    from alignkit.models import resolve_model_path
+
+    return resolve_model_path(ref), None
+
+
+def load_reward_scorer(
+    base: str, adapter: str | None = None, batch_size: int = 8, max_length: int = 1024, name: str = "rm"
+) -> RewardModelScorer:
+    """Load a reward model (base checkpoint + optional PEFT adapter) as a :class:`RewardModelScorer`."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    from alignkit.models import load_tokenizer
+
+    tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else base)
+    verbosity = hf_logging.get_verbosity()
+    if adapter is not None:  # the base lacks the score head, which the adapter brings: its "MISSING" report is noise
+        hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base, num_labels=1, dtype=default_dtype(), pad_token_id=tokenizer.pad_token_id
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return RewardModelScorer(model, tokenizer, batch_size=batch_size, max_length=max_length, name=name)
+
+
+def score_summary(scores: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``{"n", "mean", "std", "ci_low", "ci_high"}``: the mean with a 95% percentile-bootstrap interval."""
+    return mean_std_ci(scores, n_resamples=n_resamples, seed=seed)
