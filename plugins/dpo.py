@@ -25,23 +25,31 @@ class DPOConfig(trl.DPOConfig):
 
     rdpo_alpha: float = field(
         default=0.0,
-        metadata={"help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
-                  "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."},
+        metadata={
+            "help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
+            "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."
+        },
     )
     kl_target: float | None = field(
         default=None,
-        metadata={"help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
-                  "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."},
+        metadata={
+            "help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
+            "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."
+        },
     )
     kl_horizon: float | None = field(
         default=None,
-        metadata={"help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
-                  "is set. Must be > 0."},
+        metadata={
+            "help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
+            "is set. Must be > 0."
+        },
     )
     log_completion_stats: bool = field(
         default=False,
-        metadata={"help": "Log lengths, n-gram repetition rates of chosen/rejected and β even with every plugin off "
-                  "(they are always logged when rdpo_alpha or kl_target is set)."},
+        metadata={
+            "help": "Log lengths, n-gram repetition rates of chosen/rejected and β even with every plugin off "
+            "(they are always logged when rdpo_alpha or kl_target is set)."
+        },
     )
 
     def __post_init__(self):
@@ -127,8 +135,11 @@ class DPOTrainer(trl.DPOTrainer):
         tilt = (args.rdpo_alpha / self.beta) * lengths.float()  # subtracted from log π_ref(y)
         if args.rdpo_alpha > 0 and self.precompute_ref_logps:
             tilt_c, tilt_r = tilt.chunk(2)
-            inputs = {**inputs, "ref_chosen_logps": inputs["ref_chosen_logps"] - tilt_c,
-                      "ref_rejected_logps": inputs["ref_rejected_logps"] - tilt_r}
+            inputs = {
+                **inputs,
+                "ref_chosen_logps": inputs["ref_chosen_logps"] - tilt_c,
+                "ref_rejected_logps": inputs["ref_rejected_logps"] - tilt_r,
+            }
         captured: dict[str, torch.Tensor] = {}
 
         def on_output(call: int, output):
@@ -159,8 +170,10 @@ class DPOTrainer(trl.DPOTrainer):
                 self._kl_callback.record(kl, n_pairs * self.accelerator.num_processes)
         metrics["beta"].append(self.beta)
         ids = inputs["input_ids"][:, 1:]
-        reps = [ngram_repetition_rate(row[m.bool()].tolist(), REPETITION_NGRAM)
-                for row, m in zip(ids, shift_mask, strict=True)]
+        reps = [
+            ngram_repetition_rate(row[m.bool()].tolist(), REPETITION_NGRAM)
+            for row, m in zip(ids, shift_mask, strict=True)
+        ]
         stats = torch.stack([lengths.float(), torch.tensor(reps, device=lengths.device)], dim=1)  # (2B, 2)
         stats = self.accelerator.gather_for_metrics(stats.view(2, n_pairs, 2).transpose(0, 1)).mean(dim=0)  # (2, 2)
         for row, name in enumerate(("chosen", "rejected")):

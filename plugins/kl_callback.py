@@ -76,8 +76,11 @@ class KLControllerCallback(TrainerCallback):
             return
         path = os.path.join(args.output_dir, f"checkpoint-{state.global_step}", STATE_FILE)
         if not os.path.exists(path):
-            logger.warning("resuming at step %d but %s is missing; KL coefficient restarts from the config",
-                           state.global_step, path)
+            logger.warning(
+                "resuming at step %d but %s is missing; KL coefficient restarts from the config",
+                state.global_step,
+                path,
+            )
             return
         with open(path) as f:
             self.controller.load_state_dict(json.load(f))

@@ -59,8 +59,9 @@ def length_correlation_penalty(rewards: torch.Tensor, lengths: torch.Tensor) -> 
     return rho * rho, rho
 
 
-def response_lengths(chosen_ids: torch.Tensor, rejected_ids: torch.Tensor, chosen_mask: torch.Tensor,
-                     rejected_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def response_lengths(
+    chosen_ids: torch.Tensor, rejected_ids: torch.Tensor, chosen_mask: torch.Tensor, rejected_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lengths of each chosen/rejected sequence after the prefix the pair shares.
 
     A pair shares its prompt (and chat-template header), so the part after the longest common prefix is the response

@@ -18,8 +18,9 @@ def test_rdpo_logits_hand_example():
     # β = 0.1, log-ratios: chosen 2.0, rejected −1.0 → β·Δ = 0.1 · 3.0 = 0.3
     # α = 0.01, |y_w| = 30, |y_l| = 10 → α·(30 − 10) = 0.2;  z = 0.3 + 0.2 = 0.5
     # loss = −log σ(0.5) = log(1 + e^−0.5) = log(1.606531) = 0.474077
-    z = rdpo_logits(torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([30.0]), torch.tensor([10.0]),
-                    beta=0.1, alpha=0.01)
+    z = rdpo_logits(
+        torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([30.0]), torch.tensor([10.0]), beta=0.1, alpha=0.01
+    )
     assert z.item() == pytest.approx(0.5, abs=1e-6)
     assert (-F.logsigmoid(z)).item() == pytest.approx(0.474077, abs=1e-6)
 
@@ -28,17 +29,26 @@ def _pairs(n=4):
     from datasets import Dataset
 
     rows = [
-        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
-         "chosen": [{"role": "assistant", "content": "A fine answer. " * (2 + i)}],
-         "rejected": [{"role": "assistant", "content": "No no no."}]}
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "chosen": [{"role": "assistant", "content": "A fine answer. " * (2 + i)}],
+            "rejected": [{"role": "assistant", "content": "No no no."}],
+        }
         for i in range(n)
     ]
     return Dataset.from_list(rows)
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, n=4, **extra):
-    kwargs = dict(max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, max_length=64,
-                  save_strategy="no", **CPU)
+    kwargs = dict(
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        max_length=64,
+        save_strategy="no",
+        **CPU,
+    )
     args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
     return cls_trainer(model=model_path, args=args, train_dataset=_pairs(n))
 
@@ -73,12 +83,21 @@ def test_rdpo_shifts_the_sigmoid_argument_by_alpha_length_gap(tiny_model, tmp_pa
     alpha = 0.02
     # The policy must differ from the reference, else β·Δ = 0 for both and a sign error could hide; a fresh
     # trainer's policy equals its reference, so one SGD step first (same seed → same step for both trainers).
-    stock = _trainer(trl.DPOTrainer, trl.DPOConfig, tiny_model, tmp_path / "s", n=1, max_steps=1,
-                     per_device_train_batch_size=1)
+    stock = _trainer(
+        trl.DPOTrainer, trl.DPOConfig, tiny_model, tmp_path / "s", n=1, max_steps=1, per_device_train_batch_size=1
+    )
     stock.train()
     stock_loss, inputs = _one_batch_loss(stock)
-    ours = _trainer(DPOTrainer, DPOConfig, tiny_model, tmp_path / "o", n=1, max_steps=1,
-                    per_device_train_batch_size=1, rdpo_alpha=alpha)
+    ours = _trainer(
+        DPOTrainer,
+        DPOConfig,
+        tiny_model,
+        tmp_path / "o",
+        n=1,
+        max_steps=1,
+        per_device_train_batch_size=1,
+        rdpo_alpha=alpha,
+    )
     ours.args.rdpo_alpha = 0.0  # train the first step exactly like stock, then switch R-DPO on for the check
     ours.train()
     ours.args.rdpo_alpha = alpha
@@ -100,8 +119,13 @@ def test_rdpo_and_adaptive_beta_run_trains_and_logs(tiny_model, tmp_path):
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)
     logs = [h for h in trainer.state.log_history if "beta" in h]
     assert len(logs) == 2
-    for key in ("kl_implicit", "lengths/chosen", "lengths/rejected", "repetition_rate/chosen",
-                "repetition_rate/rejected"):
+    for key in (
+        "kl_implicit",
+        "lengths/chosen",
+        "lengths/rejected",
+        "repetition_rate/chosen",
+        "repetition_rate/rejected",
+    ):
         assert key in logs[0], key
     assert logs[0]["lengths/chosen"] > logs[0]["lengths/rejected"]
     # Step 1: policy == reference → KL reading 0 → error clip(0/1 − 1) = −0.2, n/horizon capped at 1 → β·0.8.
@@ -130,10 +154,15 @@ def test_kl_controller_state_survives_checkpoint(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"rdpo_alpha": -0.1}, "rdpo_alpha"), ({"rdpo_alpha": 0.1, "f_divergence_type": "js_divergence"}, "rdpo_alpha"),
-     ({"kl_target": 0.0}, "kl_target"), ({"kl_target": 1.0, "kl_horizon": 0}, "kl_horizon"),
-     ({"kl_horizon": 100}, "kl_horizon"), ({"kl_target": 1.0, "beta": 0.0}, "kl_target"),
-     ({"kl_target": 1.0, "precompute_ref_log_probs": True}, "kl_target")],
+    [
+        ({"rdpo_alpha": -0.1}, "rdpo_alpha"),
+        ({"rdpo_alpha": 0.1, "f_divergence_type": "js_divergence"}, "rdpo_alpha"),
+        ({"kl_target": 0.0}, "kl_target"),
+        ({"kl_target": 1.0, "kl_horizon": 0}, "kl_horizon"),
+        ({"kl_horizon": 100}, "kl_horizon"),
+        ({"kl_target": 1.0, "beta": 0.0}, "kl_target"),
+        ({"kl_target": 1.0, "precompute_ref_log_probs": True}, "kl_target"),
+    ],
 )
 def test_invalid_config(kwargs, field, tmp_path):
     from alignkit.plugins import DPOConfig

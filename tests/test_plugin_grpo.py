@@ -21,8 +21,16 @@ def _prompts():
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, reward_funcs=char_reward, **extra):
-    kwargs = dict(max_steps=2, per_device_train_batch_size=2, num_generations=2, max_completion_length=8,
-                  learning_rate=1e-2, logging_steps=1, save_strategy="no", **CPU)
+    kwargs = dict(
+        max_steps=2,
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=8,
+        learning_rate=1e-2,
+        logging_steps=1,
+        save_strategy="no",
+        **CPU,
+    )
     args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
     return cls_trainer(model=model_path, reward_funcs=reward_funcs, args=args, train_dataset=_prompts())
 
@@ -57,9 +65,19 @@ def test_advantage_method_replaces_trl_advantages(tiny_model, tmp_path):
 def test_all_additions_run_trains_and_logs(tiny_model, tmp_path):
     from alignkit.plugins import GRPOConfig, GRPOTrainer
 
-    trainer = _trainer(GRPOTrainer, GRPOConfig, tiny_model, tmp_path, advantage_method="rank", beta=0.04,
-                       kl_target=0.01, kl_horizon=1.0, length_penalty_coef=0.1, length_penalty_target=4,
-                       repetition_penalty_weight=0.5)
+    trainer = _trainer(
+        GRPOTrainer,
+        GRPOConfig,
+        tiny_model,
+        tmp_path,
+        advantage_method="rank",
+        beta=0.04,
+        kl_target=0.01,
+        kl_horizon=1.0,
+        length_penalty_coef=0.1,
+        length_penalty_target=4,
+        repetition_penalty_weight=0.5,
+    )
     assert trainer.reward_weights.tolist() == pytest.approx([1.0, 0.1, 0.5])
     assert trainer.args.reward_weights == [1.0, 0.1, 0.5]
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -76,8 +94,14 @@ def test_all_additions_run_trains_and_logs(tiny_model, tmp_path):
 def test_user_config_is_not_mutated(tiny_model, tmp_path):
     from alignkit.plugins import GRPOConfig, GRPOTrainer
 
-    args_kwargs = dict(output_dir=str(tmp_path), per_device_train_batch_size=2, num_generations=2,
-                       max_completion_length=8, repetition_penalty_weight=0.5, **CPU)
+    args_kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        max_completion_length=8,
+        repetition_penalty_weight=0.5,
+        **CPU,
+    )
     args = GRPOConfig(**args_kwargs)
     GRPOTrainer(model=tiny_model, reward_funcs=[char_reward], args=args, train_dataset=_prompts())
     assert args.reward_weights is None
@@ -85,13 +109,18 @@ def test_user_config_is_not_mutated(tiny_model, tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "field"),
-    [({"advantage_method": "nope"}, "advantage_method"),
-     ({"advantage_method": "rloo", "multi_objective_aggregation": "normalize_then_sum"}, "advantage_method"),
-     ({"length_penalty_coef": -1.0}, "length_penalty_coef"), ({"length_penalty_coef": 0.1}, "length_penalty_target"),
-     ({"repetition_penalty_weight": -0.5}, "repetition_penalty_weight"), ({"repetition_ngram_size": 0},
-                                                                         "repetition_ngram_size"),
-     ({"kl_target": 0.0, "beta": 0.1}, "kl_target"), ({"kl_target": 0.1, "beta": 0.0}, "kl_target"),
-     ({"kl_target": 0.1, "beta": 0.1, "kl_horizon": 0}, "kl_horizon"), ({"kl_horizon": 10}, "kl_horizon")],
+    [
+        ({"advantage_method": "nope"}, "advantage_method"),
+        ({"advantage_method": "rloo", "multi_objective_aggregation": "normalize_then_sum"}, "advantage_method"),
+        ({"length_penalty_coef": -1.0}, "length_penalty_coef"),
+        ({"length_penalty_coef": 0.1}, "length_penalty_target"),
+        ({"repetition_penalty_weight": -0.5}, "repetition_penalty_weight"),
+        ({"repetition_ngram_size": 0}, "repetition_ngram_size"),
+        ({"kl_target": 0.0, "beta": 0.1}, "kl_target"),
+        ({"kl_target": 0.1, "beta": 0.0}, "kl_target"),
+        ({"kl_target": 0.1, "beta": 0.1, "kl_horizon": 0}, "kl_horizon"),
+        ({"kl_horizon": 10}, "kl_horizon"),
+    ],
 )
 def test_invalid_config(kwargs, field, tmp_path):
     from alignkit.plugins import GRPOConfig

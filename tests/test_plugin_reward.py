@@ -43,17 +43,26 @@ def _pairs():
     from datasets import Dataset
 
     rows = [
-        {"prompt": [{"role": "user", "content": f"Question {i}?"}],
-         "chosen": [{"role": "assistant", "content": "A fine answer. " * (1 + i)}],
-         "rejected": [{"role": "assistant", "content": "No."}]}
+        {
+            "prompt": [{"role": "user", "content": f"Question {i}?"}],
+            "chosen": [{"role": "assistant", "content": "A fine answer. " * (1 + i)}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
         for i in range(4)
     ]
     return Dataset.from_list(rows)
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
-    kwargs = dict(max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, max_length=64,
-                  save_strategy="no", **CPU)
+    kwargs = dict(
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        max_length=64,
+        save_strategy="no",
+        **CPU,
+    )
     args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
     return cls_trainer(model=model_path, args=args, train_dataset=_pairs())
 
@@ -63,11 +72,13 @@ def test_off_by_default_matches_trl(tiny_model, tmp_path):
 
     from alignkit.plugins import RewardConfig, RewardTrainer
 
-    ours = _trainer(RewardTrainer, RewardConfig, tiny_model, tmp_path / "a", max_steps=1,
-                    center_rewards_coefficient=0.01)
+    ours = _trainer(
+        RewardTrainer, RewardConfig, tiny_model, tmp_path / "a", max_steps=1, center_rewards_coefficient=0.01
+    )
     ours.train()
-    stock = _trainer(trl.RewardTrainer, trl.RewardConfig, tiny_model, tmp_path / "b", max_steps=1,
-                     center_rewards_coefficient=0.01)
+    stock = _trainer(
+        trl.RewardTrainer, trl.RewardConfig, tiny_model, tmp_path / "b", max_steps=1, center_rewards_coefficient=0.01
+    )
     stock.train()
     assert ours.state.log_history[0]["loss"] == pytest.approx(stock.state.log_history[0]["loss"], abs=1e-6)
 
@@ -75,8 +86,14 @@ def test_off_by_default_matches_trl(tiny_model, tmp_path):
 def test_length_decorrelation_run_trains_and_logs(tiny_model, tmp_path):
     from alignkit.plugins import RewardConfig, RewardTrainer
 
-    trainer = _trainer(RewardTrainer, RewardConfig, tiny_model, tmp_path, length_decorrelation_coef=1.0,
-                       center_rewards_coefficient=0.01)
+    trainer = _trainer(
+        RewardTrainer,
+        RewardConfig,
+        tiny_model,
+        tmp_path,
+        length_decorrelation_coef=1.0,
+        center_rewards_coefficient=0.01,
+    )
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     assert any(not torch.equal(before[n], p) for n, p in trainer.model.named_parameters() if n in before)

@@ -53,16 +53,27 @@ def _sft_data():
     from datasets import Dataset
 
     rows = [
-        {"messages": [{"role": "user", "content": f"Say hello {i}"},
-                      {"role": "assistant", "content": "hello hello hello world hello " * (1 + i % 2)}]}
+        {
+            "messages": [
+                {"role": "user", "content": f"Say hello {i}"},
+                {"role": "assistant", "content": "hello hello hello world hello " * (1 + i % 2)},
+            ]
+        }
         for i in range(4)
     ]
     return Dataset.from_list(rows)
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
-    kwargs = dict(max_steps=2, per_device_train_batch_size=2, learning_rate=1e-2, logging_steps=1, max_length=64,
-                  save_strategy="no", **CPU)
+    kwargs = dict(
+        max_steps=2,
+        per_device_train_batch_size=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        max_length=64,
+        save_strategy="no",
+        **CPU,
+    )
     args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
     return cls_trainer(model=model_path, args=args, train_dataset=_sft_data())
 
@@ -91,8 +102,10 @@ def test_unlikelihood_run_trains_and_logs(tiny_model, tmp_path):
     assert len(logged) == 2 and all(h["unlikelihood"] > 0 and 0 <= h["repetition_rate"] <= 1 for h in logged)
 
 
-@pytest.mark.parametrize("kwargs", [{"unlikelihood_alpha": -0.1}, {"unlikelihood_alpha": float("nan")},
-                                    {"unlikelihood_alpha": 0.5, "packing": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"unlikelihood_alpha": -0.1}, {"unlikelihood_alpha": float("nan")}, {"unlikelihood_alpha": 0.5, "packing": True}],
+)
 def test_invalid_config(kwargs, tmp_path):
     from alignkit.plugins import SFTConfig
 

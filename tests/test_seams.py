@@ -26,7 +26,12 @@ def test_grpo_advantage_seam():
 
     assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
     assert list(inspect.signature(GRPOTrainer._calculate_rewards).parameters) == [
-        "self", "inputs", "prompts", "completions", "completion_ids_list"]
+        "self",
+        "inputs",
+        "prompts",
+        "completions",
+        "completion_ids_list",
+    ]
     src = _src(GRPOTrainer._generate_and_score_completions)
     # Rewards come from _calculate_rewards (gathered over processes), weighted by self.reward_weights, and the local
     # slice of the advantages is returned under "advantages".
