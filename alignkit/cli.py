@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 
@@ -78,6 +79,8 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
+    # SIGTERM (a killed job, a CI timeout) unwinds like Ctrl-C, so a run without a checkpoint is cleaned up.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if argv[:1] == ["eval"]:
             return _cmd_eval(argv[1:])
