@@ -96,15 +96,17 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
         lines += [f"## Prompt set `{ps['name']}` (card `{ps['card']}`, split `{ps['split']}`, n={ps['n']})", ""]
         rows = []
         for label, path, key in SET_ROWS:
-            cells = [_cell(_get(metrics[n]["sets"][ps["name"]], path), key) for n in names]
-            if any(c != "–" for c in cells):
-                rows.append([label, *cells])
+            nodes = [_get(metrics[n]["sets"][ps["name"]], path) for n in names]
+            # A computed metric keeps its row even when undefined (e.g. distinct-n of all-empty responses is NaN);
+            # only metrics the suite did not ask for are left out.
+            if any(node is not None for node in nodes):
+                rows.append([label, *(_cell(node, key) for node in nodes)])
         lines += _table(["metric", *names], rows)
     rows = []
     for label, path, key in MODEL_ROWS:
-        cells = [_cell(_get(metrics[n], path), key) for n in names]
-        if any(c != "–" for c in cells):
-            rows.append([label, *cells])
+        nodes = [_get(metrics[n], path) for n in names]
+        if any(node is not None for node in nodes):
+            rows.append([label, *(_cell(node, key) for node in nodes)])
     if rows:
         lines += ["## Model-level metrics", ""] + _table(["metric", *names], rows)
     if report["win_rates"]:
