@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,7 @@ def main(readme: str) -> int:
             if "<" not in token and not token.startswith("runs/") and not (ROOT / path).exists():
                 problems.append(f"path {token} does not exist")
         if token.startswith("make"):
-            words = token.split()
+            words = shlex.split(token.split(" #", 1)[0])  # drop the trailing comment; keep quoted ARGS together
             for word in words[1:]:
                 if word.startswith("recipe="):
                     if word.split("=", 1)[1] not in recipes:
