@@ -9,9 +9,9 @@ def test_cpu_gets_fp32_no_checkpointing_no_workers():
     assert "fp32" in reasons["precision"]
 
 
-def test_cpu_with_amx_still_fp32_by_measurement():
+def test_cpu_with_amx_is_fp32_for_now_and_says_bf16_may_be_faster():
     settings, reasons = choose_settings(Hardware("cpu", 2, cpu_bf16=True), explicit=set())
-    assert settings["bf16"] is False and "measured" in reasons["precision"]
+    assert settings["bf16"] is False and "bf16=true" in reasons["precision"]
 
 
 def test_cuda_precision_by_capability():
