@@ -1,0 +1,276 @@
+"""Shared machinery for the step-time benchmarks: interleaved arms in separate processes, data, summaries.
+
+Why separate processes: every arm runs the real ``Trainer.train()`` loop (so accelerate's autocast wrapping,
+gradient checkpointing, GRPO's generation buffer and our callbacks all behave exactly as in a recipe run), and one
+process per arm keeps global state apart: accelerate's ``AcceleratorState`` singleton (which holds the mixed-precision
+mode the precision benchmark varies), torch's global RNG (GRPO sampling) and the autocast state.
+
+Why a baton: the machine has 2 cores shared with other jobs, so arms must never run at the same time and load must
+hit every arm alike. A :class:`Baton` callback makes the arms take turns, one optimizer step each, in an order that
+rotates every round (A B C, B C A, C A B, ...). A step is timed from ``on_step_begin`` to ``on_step_end``: the
+forward/backward of every micro-batch (for GRPO, generation and reward scoring too), gradient clipping and
+``optimizer.step()``. The batch is fetched just before ``on_step_begin`` and logging happens after ``on_step_end``;
+an arm keeps the baton through both, so neither overlaps another arm's timed step. Each step records wall time and
+process CPU time (all threads).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import re
+import statistics
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainerCallback
+
+BATON_TIMEOUT_S = 3600  # an arm waiting this long means another arm died; fail instead of hanging forever
+
+
+def rotating_schedule(n_arms: int, n_rounds: int) -> list[int]:
+    """Turn order: round r runs arms r, r+1, ... (mod n), so every arm takes every position and follows every other
+    arm equally often; a fixed order would charge any hand-over effect to the same arm every round."""
+    return [(r + j) % n_arms for r in range(n_rounds) for j in range(n_arms)]
+
+
+class Baton(TrainerCallback):
+    """Turn-taking between processes along a shared schedule, one optimizer step per turn, timing each step."""
+
+    def __init__(self, index: int, semaphores: list, schedule: list[int]):
+        self.index, self.semaphores, self.schedule = index, semaphores, schedule
+        self.positions = [pos for pos, arm in enumerate(schedule) if arm == index]  # this arm's turns
+        self.turn = -1  # index into self.positions of the turn held (or last held)
+        self.holding = False
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def pass_on(self) -> None:
+        if self.holding:
+            nxt = self.positions[self.turn] + 1
+            if nxt < len(self.schedule):
+                self.semaphores[self.schedule[nxt]].release()
+            self.holding = False
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.pass_on()
+        if not self.semaphores[self.index].acquire(timeout=BATON_TIMEOUT_S):
+            raise RuntimeError(f"arm {self.index}: no turn within {BATON_TIMEOUT_S} s (another arm died?)")
+        self.turn += 1
+        self.holding = True
+        self._t0, self._c0 = time.perf_counter(), time.process_time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.wall.append(time.perf_counter() - self._t0)
+        self.cpu.append(time.process_time() - self._c0)
+
+
+@dataclass
+class ArmResult:
+    name: str
+    wall: list[float] = field(default_factory=list)  # seconds per optimizer step, warm-up included
+    cpu: list[float] = field(default_factory=list)
+    logs: list[dict] = field(default_factory=list)  # trainer.state.log_history
+    info: dict = field(default_factory=dict)  # whatever the builder reports (resolved settings, data source)
+    error: str | None = None
+
+
+def _worker(index, name, semaphores, schedule, queue, finished, build: Callable, build_kwargs: dict, threads):
+    """One arm: build its trainer, say it is ready, then train under the baton and report the step times.
+
+    After its last step the arm keeps the baton until its result is queued (the end of ``train()`` and pickling the
+    log are real work that must not overlap another arm's timed step), and it exits only when every arm is done:
+    freeing gigabytes of tensors at exit would otherwise land on whichever arm is still running."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    baton = None
+    try:
+        trainer, info = build(**build_kwargs)
+        baton = Baton(index, semaphores, schedule)
+        trainer.add_callback(baton)
+        info = {**info, "torch_threads": torch.get_num_threads()}
+        queue.put(("ready", name))
+        trainer.train()  # the first on_step_begin blocks until the parent starts the schedule
+        queue.put(("done", ArmResult(name, baton.wall, baton.cpu, trainer.state.log_history, info)))
+        baton.pass_on()
+        finished.wait(timeout=BATON_TIMEOUT_S)
+    except BaseException:
+        queue.put(("done", ArmResult(name, error=traceback.format_exc())))
+
+
+def _collect(queue, procs: dict, kind: str, count: int) -> list:
+    """``count`` messages of ``kind``, failing fast if an arm dies without a word (e.g. killed by the OOM killer)."""
+    import queue as queue_mod
+
+    got: list = []
+    while len(got) < count:
+        try:
+            tag, payload = queue.get(timeout=10)
+        except queue_mod.Empty:
+            dead = {n: p.exitcode for n, p in procs.items() if p.exitcode not in (None, 0)}
+            if dead:
+                msg = f"arm(s) died without reporting (exit codes {dead}; -9 is usually the OOM killer)"
+                raise RuntimeError(msg) from None
+            continue
+        if tag == "done" and kind == "ready":  # an arm failed while building
+            raise RuntimeError(f"arm {payload.name} failed while building:\n{payload.error}")
+        got.append(payload)
+        if tag == "done" and payload.error:
+            raise RuntimeError(f"arm {payload.name} failed:\n{payload.error}")
+    return got
+
+
+def run_interleaved(
+    arms: dict[str, tuple[Callable, dict]], steps: int, threads: int | None = None
+) -> dict[str, ArmResult]:
+    """Run ``{name: (build, kwargs)}`` side by side; ``build(**kwargs) -> (trainer, info)`` runs in the arm's process.
+
+    Every arm must train exactly ``steps`` optimizer steps (the schedule assumes it). Builders run concurrently
+    (untimed); the schedule starts only once every arm is built. Any failure stops all arms and raises.
+    """
+    schedule = rotating_schedule(len(arms), steps)
+    ctx = mp.get_context("spawn")  # fork after torch has started its thread pool is unsafe
+    semaphores = [ctx.Semaphore(0) for _ in arms]
+    queue = ctx.Queue()
+    finished = ctx.Event()
+    procs = {}
+    for index, (name, (build, kwargs)) in enumerate(arms.items()):
+        worker_args = (index, name, semaphores, schedule, queue, finished, build, kwargs, threads)
+        # daemon: if this process dies, the arms go with it instead of lingering as orphans
+        procs[name] = ctx.Process(target=_worker, args=worker_args, name=name, daemon=True)
+        procs[name].start()
+    try:
+        _collect(queue, procs, "ready", len(arms))
+        semaphores[schedule[0]].release()  # the schedule's first arm starts
+        results = {r.name: r for r in _collect(queue, procs, "done", len(arms))}
+    except BaseException:
+        for proc in procs.values():  # the surviving arms would wait for a turn forever
+            proc.terminate()
+        raise
+    finished.set()
+    for proc in procs.values():
+        proc.join(timeout=60)
+    return {name: results[name] for name in arms}
+
+
+# --------------------------------------------------------------------------------------------------------- summaries
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+def paired_ratios(arm: list[float], base: list[float]) -> list[float]:
+    """Per-round ratios arm_k / base_k: the steps of one round ran back to back, so they share the machine's load."""
+    return [a / b for a, b in zip(arm, base, strict=True)]
+
+
+def quartiles(xs: list[float]) -> tuple[float, float]:
+    if len(xs) < 2:
+        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def fmt_times(xs: list[float]) -> str:
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
+def load_average() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def cpu_model_and_flags(wanted=("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")) -> tuple[str, list[str]]:
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown", []
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    present = set(flags.group(1).split()) if flags else set()
+    return (model.group(1).strip() if model else "unknown"), [f for f in wanted if f in present]
+
+
+# -------------------------------------------------------------------------------------------------------------- data
+def _fallback_chats(n: int) -> list[dict[str, Any]]:
+    """Deterministic chat rows of ShareGPT-like length, for when the embedded card cannot be loaded."""
+    topics = [
+        "sorting a list in Python",
+        "the causes of inflation",
+        "writing a cover letter",
+        "photosynthesis",
+        "HTTP caching headers",
+        "a healthy weekly meal plan",
+        "the rules of chess",
+        "unit testing",
+    ]
+    rows = []
+    for i in range(n):
+        topic = topics[i % len(topics)]
+        answer = (
+            f"Here is a short overview of {topic}. First, consider the basics and why they matter. "
+            f"Second, look at a concrete example of {topic} step by step. Finally, summarise the key points "
+            "and note the common mistakes people make, so you can avoid them next time."
+        )
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Can you explain {topic} in simple terms? ({i})"},
+                    {"role": "assistant", "content": answer},
+                ]
+            }
+        )
+    return rows
+
+
+def sharegpt_chats(n: int, seed: int = 0) -> tuple[list[dict[str, Any]], str]:
+    """``n`` single-turn chats from the embedded ``sharegpt-sft-smol`` card (train split), or in-script fallbacks.
+
+    Returns ``(rows, source)``; rows are ``{"messages": [user, assistant]}``."""
+    try:
+        from alignkit.data.cards import load_split
+
+        ds = load_split("sharegpt-sft-smol", "train", max_samples=n, seed=seed)
+        return [{"messages": row["messages"]} for row in ds], f"sharegpt-sft-smol card (train, {n} rows, seed {seed})"
+    except Exception as exc:  # the benchmark measures step time; any realistic text will do
+        return _fallback_chats(n), f"in-script fallback chats ({type(exc).__name__}: {exc})"
+
+
+def degrade(answer: str, target_chars: int = 380) -> str:
+    """A plausible *rejected* reply: the reference's opening clause looped and cut, like a small model's greedy
+    output cut at its token limit (the failure the sharegpt-pairs-smol card describes). Lengths differ from the
+    chosen reply, which R-DPO and the length-decorrelation penalty need to see."""
+    head = re.split(r"(?<=[.!?,;:])\s", answer.strip(), maxsplit=1)[0][:120] or "I am not sure"
+    text = head
+    while len(text) < target_chars:
+        text += " " + head
+    return text[:target_chars]
+
+
+def preference_pairs(chats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conversational preference rows (explicit prompt) from chats: chosen = reference, rejected = :func:`degrade`."""
+    rows = []
+    for i, chat in enumerate(chats):
+        user, assistant = chat["messages"][0], chat["messages"][-1]
+        rejected = degrade(assistant["content"], target_chars=240 + 40 * (i % 5))
+        rows.append(
+            {"prompt": [user], "chosen": [assistant], "rejected": [{"role": "assistant", "content": rejected}]}
+        )
+    return rows
+
+
+def set_offline_env() -> None:
+    """No hub on these machines: a forgotten hub id must fail fast, not hang (children inherit this)."""
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("WANDB_DISABLED", "true"),
+    ):
+        os.environ.setdefault(key, value)

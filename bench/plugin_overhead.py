@@ -1,0 +1,312 @@
+"""Optimizer-step overhead of the alignkit plugins over stock TRL 1.16, for SFT, Reward, DPO and GRPO.
+
+Four arms per trainer, all on the embedded SmolLM2-135M-Instruct with LoRA (r=16, all-linear), fp32, CPU:
+
+* ``stock`` -- ``trl.XConfig`` / ``trl.XTrainer``;
+* ``off``   -- ``alignkit.plugins.XConfig`` / ``XTrainer`` with every addition at its default (off);
+* ``on``    -- the same with every addition on (see ``ALL_ON``);
+* ``stock-again`` -- a second stock trainer, an A/A control whose ratio to ``stock`` is the noise floor.
+
+Goals: off/stock <= 1.02 (a plugin that is off must cost nothing) and on/stock <= 1.05.
+
+Method (details in bench/benchlib.py): each arm is a real ``trainer.train()`` in its own process; a baton callback
+makes the arms take turns, one optimizer step each, in an order that rotates every round, so the machine's load
+hits every arm alike. A step is timed from ``on_step_begin`` to ``on_step_end`` (forward + backward, for GRPO also
+generation and reward scoring, then clipping and ``optimizer.step()``); data loading and logging fall outside it.
+Every arm sees the same rows in the same order (same seed). The first ``--warmup`` steps of each arm are dropped.
+Reported: medians of wall time, the ratio of medians, and the median of per-round paired ratios with its IQR.
+
+    .venv/bin/python bench/plugin_overhead.py                  # full run -> bench/results/plugin_overhead.md
+    .venv/bin/python bench/plugin_overhead.py --quick          # smoke run, prints only (add --out to write)
+    .venv/bin/python bench/plugin_overhead.py --trainers dpo --steps 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import (
+    fmt_times,
+    load_average,
+    median,
+    paired_ratios,
+    preference_pairs,
+    quartiles,
+    run_interleaved,
+    set_offline_env,
+    sharegpt_chats,
+)
+
+KINDS = ("sft", "reward", "dpo", "grpo")
+# "stock-again" is an A/A control: a second, identical stock trainer. Its ratio to "stock" is the noise floor of the
+# measurement; an off/stock ratio that is no further from 1 than the control's is indistinguishable from zero cost.
+ARMS = ("stock", "off", "on", "stock-again")
+GOALS = {"off": 1.02, "on": 1.05}
+N_ROWS = 48
+# Every plugin field set to a typical recipe value. GRPO's kl_target needs beta > 0, and beta > 0 makes TRL run a
+# reference forward, so all GRPO arms use the same beta (else "on" would pay for the reference and "stock" would not).
+ALL_ON = {
+    "sft": {"unlikelihood_alpha": 0.5},
+    "reward": {"length_decorrelation_coef": 0.1},
+    "dpo": {"rdpo_alpha": 0.01, "kl_target": 1.0, "log_completion_stats": True},
+    "grpo": {
+        "advantage_method": "rloo",
+        "length_penalty_coef": 0.1,
+        "length_penalty_target": 8,
+        "repetition_penalty_weight": 0.5,
+        "kl_target": 0.05,
+    },
+}
+GRPO_BETA = 0.04
+# What each plugin adds per step when on, so a missed goal can be read against it.
+WHERE_COST = """## Where the `on` cost comes from
+
+- SFT `unlikelihood_alpha`: one extra forward through the model's ordinary LM head, because TRL 1.16's fused LM head
+  returns per-token log-probs but never the (B, T, V) logits the unlikelihood term needs, plus the backward through
+  that second graph and a (B, T, V) log-softmax. Roughly a second forward+backward: expect ~1.7-1.9x, not <= 1.05.
+- Reward `length_decorrelation_coef`: a Pearson correlation over 2B scalars and a shared-prefix scan of the token
+  ids; microseconds against a forward/backward.
+- DPO `rdpo_alpha` + `kl_target` + `log_completion_stats`: a forward hook that copies the per-token log-probs of
+  policy and reference, a k2 KL over them, and a Python n-gram repetition count over every completion's token list;
+  small, but the n-gram count is Python on the CPU.
+- GRPO `advantage_method` + penalties + `kl_target`: two extra reward functions over the decoded completions and a
+  recomputation of the advantages from the (N, n_funcs) rewards; small next to generation.
+- Every `off` arm runs exactly TRL's code path after one `if` in `compute_loss` (GRPO: one `is None` check in
+  `_generate_and_score_completions`), so any off/stock difference beyond the A/A control is not from the plugin.
+"""
+
+
+def distinct_words(prompts, completions, **kwargs) -> list[float]:
+    """Cheap task-free reward (fraction of distinct words): GRPO needs one, its cost is the same in every arm."""
+    texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+    return [len(set(t.split())) / max(1, len(t.split())) for t in texts]
+
+
+def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out_dir: str):
+    """Build one arm's trainer (runs in the arm's process). Returns ``(trainer, info)``."""
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    import alignkit.plugins as ak
+
+    chats, source = sharegpt_chats(N_ROWS)
+    common = dict(
+        output_dir=out_dir,
+        max_steps=steps,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-4,
+        bf16=False,
+        use_cpu=True,
+        gradient_checkpointing=False,
+        report_to="none",
+        seed=0,
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    lora = dict(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear")
+    max_length = 128 if quick else 320
+    names = {"sft": "SFT", "reward": "Reward", "dpo": "DPO", "grpo": "GRPO"}[kind]
+    module = trl if arm.startswith("stock") else ak
+    config_cls, trainer_cls = getattr(module, f"{names}Config"), getattr(module, f"{names}Trainer")
+    extra = ALL_ON[kind] if arm == "on" else {}
+
+    if kind == "sft":
+        args = config_cls(**common, max_length=max_length, **extra)
+        data = Dataset.from_list(chats)
+        trainer = trainer_cls(
+            model=model_path, args=args, train_dataset=data, peft_config=LoraConfig(task_type="CAUSAL_LM", **lora)
+        )
+    elif kind == "reward":
+        args = config_cls(**common, max_length=min(max_length, 256), **extra)
+        data = Dataset.from_list(preference_pairs(chats))
+        trainer = trainer_cls(
+            model=model_path,
+            args=args,
+            train_dataset=data,
+            peft_config=LoraConfig(task_type="SEQ_CLS", modules_to_save=["score"], **lora),
+        )
+    elif kind == "dpo":
+        # 2 pairs, not 4: a DPO arm at 4 pairs x 320 tokens holds ~7 GB (policy + reference activations, full-vocab
+        # log-softmax); four arms of that were OOM-killed beside the other jobs on this 24 GB machine.
+        common["per_device_train_batch_size"] = 2
+        args = config_cls(**common, max_length=max_length, beta=0.1, **extra)
+        data = Dataset.from_list(preference_pairs(chats))
+        trainer = trainer_cls(
+            model=model_path, args=args, train_dataset=data, peft_config=LoraConfig(task_type="CAUSAL_LM", **lora)
+        )
+    else:
+        args = config_cls(
+            **common,
+            num_generations=4,
+            max_completion_length=8 if quick else 16,
+            beta=GRPO_BETA,
+            temperature=1.0,
+            **extra,
+        )
+        data = Dataset.from_list([{"prompt": [c["messages"][0]]} for c in chats])
+        trainer = trainer_cls(
+            model=model_path,
+            reward_funcs=[distinct_words],
+            args=args,
+            train_dataset=data,
+            peft_config=LoraConfig(task_type="CAUSAL_LM", **lora),
+        )
+    return trainer, {"data": source, "config": type(args).__module__ + "." + type(args).__name__}
+
+
+def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
+    """Markdown section for one trainer, plus the ratios for the summary table."""
+    wall = {arm: r.wall[warmup:] for arm, r in results.items()}
+    cpu = {arm: r.cpu[warmup:] for arm, r in results.items()}
+    med = {arm: median(w) for arm, w in wall.items()}
+    lines = [
+        f"### {kind.upper()}\n",
+        f"Data: {results['stock'].info['data']}; torch threads {results['stock'].info['torch_threads']}. "
+        f"{len(wall['stock'])} measured steps per arm after {warmup} warm-up.\n",
+        "| arm | median wall (s) | median CPU (s) | ratio of medians vs stock | paired ratio median [IQR] "
+        "| measured wall times (s) | warm-up (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ratios = {}
+    for arm in results:
+        if arm == "stock":
+            ratio_txt, paired_txt = "1", "-"
+        else:
+            ratios[arm] = med[arm] / med["stock"]
+            pairs = paired_ratios(wall[arm], wall["stock"])
+            lo, hi = quartiles(pairs)
+            ratios[f"{arm}_paired"] = median(pairs)
+            ratios[f"{arm}_cpu"] = median(cpu[arm]) / median(cpu["stock"])
+            ratio_txt = f"**{ratios[arm]:.3f}**"
+            paired_txt = f"{median(pairs):.3f} [{lo:.3f}, {hi:.3f}]"
+        lines.append(
+            f"| {arm} | {med[arm]:.2f} | {median(cpu[arm]):.2f} | {ratio_txt} | {paired_txt} | "
+            f"{fmt_times(wall[arm])} | {fmt_times(results[arm].wall[:warmup])} |"
+        )
+    if kind == "grpo":  # sampled lengths differ between arms once their policies diverge; show they stay comparable
+        lens = {
+            arm: [h["completions/mean_length"] for h in r.logs if "completions/mean_length" in h]
+            for arm, r in results.items()
+        }
+        lines.append(
+            "\nMean completion length per step (tokens): "
+            + "; ".join(f"{a}: {median(v):.1f} (median)" for a, v in lens.items() if v)
+            + "."
+        )
+    return "\n".join(lines) + "\n", ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trainers", default=",".join(KINDS), help="comma-separated subset of sft,reward,dpo,grpo")
+    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps per arm")
+    parser.add_argument("--warmup", type=int, default=1, help="steps per arm dropped before measuring")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 measured steps, short sequences")
+    parser.add_argument("--no-control", action="store_true", help="skip the A/A control arm (stock-again)")
+    # One thread by default: on a shared 2-core machine a 2-thread OpenMP team stalls at every barrier whenever another
+    # job holds one of the cores, which adds far more noise than it saves time.
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per arm (0 = torch's default)")
+    parser.add_argument(
+        "--out", default=None, help="markdown report (default: bench/results/plugin_overhead.md, none with --quick)"
+    )
+    args = parser.parse_args(argv)
+    kinds = [k.strip() for k in args.trainers.split(",") if k.strip()]
+    if unknown := [k for k in kinds if k not in KINDS]:
+        parser.error(f"--trainers: unknown {unknown}; choose from {list(KINDS)}")
+    if args.quick:
+        args.steps, args.warmup = 2, 1
+    out = args.out or (None if args.quick else "bench/results/plugin_overhead.md")
+    set_offline_env()
+    from alignkit.io import atomic_write_text
+    from alignkit.models import materialize_embedded
+
+    model_path = str(materialize_embedded())
+    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    started = time.strftime("%Y-%m-%d %H:%M")
+    load_before = load_average()
+    sections, summary = [], {}
+    for kind in kinds:
+        t0 = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix=f"overhead-{kind}-") as tmp:
+            arms = {
+                arm: (
+                    build_arm,
+                    dict(
+                        kind=kind,
+                        arm=arm,
+                        model_path=model_path,
+                        steps=args.warmup + args.steps,
+                        quick=args.quick,
+                        out_dir=str(Path(tmp) / arm),
+                    ),
+                )
+                for arm in ARMS
+                if not (args.no_control and arm == "stock-again")
+            }
+            try:
+                results = run_interleaved(arms, args.warmup + args.steps, threads=args.threads or None)
+            except RuntimeError as exc:  # report the failure and still measure the other trainers
+                sections.append(f"### {kind.upper()}\n\nFAILED:\n\n```\n{exc}\n```\n")
+                print(sections[-1], flush=True)
+                continue
+        text, ratios = summarize(kind, results, args.warmup)
+        sections.append(
+            text + f"\n({time.perf_counter() - t0:.0f} s for this trainer, load average after: {load_average()})\n"
+        )
+        summary[kind] = ratios
+        print(sections[-1], flush=True)
+
+    def verdict(kind, arm):
+        ok = summary[kind][arm] <= GOALS[arm]
+        return f"{summary[kind][arm]:.3f} {'meets' if ok else '**misses**'} <= {GOALS[arm]}"
+
+    table = [
+        "| trainer | off / stock (goal <= 1.02) | on / stock (goal <= 1.05) | A/A control: stock-again / stock "
+        "| paired off, on | CPU-time off, on |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in summary:
+        r = summary[kind]
+        control = f"{r['stock-again']:.3f}" if "stock-again" in r else "not run"
+        table.append(
+            f"| {kind.upper()} | {verdict(kind, 'off')} | {verdict(kind, 'on')} | {control} | "
+            f"{r['off_paired']:.3f}, {r['on_paired']:.3f} | {r['off_cpu']:.3f}, {r['on_cpu']:.3f} |"
+        )
+    report = (
+        "# Plugin overhead: alignkit trainers vs stock TRL 1.16 (embedded SmolLM2-135M, LoRA, CPU)\n\n"
+        f"Command: `{command}` (run {started}; load average before {load_before}).\n\n"
+        "Arms: `stock` = trl.XTrainer, `off` = alignkit.plugins.XTrainer with every addition off, `on` = every "
+        f"addition on ({', '.join(f'{k}: {v}' for k, v in ALL_ON.items() if k in kinds)}; GRPO beta {GRPO_BETA} in "
+        "all arms), and `stock-again` = a second stock trainer (A/A control: its ratio is the noise floor). LoRA r=16 "
+        "all-linear, fp32, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 pairs), no accumulation, "
+        "one torch thread per arm.\n\n"
+        "Method: each arm runs a real `trainer.train()` in its own process; a baton callback interleaves them one "
+        "optimizer step at a time, in an order rotating every round, so load from other jobs on this shared 2-core "
+        "machine hits all arms alike. Step = `on_step_begin` to `on_step_end` (forward/backward, GRPO generation "
+        "and scoring, clipping, optimizer step). Ratios are ratios of medians of wall time; the paired ratio is "
+        "the median over rounds of arm/stock within the same round, and its IQR shows the noise.\n\n"
+        "## Summary (ratio of median step times)\n\n"
+        + "\n".join(table)
+        + "\n\n"
+        + WHERE_COST
+        + "\n## Per trainer\n\n"
+        + "\n".join(sections)
+    )
+    if out:
+        atomic_write_text(out, report)
+        print(f"wrote {out}")
+    else:
+        print("\n".join(table))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
