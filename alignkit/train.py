@@ -124,7 +124,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
 
 
 def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    """Train ``recipe`` into runs/<name>/ and return that directory (evaluation is separate: see :func:`run`)."""
+    """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite)."""
     from alignkit.data.cards import load_card, load_split
     from alignkit.models import load_tokenizer, resolve_model_path
     from alignkit.recipe import list_recipes
