@@ -7,11 +7,11 @@ mode the precision benchmark varies), torch's global RNG (GRPO sampling) and the
 
 Why a baton: the machine has 2 cores shared with other jobs, so arms must never run at the same time and load must
 hit every arm alike. A :class:`Baton` callback makes the arms take turns, one optimizer step each, in an order that
-rotates every round (A B C, B C A, C A B, ...). A step is timed from ``on_step_begin`` to ``on_step_end``: the
-forward/backward of every micro-batch (for GRPO, generation and reward scoring too), gradient clipping and
-``optimizer.step()``. The batch is fetched just before ``on_step_begin`` and logging happens after ``on_step_end``;
-an arm keeps the baton through both, so neither overlaps another arm's timed step. Each step records wall time and
-process CPU time (all threads).
+changes every round so that each arm takes each position and follows each other arm equally often. A step is timed
+from ``on_step_begin`` to ``on_step_end``: the forward/backward of every micro-batch (for GRPO, generation and reward
+scoring too), gradient clipping and ``optimizer.step()``. The batch is fetched just before ``on_step_begin`` and
+logging happens after ``on_step_end``; an arm keeps the baton through both, so neither overlaps another arm's timed
+step. Each step records wall time and process CPU time (all threads).
 """
 
 from __future__ import annotations
@@ -31,10 +31,27 @@ from transformers import TrainerCallback
 BATON_TIMEOUT_S = 3600  # an arm waiting this long means another arm died; fail instead of hanging forever
 
 
-def rotating_schedule(n_arms: int, n_rounds: int) -> list[int]:
-    """Turn order: round r runs arms r, r+1, ... (mod n), so every arm takes every position and follows every other
-    arm equally often; a fixed order would charge any hand-over effect to the same arm every round."""
-    return [(r + j) % n_arms for r in range(n_rounds) for j in range(n_arms)]
+def balanced_orders(n_arms: int) -> list[list[int]]:
+    """Williams-design turn orders: across the orders every arm takes every position equally often and directly
+    follows every other arm equally often. A plain rotation (A B C, B C A, ...) balances positions but keeps B
+    always right after A, which would charge any hand-over effect to the same pair of arms every round."""
+    base, lo, hi = [0], 1, n_arms - 1
+    while len(base) < n_arms:
+        base.append(lo)
+        lo += 1
+        if len(base) < n_arms:
+            base.append(hi)
+            hi -= 1
+    orders = [[(b + r) % n_arms for b in base] for r in range(n_arms)]
+    if n_arms % 2:  # odd n needs the mirrored square too for first-order balance
+        orders += [list(reversed(o)) for o in orders]
+    return orders
+
+
+def balanced_schedule(n_arms: int, n_rounds: int) -> list[int]:
+    """The turn sequence for ``n_rounds`` rounds, cycling through :func:`balanced_orders`."""
+    orders = balanced_orders(n_arms)
+    return [arm for r in range(n_rounds) for arm in orders[r % len(orders)]]
 
 
 class Baton(TrainerCallback):
@@ -133,7 +150,7 @@ def run_interleaved(
     Every arm must train exactly ``steps`` optimizer steps (the schedule assumes it). Builders run concurrently
     (untimed); the schedule starts only once every arm is built. Any failure stops all arms and raises.
     """
-    schedule = rotating_schedule(len(arms), steps)
+    schedule = balanced_schedule(len(arms), steps)
     ctx = mp.get_context("spawn")  # fork after torch has started its thread pool is unsafe
     semaphores = [ctx.Semaphore(0) for _ in arms]
     queue = ctx.Queue()

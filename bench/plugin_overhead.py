@@ -10,7 +10,7 @@ Four arms per trainer, all on the embedded SmolLM2-135M-Instruct with LoRA (r=16
 Goals: off/stock <= 1.02 (a plugin that is off must cost nothing) and on/stock <= 1.05.
 
 Method (details in bench/benchlib.py): each arm is a real ``trainer.train()`` in its own process; a baton callback
-makes the arms take turns, one optimizer step each, in an order that rotates every round, so the machine's load
+makes the arms take turns, one optimizer step each, in an order balanced across rounds, so the machine's load
 hits every arm alike. A step is timed from ``on_step_begin`` to ``on_step_end`` (forward + backward, for GRPO also
 generation and reward scoring, then clipping and ``optimizer.step()``); data loading and logging fall outside it.
 Every arm sees the same rows in the same order (same seed). The first ``--warmup`` steps of each arm are dropped.
@@ -207,7 +207,12 @@ def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainers", default=",".join(KINDS), help="comma-separated subset of sft,reward,dpo,grpo")
-    parser.add_argument("--steps", type=int, default=6, help="measured optimizer steps per arm")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=8,
+        help="measured optimizer steps per arm (8 = two full balanced cycles of 4 arms)",
+    )
     parser.add_argument("--warmup", type=int, default=1, help="steps per arm dropped before measuring")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 measured steps, short sequences")
     parser.add_argument("--no-control", action="store_true", help="skip the A/A control arm (stock-again)")
@@ -289,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "all-linear, fp32, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 pairs), no accumulation, "
         "one torch thread per arm.\n\n"
         "Method: each arm runs a real `trainer.train()` in its own process; a baton callback interleaves them one "
-        "optimizer step at a time, in an order rotating every round, so load from other jobs on this shared 2-core "
+        "optimizer step at a time, in orders balanced across rounds (Williams design: each arm takes each position "
+        "and follows each other arm equally often), so load from other jobs on this shared 2-core "
         "machine hits all arms alike. Step = `on_step_begin` to `on_step_end` (forward/backward, GRPO generation "
         "and scoring, clipping, optimizer step). Ratios are ratios of medians of wall time; the paired ratio is "
         "the median over rounds of arm/stock within the same round, and its IQR shows the noise.\n\n"

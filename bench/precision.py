@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         f"TRL's resolved defaults with use_cpu=True: {ak['trl defaults']}. alignkit's reasons: "
         f"{ak['hardware reasons']}.\n\nData: {ak['data']}.\n\n"
         f"{args.steps} measured steps per arm after {w} warm-up, arms interleaved one optimizer step at a time "
-        "in an order rotating every round "
+        "in orders balanced across rounds "
         "(each step = policy + reference forward and policy backward for every micro-batch, then AdamW), "
         "each arm in its own process.\n\n" + "\n".join(rows) + "\n"
     )
