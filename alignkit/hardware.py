@@ -27,7 +27,7 @@ CHOSEN_KEYS = (
 class Hardware:
     device: str  # "cuda" or "cpu"
     cpu_count: int
-    cpu_bf16: bool  # avx512_bf16 or AMX advertised (recorded; see choose_settings for why it is not used)
+    cpu_bf16: bool  # avx512_bf16 or AMX advertised: bf16 autocast runs natively
     cuda_bf16: bool = False
     gpu_name: str | None = None
     cpu_flags: list[str] = field(default_factory=list)
@@ -68,9 +68,9 @@ def detect() -> Hardware:
 def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
     """Return ``(settings, reasons)`` for every key in CHOSEN_KEYS that the recipe did not set explicitly.
 
-    - precision: bf16 on CUDA with bf16, fp16 on older CUDA, fp32 on CPU for now (a recipe that sets
-      ``bf16: true`` wins). Known gap: on a CPU with AMX, bench/results/precision.md measured the bf16-autocast DPO
-      step faster than fp32, so bf16 should become the choice where ``cpu_bf16`` is set.
+    - precision: bf16 on CUDA with bf16, fp16 on older CUDA; on a CPU, bf16 autocast over fp32 weights where the CPU
+      has avx512_bf16/AMX (bench/results/precision.md measures it against fp32 and TRL's defaults), else fp32. A
+      recipe that sets ``bf16`` or ``fp16`` wins.
     - gradient checkpointing: on for CUDA (memory is the constraint), off on CPU (it costs ~20% time and a CPU run
       has plenty of RAM for these model sizes).
     - dataloader: no worker processes and no pinned memory on CPU (workers compete for the same 2 cores).
@@ -86,10 +86,11 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
         chosen.update(use_cpu=False, gradient_checkpointing=True, dataloader_pin_memory=True)
         reasons["gradient_checkpointing"] = "on: GPU memory is the constraint"
     else:
-        # On CPUs without avx512_bf16/AMX, bf16 autocast is emulated and slow. With them, the real DPO step measured
-        # faster in bf16 (bench/results/precision.md); switching that case to bf16 is open work, so fp32 for now.
+        # Without avx512_bf16/AMX, bf16 autocast is emulated and ~24x slower than fp32 (DESIGN.md). With them, the
+        # dpo-smol step runs faster under bf16 autocast than in fp32 (bench/results/precision.md). Weights stay fp32
+        # either way: autocast computes matmuls in bf16, while LoRA weights and AdamW state keep full precision.
         if hw.cpu_bf16:
-            prec, why = ("fp32", "CPU default (this CPU has avx512_bf16/AMX: `bf16=true` may be faster, see bench/)")
+            prec, why = ("bf16", "CPU has avx512_bf16/AMX: bf16 autocast over fp32 weights (bench/precision.py)")
         else:
             prec, why = ("fp32", "CPU lacks avx512_bf16/AMX: bf16 autocast would be emulated and slow")
         chosen.update(
@@ -99,7 +100,8 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
         reasons["dataloader_num_workers"] = "0 on CPU: workers would compete for the same cores"
     chosen["bf16"] = prec == "bf16"
     chosen["fp16"] = prec == "fp16"
-    chosen["dtype"] = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[prec]
+    cpu_autocast = hw.device == "cpu"
+    chosen["dtype"] = "float32" if cpu_autocast else {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[prec]
     reasons["precision"] = f"{prec}: {why}"
     # A recipe's explicit choice always wins; precision keys move together so bf16/fp16 never both end up True.
     if {"bf16", "fp16"} & explicit:

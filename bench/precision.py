@@ -1,20 +1,23 @@
 """dpo-smol step time: alignkit's hardware-chosen precision settings vs TRL's own defaults, measured side by side.
 
-On a CPU, :func:`alignkit.hardware.choose_settings` picks fp32, no gradient checkpointing, ``use_cpu=True``. TRL 1.16
+On a CPU, :func:`alignkit.hardware.choose_settings` picks bf16 autocast where the CPU has avx512_bf16/AMX (fp32
+otherwise), no gradient checkpointing, ``use_cpu=True``. TRL 1.16
 (through transformers) resolves ``bf16=True`` and ``gradient_checkpointing=True`` when a config leaves them unset,
 which on a CPU means bf16 autocast plus recomputed activations. This benchmark runs the real dpo-smol recipe
 (``alignkit.recipe.load_recipe("dpo-smol", ...)``: DPO, LoRA r=16 all-linear, batch and max_length as in
 recipes/dpo-smol.yaml; the report prints them) for a few optimizer steps under both; two more arms split the
 difference into its two causes:
 
-* ``alignkit``     -- the recipe as ``alignkit train`` resolves it on this machine (fp32, no checkpointing);
+* ``alignkit``     -- the recipe as ``alignkit train`` resolves it on this machine (no checkpointing; the
+  precision alignkit.hardware picked, which the report prints);
 * ``trl-defaults`` -- ``use_cpu=True`` and TRL's resolved defaults for ``bf16`` and ``gradient_checkpointing``
   (read from a fresh ``trl.DPOConfig``, not hard-coded);
+* ``fp32``         -- fp32, no checkpointing: the choice on CPUs without native bf16 (opt-in with ``--arms``);
 * ``bf16-only``    -- bf16 autocast, no checkpointing (opt-in with ``--arms``);
 * ``ckpt-only``    -- fp32 with gradient checkpointing (opt-in with ``--arms``).
 
-The default runs the first two: an arm without checkpointing holds ~7 GB of activations at the recipe's batch, and
-four arms at once do not fit beside other jobs in 24 GB.
+The default runs the first three. An arm without checkpointing holds several GB of activations at the recipe's
+batch, and all five at once do not fit beside other jobs in 24 GB.
 
 Arms run interleaved, one optimizer step each in turn, in separate processes (bench/benchlib.py explains why: the
 mixed-precision mode lives in accelerate's process-wide state). Reported: ratio of median step times vs ``alignkit``.
@@ -50,7 +53,7 @@ from benchlib import (
     sharegpt_chats,
 )
 
-ARMS = ("alignkit", "trl-defaults", "bf16-only", "ckpt-only")
+ARMS = ("alignkit", "trl-defaults", "fp32", "bf16-only", "ckpt-only")
 RECIPE = "dpo-smol"
 
 
@@ -112,6 +115,7 @@ def build_arm(arm: str, steps: int, quick: bool, out_dir: str):
     precision = {
         "alignkit": {},  # nothing explicit: alignkit.hardware chooses
         "trl-defaults": {"use_cpu": True, **defaults},
+        "fp32": {"use_cpu": True, "bf16": False, "gradient_checkpointing": False},
         "bf16-only": {"use_cpu": True, "bf16": True, "gradient_checkpointing": False},
         "ckpt-only": {"use_cpu": True, "bf16": False, "gradient_checkpointing": True},
     }[arm]
@@ -154,7 +158,9 @@ def torch_cpu_capability() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--arms", default="alignkit,trl-defaults", help=f"comma-separated subset of {','.join(ARMS)}")
+    parser.add_argument(
+        "--arms", default="alignkit,trl-defaults,fp32", help=f"comma-separated subset of {','.join(ARMS)}"
+    )
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per arm")
     parser.add_argument("--warmup", type=int, default=1, help="steps per arm dropped before measuring")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 measured step, batch 2, max_length 128")
@@ -217,18 +223,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Say in words which way the measurement points, since alignkit.hardware's CPU rule rests on it.
     verdicts = []
+    chosen = "bf16 autocast" if ak["bf16"] else "fp32"
     if "trl-defaults" in ratios:
         faster = ratios["trl-defaults"] < 1
         verdicts.append(
-            f"TRL's defaults are {'faster' if faster else 'slower'} than alignkit's fp32 choice on this CPU"
-            + (": fp32 is not the faster choice here." if faster else ".")
+            f"TRL's defaults are {'faster' if faster else 'slower'} than alignkit's choice ({chosen}, no gradient "
+            f"checkpointing) on this CPU" + (": alignkit's rule is not the faster choice here." if faster else ".")
+        )
+    if "fp32" in ratios:
+        verdicts.append(
+            f"fp32 runs at {ratios['fp32']:.2f}x alignkit's step time"
+            + (" (alignkit chose fp32 here, so this is an A/A control)." if not ak["bf16"] else ".")
         )
     if "bf16-only" in ratios:
-        verdicts.append(
-            f"bf16 autocast alone: {ratios['bf16-only']:.2f}x fp32, so bf16 autocast is "
-            f"{'faster' if ratios['bf16-only'] < 1 else 'slower'} than fp32 here (the earlier forward+backward probe "
-            "said ~1.9x slower)."
-        )
+        verdicts.append(f"bf16 autocast without checkpointing: {ratios['bf16-only']:.2f}x alignkit's step time.")
     if "ckpt-only" in ratios:
         verdicts.append(f"Gradient checkpointing alone: {ratios['ckpt-only']:.2f}x.")
     headline += ("\n\n" + " ".join(verdicts)) if verdicts else ""

@@ -9,9 +9,12 @@ def test_cpu_gets_fp32_no_checkpointing_no_workers():
     assert "fp32" in reasons["precision"]
 
 
-def test_cpu_with_amx_is_fp32_for_now_and_says_bf16_may_be_faster():
+def test_cpu_with_amx_gets_bf16_autocast_over_fp32_weights():
     settings, reasons = choose_settings(Hardware("cpu", 2, cpu_bf16=True), explicit=set())
-    assert settings["bf16"] is False and "bf16=true" in reasons["precision"]
+    assert settings["bf16"] is True and settings["fp16"] is False
+    assert settings["dtype"] == "float32"  # autocast only: LoRA weights and optimizer state stay fp32
+    assert settings["use_cpu"] is True and settings["gradient_checkpointing"] is False
+    assert reasons["precision"].startswith("bf16:") and "AMX" in reasons["precision"]
 
 
 def test_cuda_precision_by_capability():

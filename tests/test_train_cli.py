@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from alignkit.cli import main
+from alignkit.hardware import detect
 
 PAIRS = [
     {
@@ -54,7 +55,9 @@ def test_train_writes_a_complete_run_and_refuses_silent_overwrite(tiny_model, pa
     assert main(_train_args(tiny_model, pair_card, out)) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "finished" and run["trainer"] == "dpo" and run["global_step"] == 2
-    assert run["hardware_choices"]["bf16"] is False  # chosen from the hardware, recorded
+    # chosen from the hardware, recorded: bf16 autocast exactly where the CPU has native bf16
+    assert run["hardware_choices"]["bf16"] is detect().cpu_bf16
+    assert run["hardware_choices"]["dtype"] == "float32"
     assert (out / "adapter" / "adapter_config.json").exists()
     assert (out / "config.yaml").exists() and (out / "resolved_config.json").exists()
     logs = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
