@@ -36,7 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     from alignkit.eval.cli import main as eval_main
 
-    return eval_main([str(run_dir)])
+    return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 
 def _cmd_eval(argv: list[str]) -> int:

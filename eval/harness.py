@@ -175,7 +175,9 @@ def run_eval(
     data = {ps.name: rows_to_prompts(_load_rows(ps.card, ps.split, ps.max_prompts), ps) for ps in suite.prompt_sets}
     heldout = _load_heldout(suite)
     pairs = _load_pairs(suite)
-    rm_ref = _resolve_rm(suite, runs_root, notes)
+    lap("preflight")
+    rm_ref = _resolve_rm(suite, runs_root, notes)  # may train the suite's reward model (rm_score.train_missing)
+    lap("reward model")
     judge_cfg = suite.metric("win_rate") if len(specs) > 1 else None
     if suite.metric("win_rate") is not None and len(specs) < 2:
         notes.append("win_rate skipped: it needs at least two models (a baseline and a model to compare)")
@@ -277,6 +279,9 @@ def _resolve_rm(suite: Suite, runs_root: str | Path, notes: list[str]) -> tuple[
     if not ref:
         raise AlignkitError(f"suite {suite.path}: metrics.rm_score needs a 'reward_model' (a path or run:NAME)")
     resolved = resolve_reward_model(str(ref), runs_root)
+    if resolved is None and opts.get("train_missing") and str(ref).startswith("run:"):
+        recipe = opts["train_missing"] if isinstance(opts["train_missing"], str) else str(ref)[len("run:") :]
+        resolved = _train_missing_reward_model(str(ref)[len("run:") :], recipe, runs_root, notes)
     if resolved is None:
         run = Path(runs_root) / str(ref)[len("run:") :]
         notes.append(
@@ -284,6 +289,30 @@ def _resolve_rm(suite: Suite, runs_root: str | Path, notes: list[str]) -> tuple[
             f"train it with `alignkit train {run.name}`"
         )
     return resolved
+
+
+def _train_missing_reward_model(
+    name: str, recipe_ref: str, runs_root: str | Path, notes: list[str]
+) -> tuple[str, str | None] | None:
+    """Train ``recipe_ref`` into ``<runs_root>/name`` (suite option ``rm_score.train_missing``), then resolve it.
+
+    ``train_missing: true`` trains the recipe called ``name`` (``run:rm-smol`` -> recipe rm-smol); a string names
+    another recipe or a recipe file. The smol suite uses this so that `make` can report RM scores on a fresh
+    machine: the reward model is a dependency of the evaluation, built once and reused, like a dataset card's
+    build. An interrupted earlier attempt (``NAME.partial``) is resumed rather than refused."""
+    from alignkit.eval.rm_score import resolve_reward_model
+    from alignkit.recipe import load_recipe
+    from alignkit.train import train
+
+    final = Path(runs_root) / name
+    recipe = load_recipe(recipe_ref, [f"output_dir={final}"])  # an unknown recipe is a one-line error, pre-compute
+    if recipe.args.trainer != "reward":
+        trainer = recipe.args.trainer
+        raise AlignkitError(f"rm_score.train_missing: recipe '{recipe_ref}' trains '{trainer}', not reward")
+    print(f"alignkit eval: reward model run:{name} is missing; training recipe {recipe.name} into {final} (once)")
+    train(recipe, resume=final.with_name(final.name + ".partial").exists())
+    notes.append(f"reward model trained for this eval from recipe {recipe.name} into {final}; later evals reuse it")
+    return resolve_reward_model(f"run:{name}", runs_root)
 
 
 def _per_model_metrics(

@@ -22,7 +22,7 @@ SUITES_DIR = Path(__file__).resolve().parent / "suites"
 TOP_KEYS = {"name", "description", "prompt_sets", "generation", "metrics", "lm_eval", "samples"}
 PROMPT_SET_KEYS = {"name", "card", "split", "max_prompts", "grader", "reference_column"}
 METRIC_KEYS: dict[str, set[str]] = {
-    "rm_score": {"reward_model", "batch_size", "max_length"},
+    "rm_score": {"reward_model", "train_missing", "batch_size", "max_length"},
     "perplexity": {"heldout", "reference_model", "max_length", "stride", "batch_size"},
     "diversity": {"repetition_n"},
     "preference": {"card", "split", "max_pairs", "batch_size", "max_length"},

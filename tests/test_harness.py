@@ -222,3 +222,50 @@ def test_user_errors_are_one_line(workspace, tmp_path):
         cli.main(["gpt-17", "--runs-root", str(workspace / "runs")])
     with pytest.raises(AlignkitError, match="unknown suite 'nope'"):
         cli.main([str(workspace / "runs" / "dpo-tiny"), "--suite", "nope"])
+
+
+def test_missing_reward_model_is_trained_once_when_the_suite_asks(workspace, cache, tiny_model, tmp_path, capsys):
+    """rm_score.train_missing: the suite's reward run is trained from its recipe on first use, then reused."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    shutil.copytree(workspace / "runs" / "dpo-tiny", runs / "dpo-tiny")
+    for split in ("train", "test"):
+        _jsonl(tmp_path / f"pairs-{split}.jsonl", PAIRS)
+    (tmp_path / "pairs-card.yaml").write_text(
+        "name: tiny-pairs\ndescription: test pairs\nsource: {file: 'pairs-{split}.jsonl'}\n"
+        "format: {type: preference, conversational: true}\n"
+        "columns: {prompt: prompt, chosen: chosen, rejected: rejected}\nsplits: {train: train, test: test}\n"
+        "license: test\nsize: 3 rows\nrebuild: written by the test\n"
+    )
+    (tmp_path / "rm-new.yaml").write_text(
+        f"trainer: reward\nmodel_name_or_path: {tiny_model}\nuse_peft: true\nlora_r: 4\nlora_alpha: 8\n"
+        f"lora_target_modules: [q_proj, v_proj]\nlora_modules_to_save: [score]\n"
+        f"dataset: {tmp_path / 'pairs-card.yaml'}\nmax_steps: 1\nper_device_train_batch_size: 2\n"
+        "max_length: 64\nlogging_steps: 1\nsave_strategy: 'no'\nreport_to: none\n"
+    )
+    suite = (workspace / "tiny.yaml").read_text()
+    rm_opts = f'{{reward_model: "run:rm-new", train_missing: "{tmp_path}/rm-new.yaml"}}'
+    suite = suite.replace('{reward_model: "run:rm-tiny"}', rm_opts)
+    suite = suite.replace("judges: [rm, llm, grader]", "judges: [rm]")
+    (tmp_path / "suite.yaml").write_text(suite)
+    argv = [str(runs / "dpo-tiny"), "--suite", str(tmp_path / "suite.yaml"), "--runs-root", str(runs)]
+
+    assert cli.main(argv) == 0
+    assert "training recipe rm-new" in capsys.readouterr().out
+    assert json.loads((runs / "rm-new" / "run.json").read_text())["status"] == "finished"
+    metrics = json.loads((runs / "dpo-tiny" / "metrics.json").read_text())
+    assert "chat/rm_score/mean" in metrics["base"] and "chat/rm/raw/win_rate" in metrics["win_rate"]
+
+    assert cli.main([*argv, "--out", str(tmp_path / "again")]) == 0  # the finished reward run is reused
+    assert "training recipe" not in capsys.readouterr().out
+
+
+def test_train_missing_must_name_a_reward_recipe(workspace, cache, tmp_path):
+    suite = (workspace / "tiny.yaml").read_text()
+    suite = suite.replace('{reward_model: "run:rm-tiny"}', '{reward_model: "run:rm-new", train_missing: dpo-smol}')
+    (tmp_path / "suite.yaml").write_text(suite)
+    argv = [str(workspace / "runs" / "dpo-tiny"), "--suite", str(tmp_path / "suite.yaml")]
+    with pytest.raises(AlignkitError, match="recipe 'dpo-smol' trains 'dpo', not reward"):
+        cli.main([*argv, "--runs-root", str(workspace / "runs"), "--out", str(tmp_path / "out")])
+    assert not (workspace / "runs" / "rm-new").exists()
