@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 import trl
 
-from .unlikelihood import unlikelihood_loss
+from .unlikelihood import (
+    context_logprobs,
+    sampled_repetition_rate,
+    unlikelihood_from_context_logprobs,
+    unlikelihood_loss,
+)
 
 __all__ = ["SFTConfig", "SFTTrainer"]
+
+REPETITION_SAMPLE = 32  # target positions per micro-batch projected through the full head for `repetition_rate`
 
 
 @dataclass
@@ -21,8 +30,9 @@ class SFTConfig(trl.SFTConfig):
         default=0.0,
         metadata={
             "help": "Weight α of the token-level unlikelihood penalty against repeating context tokens (Welleck et "
-            "al. 2019): loss = NLL + α · mean_t Σ_{c ∈ C_t} −log(1 − p(c|x<t)). 0 disables it. Costs one extra "
-            "forward pass that builds the full logits (TRL's fused LM head never materializes them)."
+            "al. 2019): loss = NLL + α · mean_t Σ_{c ∈ C_t} −log(1 − p(c|x<t)). 0 disables it. Reuses the hidden "
+            "states and log-probs of TRL's own forward (O(B·T²·H) extra); an extra forward only with "
+            "label_smoothing_factor or compute_loss_func, which bypass TRL's fused LM head."
         },
     )
 
@@ -37,6 +47,54 @@ class SFTConfig(trl.SFTConfig):
             )
 
 
+def head_transform(text_config) -> tuple[float, float | None]:
+    """``(logit_scale, softcap)`` that TRL 1.16's ``add_fused_lm_head`` applies to the raw head logits.
+
+    Same lookup order as TRL (pinned by ``tests/test_seams.py``): ``logit_scale``, else ``output_multiplier``, else
+    ``lm_head_multiplier``, else ``1/logits_scaling`` (× for HyperCLOVA X), else 1; softcap =
+    ``final_logit_softcapping`` (None = none).
+    """
+    scale = None
+    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
+        scale = getattr(text_config, name, None)
+        if scale is not None:
+            break
+    scaling = getattr(text_config, "logits_scaling", None)
+    if scale is None and scaling is not None:
+        scale = scaling if getattr(text_config, "model_type", None) == "hyperclovax" else 1 / scaling
+    return (1.0 if scale is None else scale), getattr(text_config, "final_logit_softcapping", None)
+
+
+@contextlib.contextmanager
+def capture_fused_forward(model: torch.nn.Module, backbone: torch.nn.Module) -> Iterator[dict]:
+    """Scoped forward hooks that keep, from the first fused-head forward, the backbone's ``last_hidden_state``
+    (``"hidden"``, with the autocast state it ran under, ``"autocast"``) and the fused output's per-token
+    ``log_probs`` (``"log_probs"``), both with their graph.
+
+    Later forwards (e.g. TRL's logits-only forward for ``return_outputs``) are ignored. Hooks only read.
+    """
+    captured: dict = {}
+
+    def on_backbone(module, args, output):
+        if "log_probs" not in captured:
+            hidden = captured["hidden"] = output.last_hidden_state
+            # Mixed precision autocasts inside the model's forward only: keep its dtype to project like the fused head.
+            device = hidden.device.type
+            captured["autocast"] = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+
+    def on_model(module, args, output):
+        log_probs = getattr(output, "log_probs", None)
+        if log_probs is not None and "log_probs" not in captured:
+            captured["log_probs"] = log_probs
+
+    handles = [backbone.register_forward_hook(on_backbone), model.register_forward_hook(on_model)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class SFTTrainer(trl.SFTTrainer):
     """``trl.SFTTrainer`` with unlikelihood training against repetition.
 
@@ -45,28 +103,39 @@ class SFTTrainer(trl.SFTTrainer):
 
         loss = L_TRL + α · L_UL,   L_UL = mean_t Σ_{c ∈ C_t} −log(1 − p_θ(c | x_{<t})),   C_t = {x_<t} \\ {x_t}
 
-    (formula, shapes and the clamp in :func:`alignkit.plugins.unlikelihood.unlikelihood_loss`). TRL's fused LM head
-    returns per-token log-probs but never the (B, T, V) logits, so the term takes one extra forward through the
-    model's ordinary head. Under gradient accumulation with token-count normalisation (``num_items_in_batch``), the
-    per-micro-batch mean is divided by the number of accumulation steps, as TRL does for the MoE aux loss.
+    (formula, shapes and the clamp in :mod:`alignkit.plugins.unlikelihood`). TRL 1.16's fused LM head never builds the
+    (B, T, V) logits, and L_UL does not need them: scoped forward hooks keep the final hidden states and the target
+    log-probs of TRL's own forward, and :func:`~alignkit.plugins.unlikelihood.context_logprobs` gets the candidates'
+    log-probs from the head rows of the context tokens, with the softmax normaliser log Z = z_target − log p(target)
+    (its gradient flows through the fused head's backward). No second forward; extra cost O(B·T²·H). With
+    ``label_smoothing_factor`` or ``compute_loss_func`` TRL's loss bypasses the fused head, and the term falls back to
+    one extra forward that builds the logits. Under gradient accumulation with token-count normalisation
+    (``num_items_in_batch``), the per-micro-batch mean is divided by the number of accumulation steps, as TRL does for
+    the MoE aux loss.
 
     Logged: ``unlikelihood`` (L_UL, before α) and ``repetition_rate`` (fraction of target positions whose top-1
-    prediction repeats a context token).
+    prediction repeats a context token; on the fused path measured on up to 32 evenly spaced target positions per
+    micro-batch, see :func:`~alignkit.plugins.unlikelihood.sampled_repetition_rate`).
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         alpha = self.args.unlikelihood_alpha
         if alpha == 0:
-            return result
-        loss, outputs = result if return_outputs else (result, None)
-        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "output_router_logits")}
-        logits = model(**model_inputs).logits
-        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
-        logits = logits[:, -inputs["input_ids"].size(1) :]
-        penalty, rep_rate = unlikelihood_loss(
-            logits, inputs["input_ids"], inputs["labels"], inputs.get("attention_mask")
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        bypasses_fused_head = self.compute_loss_func is not None or (
+            self.label_smoother is not None and self.args.loss_type == "nll"
         )
+        if bypasses_fused_head:
+            result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            penalty, rep_rate = self._unlikelihood_extra_forward(model, inputs)
+        else:
+            top = self.accelerator.unwrap_model(model)
+            base = top.get_base_model() if hasattr(top, "get_base_model") else top  # PEFT
+            with capture_fused_forward(top, base.base_model) as captured:
+                result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            penalty, rep_rate = self._unlikelihood_fused(base, inputs, captured)
+
+        loss, outputs = result if return_outputs else (result, None)
         accumulating = num_items_in_batch is not None and self.model.training
         steps = self.current_gradient_accumulation_steps if accumulating else 1
         loss = loss + alpha * penalty / steps
@@ -76,3 +145,31 @@ class SFTTrainer(trl.SFTTrainer):
         self._metrics[mode]["unlikelihood"].append(stats[:, 0].mean().item())
         self._metrics[mode]["repetition_rate"].append(stats[:, 1].mean().item())
         return (loss, outputs) if return_outputs else loss
+
+    def _unlikelihood_fused(self, base, inputs, captured) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_UL and the sampled repetition rate from the hidden states and log-probs of TRL's fused forward."""
+        ids, labels, mask = inputs["input_ids"], inputs["labels"], inputs.get("attention_mask")
+        seq_len = ids.size(1)
+        if seq_len < 2:
+            zero = captured["log_probs"].sum() * 0.0
+            return zero, zero.detach()
+        head = base.get_output_embeddings()
+        # Prompt-learning PEFT prepends virtual tokens; keep the positions of the real tokens (as TRL's head does, the
+        # hidden states move to the head's device).
+        hidden = captured["hidden"][:, -seq_len:-1].to(head.weight.device)
+        target_logprobs = captured["log_probs"][:, -(seq_len - 1) :]
+        scale, softcap = head_transform(base.config.get_text_config())
+        device, dtype, enabled = captured["autocast"]
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            ctx_logp = context_logprobs(hidden, head.weight, head.bias, ids, target_logprobs, scale, softcap)
+            rep_rate = sampled_repetition_rate(hidden, head.weight, head.bias, ids, labels, mask, REPETITION_SAMPLE)
+        penalty = unlikelihood_from_context_logprobs(ctx_logp, ids, labels, mask)
+        return penalty, rep_rate
+
+    def _unlikelihood_extra_forward(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """L_UL and the repetition rate from one extra forward that builds the full logits."""
+        model_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "output_router_logits")}
+        logits = model(**model_inputs).logits
+        # Prompt-learning PEFT prepends virtual tokens to the outputs; keep the positions of the real tokens.
+        logits = logits[:, -inputs["input_ids"].size(1) :]
+        return unlikelihood_loss(logits, inputs["input_ids"], inputs["labels"], inputs.get("attention_mask"))

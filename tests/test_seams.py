@@ -71,6 +71,36 @@ def test_dpo_forward_order_seam():
     assert "shared_mask = (comp_pos > 0) & (comp_pos <= shared_lens.unsqueeze(1))" in src
 
 
+def test_sft_fused_head_seam():
+    """plugins/sft.py rebuilds log-probs of context tokens from the backbone's hidden states and the fused head's
+    target log-probs, so it needs TRL's head to be: backbone → last_hidden_state[:, :-1] → f(h·Wᵀ + b) with the
+    temperature 1 and the transform that head_transform mirrors, on the forward whose log_probs make the loss."""
+    from trl import SFTTrainer
+    from trl.trainer.utils import add_fused_lm_head
+
+    head = _src(add_fused_lm_head)
+    assert 'backbone_attr = "base_model"' in head
+    assert "backbone_outputs = getattr(self, backbone_attr)(*args, **kwargs)" in head
+    assert "hidden_states = backbone_outputs.last_hidden_state[:, :-1]" in head
+    assert "lm_head = self.get_output_embeddings()" in head
+    assert "weight, bias = lm_head.weight, lm_head.bias" in head
+    for lookup in (
+        'final_logit_softcapping = getattr(text_config, "final_logit_softcapping", None)',
+        'logit_scale = getattr(text_config, "logit_scale", None)',
+        'logit_scale = getattr(text_config, "output_multiplier", None)',
+        'logit_scale = getattr(text_config, "lm_head_multiplier", None)',
+        'logit_scale = logits_scaling if text_config.model_type == "hyperclovax" else 1 / logits_scaling',
+    ):
+        assert lookup in head, lookup
+    init = _src(SFTTrainer.__init__)
+    assert 'outputs=("log_probs", "entropy", "is_top1"),' in init  # no temperature: 1.0
+    loss = _src(SFTTrainer.compute_loss)
+    assert (
+        "outputs = model(**inputs, fused_lm_head=True)\n                    per_token_loss = -outputs.log_probs"
+        in loss
+    )
+
+
 def test_metrics_buffer_seam():
     """All four plugins append to self._metrics[mode][name], which each TRL trainer's log() averages and clears."""
     from trl import DPOTrainer, GRPOTrainer, RewardTrainer, SFTTrainer
