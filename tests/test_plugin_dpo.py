@@ -62,16 +62,22 @@ def _one_batch_loss(trainer):
     return loss, inputs
 
 
-def test_off_by_default_matches_trl(tiny_model, tmp_path):
+def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
+    import alignkit.plugins.dpo as dpo
     from alignkit.plugins import DPOConfig, DPOTrainer
 
+    # Off means TRL's code path after one check: no forward hook, no log-prob copies, no completion statistics.
+    monkeypatch.setattr(DPOTrainer, "_fused_outputs", lambda *a, **k: pytest.fail("forward hook with the plugin off"))
+    monkeypatch.setattr(dpo, "ngram_repetition_rate", lambda *a, **k: pytest.fail("n-gram stats with the plugin off"))
     ours = _trainer(DPOTrainer, DPOConfig, tiny_model, tmp_path / "a", max_steps=1)
     ours.train()
     stock = _trainer(trl.DPOTrainer, trl.DPOConfig, tiny_model, tmp_path / "b", max_steps=1)
     stock.train()
     assert ours.state.log_history[0]["loss"] == pytest.approx(stock.state.log_history[0]["loss"], abs=1e-6)
+    assert ours.state.log_history[0].keys() == stock.state.log_history[0].keys()
+    assert [type(c) for c in ours.callback_handler.callbacks] == [type(c) for c in stock.callback_handler.callbacks]
 
 
 def test_rdpo_shifts_the_sigmoid_argument_by_alpha_length_gap(tiny_model, tmp_path):

@@ -35,11 +35,14 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, reward_funcs=char_re
     return cls_trainer(model=model_path, reward_funcs=reward_funcs, args=args, train_dataset=_prompts())
 
 
-def test_off_by_default_matches_trl(tiny_model, tmp_path):
+def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
+    import alignkit.plugins.grpo as grpo
     from alignkit.plugins import GRPOConfig, GRPOTrainer
 
+    # Off means TRL's code path: no extra reward functions, no advantage recomputation, no KL controller.
+    monkeypatch.setattr(grpo, "normalize", lambda *a, **k: pytest.fail("advantages recomputed with the plugin off"))
     ours = _trainer(GRPOTrainer, GRPOConfig, tiny_model, tmp_path / "a", max_steps=1, beta=0.04)
     ours.train()
     stock = _trainer(trl.GRPOTrainer, trl.GRPOConfig, tiny_model, tmp_path / "b", max_steps=1, beta=0.04)
@@ -47,6 +50,9 @@ def test_off_by_default_matches_trl(tiny_model, tmp_path):
     a, b = ours.state.log_history[0], stock.state.log_history[0]
     assert a["reward"] == pytest.approx(b["reward"], abs=1e-6)
     assert a["loss"] == pytest.approx(b["loss"], abs=1e-6)
+    assert a.keys() == b.keys()
+    assert ours.reward_funcs == stock.reward_funcs and ours.reward_weights.tolist() == stock.reward_weights.tolist()
+    assert [type(c) for c in ours.callback_handler.callbacks] == [type(c) for c in stock.callback_handler.callbacks]
 
 
 def test_advantage_method_replaces_trl_advantages(tiny_model, tmp_path):

@@ -67,10 +67,15 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
     return cls_trainer(model=model_path, args=args, train_dataset=_pairs())
 
 
-def test_off_by_default_matches_trl(tiny_model, tmp_path):
+def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
+    import alignkit.plugins.reward as reward
     from alignkit.plugins import RewardConfig, RewardTrainer
+
+    # Off means TRL's code path after one check: no outputs kept, no lengths, no correlation.
+    for name in ("response_lengths", "length_correlation_penalty"):
+        monkeypatch.setattr(reward, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} called with plugin off"))
 
     ours = _trainer(
         RewardTrainer, RewardConfig, tiny_model, tmp_path / "a", max_steps=1, center_rewards_coefficient=0.01
@@ -81,6 +86,7 @@ def test_off_by_default_matches_trl(tiny_model, tmp_path):
     )
     stock.train()
     assert ours.state.log_history[0]["loss"] == pytest.approx(stock.state.log_history[0]["loss"], abs=1e-6)
+    assert ours.state.log_history[0].keys() == stock.state.log_history[0].keys()
 
 
 def test_length_decorrelation_run_trains_and_logs(tiny_model, tmp_path):

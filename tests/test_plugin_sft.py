@@ -157,16 +157,21 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
     return cls_trainer(model=model_path, args=args, train_dataset=_sft_data())
 
 
-def test_off_by_default_matches_trl(tiny_model, tmp_path):
+def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
+    import alignkit.plugins.sft as sft
     from alignkit.plugins import SFTConfig, SFTTrainer
 
+    # Off means TRL's code path after one check: no hooks, no extra forward, no unlikelihood maths.
+    for name in ("capture_fused_forward", "context_logprobs", "unlikelihood_loss", "sampled_repetition_rate"):
+        monkeypatch.setattr(sft, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} called with the plugin off"))
     ours = _trainer(SFTTrainer, SFTConfig, tiny_model, tmp_path / "a", max_steps=1)
     ours.train()
     stock = _trainer(trl.SFTTrainer, trl.SFTConfig, tiny_model, tmp_path / "b", max_steps=1)
     stock.train()
     assert ours.state.log_history[0]["loss"] == pytest.approx(stock.state.log_history[0]["loss"], abs=1e-6)
+    assert ours.state.log_history[0].keys() == stock.state.log_history[0].keys()
 
 
 def test_unlikelihood_run_trains_and_logs(tiny_model, tmp_path):
