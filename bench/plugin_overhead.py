@@ -65,9 +65,10 @@ GRPO_BETA = 0.04
 # What each plugin adds per step when on, so a missed goal can be read against it.
 WHERE_COST = """## Where the `on` cost comes from
 
-- SFT `unlikelihood_alpha`: one extra forward through the model's ordinary LM head, because TRL 1.16's fused LM head
-  returns per-token log-probs but never the (B, T, V) logits the unlikelihood term needs, plus the backward through
-  that second graph and a (B, T, V) log-softmax. Roughly a second forward+backward: expect ~1.7-1.9x, not <= 1.05.
+- SFT `unlikelihood_alpha`: no second forward. Hooks on TRL's fused LM head capture the final hidden states and
+  target log-probs of its single forward; the context tokens' logits are a (B, T-1, T) product of hidden states with
+  their output-embedding rows, and the softmax normaliser comes from the target's logit and log-prob: O(B T^2 H),
+  small against the forward (plugins/unlikelihood.py). The repetition-rate log projects <= 32 positions per batch.
 - Reward `length_decorrelation_coef`: a Pearson correlation over 2B scalars and a shared-prefix scan of the token
   ids; microseconds against a forward/backward.
 - DPO `rdpo_alpha` + `kl_target` + `log_completion_stats`: a forward hook that copies the per-token log-probs of
