@@ -183,11 +183,14 @@ class PPOTrainer(GRPOTrainer):
         if self.args.whiten_advantages:
             advantages = masked_whiten(advantages, mask, moments=self._global_moments(advantages, mask))
 
-        seq_kl = self.accelerator.gather((kl * mask).sum(1)).mean().item()
+        seq_kls = self.accelerator.gather((kl * mask).sum(1))
+        seq_kl = seq_kls.mean().item()
         if mode == "train":  # one controller update per rollout, counted in sequences (Ziegler et al.'s unit)
             self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
         metrics = self._metrics[mode]
         metrics["kl"].append(seq_kl)
+        # Standard error of that reading: one rollout's KL is a noisy sample mean (the controller sees it as is).
+        metrics["kl/seq_se"].append((seq_kls.std() / len(seq_kls) ** 0.5).item() if len(seq_kls) > 1 else 0.0)
         metrics["kl_coef"].append(beta)
         metrics["score"].append(self.accelerator.gather(scores).mean().item())
         metrics["total_reward"].append(self.accelerator.gather(rewards.sum(1)).mean().item())
