@@ -1,13 +1,20 @@
-"""PPO efficacy on the CPU: does ppo-smol (LoRA PPO + adaptive KL, math_answer reward) raise held-out arithmetic
-accuracy over the base model, and does the adaptive controller hold the measured KL near its target?
+"""PPO efficacy on the CPU: does the ppo-smol recipe raise held-out arithmetic accuracy over the base model, and does
+its adaptive KL controller hold the measured KL near its target?
 
-Greedy held-out accuracy of the base model (adapters disabled) and of the trained policy on the same prompts; the
-per-rollout KL and β come from the trainer's log. Results go to bench/results/ppo_efficacy.md with the command.
+The run is exactly ``alignkit train ppo-smol --no-eval``: the recipe is loaded with ``alignkit.recipe.load_recipe``
+(hardware choices included) and trained by ``alignkit.train.train`` into a temporary output_dir; ``--set key=value``
+flags are the same recipe overrides the CLI takes. Afterwards the saved adapter is loaded on the base model and the
+greedy held-out accuracy of the base (adapters disabled) and the trained policy are measured on the same test rows
+(the recipe's card, ``max_eval_samples``, seed), with the recipe's grader and ``max_completion_length``. The
+per-rollout KL and β come from the run's ``train_log.jsonl``. Results go to bench/results/ppo_efficacy.md with the
+command.
 
-    .venv/bin/python bench/ppo_efficacy.py [--max-steps 24] [--kl-target 0.5] [--kl-horizon 16] [--eval 100]
+    OMP_NUM_THREADS=2 .venv/bin/python bench/ppo_efficacy.py [--set max_steps=8] [--set kl_target=0.5] ...
 
-Data: the ``arith-smol`` card through ``alignkit.data.cards.load_split`` when it is available, else the same kind of
-seeded synthetic prompts built here (the report says which).
+KL band criteria (target T, band ±25 %): "last half" is the last ⌊R/2⌋ of R rollouts. Reported are (a) the mean of
+those per-rollout readings vs T, and (b) how many single readings fall in [0.75 T, 1.25 T]. Each reading is one
+rollout's mean over its sequences of Σ_t k1_t (what the controller sees), so (b) includes sampling noise; its
+standard error (sequence-KL std / √n, logged by the trainer) is shown per rollout.
 """
 
 from __future__ import annotations
@@ -15,141 +22,159 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
+import shlex
 import statistics
 import sys
+import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
-from datasets import Dataset
-from peft import LoraConfig
 
 from alignkit.io import atomic_write_text
-from alignkit.models import materialize_embedded
-from alignkit.plugins.graders import MathAnswer
-from alignkit.plugins.ppo import PPOConfig, PPOTrainer
+from alignkit.recipe import load_recipe
 
 RESULTS = Path(__file__).parent / "results" / "ppo_efficacy.md"
-
-
-def synthetic_arith(n: int, seed: int) -> Dataset:
-    """Seeded a ± b / a × b prompts (conversational, prompt-only) with an ``answer`` column."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        op = rng.choice("+-*")
-        a, b = (rng.randint(2, 30), rng.randint(2, 30)) if op != "*" else (rng.randint(2, 12), rng.randint(2, 9))
-        value = {"+": a + b, "-": a - b, "*": a * b}[op]
-        question = f"What is {a} {op} {b}? Reply with just the number."
-        rows.append({"prompt": [{"role": "user", "content": question}], "answer": str(value)})
-    return Dataset.from_list(rows)
-
-
-def load_data(n_train: int, n_eval: int, seed: int) -> tuple[Dataset, Dataset, str]:
-    try:
-        from alignkit.data.cards import load_card, load_split
-
-        card = load_card("arith-smol")
-        train = load_split(card, "train", max_samples=n_train, seed=seed)
-        test = load_split(card, "test", max_samples=n_eval, seed=seed)
-        return train, test, "card arith-smol (alignkit.data.cards.load_split)"
-    except ImportError:
-        # Disjoint seeds: train and held-out prompts are drawn independently (overlap only by chance).
-        return synthetic_arith(n_train, seed), synthetic_arith(n_eval, seed + 1), "synthetic (bench/ppo_efficacy.py)"
+RECIPE = "ppo-smol"
+BAND = 0.25
 
 
 @torch.no_grad()
-def accuracy(model, tokenizer, dataset: Dataset, max_new_tokens: int, batch: int = 16) -> float:
-    """Greedy accuracy under the math_answer grader."""
-    grader = MathAnswer()
+def accuracy(model, tokenizer, dataset, grader, max_new_tokens: int, autocast: bool, batch: int = 16) -> dict:
+    """Greedy accuracy under ``grader``, plus the fraction of completions that hit ``max_new_tokens`` without EOS."""
     tokenizer.padding_side = "left"
-    correct = 0.0
+    correct, truncated = 0.0, 0
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else nullcontext()
     for i in range(0, len(dataset), batch):
         rows = dataset[i : i + batch]
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in rows["prompt"]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        out = model.generate(
-            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-        )
-        completions = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-        correct += sum(grader(rows["prompt"], completions, answer=rows["answer"]))
-    return correct / len(dataset)
+        with ctx:
+            out = model.generate(
+                **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        truncated += int((~(new == tokenizer.eos_token_id).any(1)).sum())
+        completions = tokenizer.batch_decode(new, skip_special_tokens=True)
+        extra = {k: v for k, v in rows.items() if k != "prompt"}
+        correct += sum(x or 0.0 for x in grader(rows["prompt"], completions, **extra))
+    return {"accuracy": correct / len(dataset), "truncated": truncated / len(dataset)}
 
 
-def _env() -> str:
+def band_summary(kls: list[float], target: float) -> dict:
+    last = kls[len(kls) - len(kls) // 2 :] if len(kls) > 1 else kls
+    mean = statistics.fmean(last) if last else float("nan")
+    in_band = sum(abs(k / target - 1) <= BAND for k in last)
+    return {
+        "kl_last_half_rollouts": f"{len(kls) - len(last) + 1}-{len(kls)} of {len(kls)}",
+        "kl_last_half_mean": mean,
+        "kl_last_half_mean_rel_error": mean / target - 1,
+        "kl_last_half_mean_in_band": abs(mean / target - 1) <= BAND,
+        "kl_last_half_readings_in_band": f"{in_band}/{len(last)}",
+    }
+
+
+def _command() -> str:
     threads = os.environ.get("OMP_NUM_THREADS")
-    return f"OMP_NUM_THREADS={threads} " if threads else ""
+    env = f"OMP_NUM_THREADS={threads} " if threads else ""
+    return f"{env}.venv/bin/python bench/ppo_efficacy.py {shlex.join(sys.argv[1:])}".rstrip()
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--max-steps", type=int, default=24)
-    ap.add_argument("--kl-target", type=float, default=0.5)
-    ap.add_argument("--beta", type=float, default=0.05)
-    ap.add_argument("--kl-horizon", type=float, default=16)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--train", type=int, default=400)
-    ap.add_argument("--eval", type=int, default=100)
-    ap.add_argument("--out", default="/tmp/alignkit-ppo-efficacy")
-    ap.add_argument("--no-write", action="store_true")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
+    ap.add_argument("--out", default=None, help="output_dir of the run (default: a temporary directory)")
+    ap.add_argument("--no-write", action="store_true", help="print the summary only")
     a = ap.parse_args()
-    torch.manual_seed(0)
-    model_path = str(materialize_embedded())
-    train, test, source = load_data(a.train, a.eval, seed=0)
-    args = PPOConfig(
-        output_dir=a.out, per_device_train_batch_size=8, gradient_accumulation_steps=1, steps_per_generation=2,
-        num_iterations=2, num_generations=1, max_completion_length=16, temperature=0.7, learning_rate=a.lr,
-        max_steps=a.max_steps, beta=a.beta, kl_target=a.kl_target, kl_horizon=a.kl_horizon, kl_estimator="k1",
-        gamma=1.0, lam=0.95, vf_coef=0.1, missing_eos_penalty=0.5, logging_steps=1, save_strategy="no",
-        bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0,
-    )  # fmt: skip
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM")
-    trainer = PPOTrainer(model_path, [MathAnswer()], args=args, train_dataset=train, peft_config=lora)
-    policy, tok = trainer.model, trainer.processing_class
 
+    from peft import PeftModel
+
+    from alignkit.data.cards import load_card, load_split
+    from alignkit.models import load_tokenizer
+    from alignkit.train import load_model, reward_funcs_for, train
+
+    tmp = None if a.out else tempfile.TemporaryDirectory(prefix="alignkit-ppo-efficacy-")
+    out = Path(a.out or tmp.name) / RECIPE
+    # output_dir first: an explicit --set output_dir=... still wins, as on the CLI.
+    recipe = load_recipe(RECIPE, [f"output_dir={out}", *a.set])
+    targs = recipe.training_args
+    load_before = os.getloadavg()
+    run_dir = train(recipe, overwrite=True)  # what `alignkit train ppo-smol --no-eval` runs
+    load_after_train = os.getloadavg()
+    run = json.loads((run_dir / "run.json").read_text())
+    log = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    rollouts = [h for h in log if h.get("kl") is not None]
+
+    # Held-out accuracy: the recipe's test rows (as train() selects them) and its first grader.
+    tokenizer = load_tokenizer(run["base_model"])
+    model = load_model(recipe, run["base_model"], tokenizer)
+    policy = PeftModel.from_pretrained(model, str(run_dir / run["adapter_dir"])).eval()
+    card = load_card(recipe.args.dataset)
+    test = load_split(card, "test", max_samples=recipe.args.max_eval_samples, seed=targs.seed)
+    grader = reward_funcs_for(recipe)[0]
     start = time.time()
     with policy.disable_adapter():
-        base_acc = accuracy(policy, tok, test, args.max_completion_length)
+        base = accuracy(policy, tokenizer, test, grader, targs.max_completion_length, targs.bf16)
     eval_seconds = time.time() - start
-    print(f"base accuracy {base_acc:.3f} ({eval_seconds:.0f} s)", flush=True)
-    start = time.time()
-    trainer.train()
-    train_seconds = time.time() - start
-    ppo_acc = accuracy(policy, tok, test, args.max_completion_length)
+    trained = accuracy(policy, tokenizer, test, grader, targs.max_completion_length, targs.bf16)
 
-    rollouts = [h for h in trainer.state.log_history if "kl" in h]
     kls = [h["kl"] for h in rollouts]
-    last = kls[len(kls) // 2 :]
-    in_band = sum(abs(k / a.kl_target - 1) <= 0.25 for k in last)
+    target = targs.kl_target
+    n_per_rollout = targs.per_device_train_batch_size * targs.steps_per_generation
     summary = {
-        "data": source, "train_rows": len(train), "eval_rows": len(test),
-        "base_accuracy": base_acc, "ppo_accuracy": ppo_acc, "train_seconds": round(train_seconds, 1),
-        "eval_seconds_base": round(eval_seconds, 1), "optimizer_steps": trainer.state.global_step,
-        "rollouts": len(rollouts), "kl_target": a.kl_target,
-        "kl_last_half_mean": statistics.fmean(last) if last else float("nan"),
-        "kl_last_half_in_band": f"{in_band}/{len(last)}",
-    }  # fmt: skip
-    print(json.dumps(summary, indent=1))
+        "recipe": f"{RECIPE} (overrides: {', '.join(a.set) or 'none'})",
+        "precision": recipe.hardware_reasons.get("precision", ""),
+        "data": f"card {recipe.args.dataset}: {run['train_samples']} train rows, {len(test)} held-out test rows",
+        "base_accuracy": base["accuracy"],
+        "ppo_accuracy": trained["accuracy"],
+        "accuracy_gain": trained["accuracy"] - base["accuracy"],
+        "base_truncated_fraction": base["truncated"],
+        "ppo_truncated_fraction": trained["truncated"],
+        "train_seconds": run["train_seconds"],
+        "train_minutes": run["train_seconds"] / 60,
+        "eval_seconds_base": round(eval_seconds, 1),
+        "optimizer_steps": run["global_step"],
+        "rollouts": f"{len(rollouts)} x {n_per_rollout} completions",
+        "kl_target": target,
+        "kl_horizon": targs.kl_horizon,
+        **(band_summary(kls, target) if target else {}),
+        "loadavg_1m_before_train": round(load_before[0], 2),
+        "loadavg_1m_after_train": round(load_after_train[0], 2),
+    }
+    print(json.dumps(summary, indent=1), flush=True)
+    if tmp is not None:
+        tmp.cleanup()
     if a.no_write:
         return
+
+    def fmt(v):
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    keys = rollouts[0] if rollouts else {}
+    reward_key = next((k for k in keys if k.startswith("rewards/") and k.endswith("/mean")), None)
     lines = [
-        "# PPO efficacy (ppo-smol settings, CPU)",
+        f"# PPO efficacy ({RECIPE} recipe through alignkit.train.train, CPU)",
         "",
-        f"Command: `{_env()}.venv/bin/python bench/ppo_efficacy.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
-        f"Machine: {os.cpu_count()} CPU cores (shared), torch {torch.__version__}, threads {torch.get_num_threads()}.",
+        f"Command: `{_command()}`",
+        f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads {torch.get_num_threads()}.",
         "",
         "| metric | value |",
         "|---|---|",
-        *[f"| {k} | {v:.3f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in summary.items()],
+        *[f"| {k} | {fmt(v)} |" for k, v in summary.items()],
         "",
-        "Per rollout (KL = mean over sequences of Σ_t k1_t; β before its update; score = math_answer − EOS penalty):",
+        f"Per rollout (kl = mean over the rollout's {n_per_rollout} sequences of Σ_t k1_t, the controller's input; "
+        "kl_se = its standard error; β before its update; in band = within ±25 % of the target; "
+        "score = grader − missing-EOS penalty; clipped = fraction of completions without EOS):",
         "",
-        "| step | kl | kl_coef | score | math_answer | value/explained_variance |",
-        "|---|---|---|---|---|---|",
+        "| step | kl | kl_se | in band | kl_coef | score | grader | clipped | mean_len | value/expl_var |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {h['step']} | {h['kl']:.3f} | {h['kl_coef']:.4f} | {h['score']:.3f} | "
-            f"{h['rewards/math_answer/mean']:.3f} | {h['value/explained_variance']:.3f} |"
+            f"| {h['step']} | {h['kl']:.3f} | {h.get('kl/seq_se', float('nan')):.3f} | "
+            f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h['kl_coef']:.4f} | "
+            f"{h['score']:.3f} | {h.get(reward_key, float('nan')):.3f} | "
+            f"{h.get('completions/clipped_ratio', float('nan')):.3f} | "
+            f"{h.get('completions/mean_length', float('nan')):.1f} | {h['value/explained_variance']:.3f} |"
             for h in rollouts
         ],
         "",
