@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from alignkit.errors import AlignkitError
+from alignkit.hardware import prefer_passive_omp_wait
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -78,13 +79,21 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    prefer_passive_omp_wait()  # before anything imports torch (OpenMP reads it once, when torch's runtime loads)
     _setup_logging()
     # SIGTERM (a killed job, a CI timeout) unwinds like Ctrl-C, so a run without a checkpoint is cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if argv[:1] == ["eval"]:
             return _cmd_eval(argv[1:])
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        # `train R --no-eval k=v`: argparse stops filling the positional list at the first option; later key=value
+        # words are still overrides. Anything else left over is an error, as with parse_args.
+        if args.command == "train" and all("=" in word and not word.startswith("-") for word in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except AlignkitError as exc:
         print(f"alignkit: error: {exc}", file=sys.stderr)

@@ -114,3 +114,13 @@ def test_list_shows_every_recipe(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "dpo-smol" in out and "DPO" in out
+
+
+def test_overrides_after_options_are_still_overrides(capsys):
+    # `train R --no-eval key=value` must treat key=value as an override (here an unknown key: one line, exit 2)
+    assert main(["train", "dpo-smol", "--no-eval", "max_stepz=3"]) == 2
+    err = capsys.readouterr().err
+    assert "max_stepz" in err and "unrecognized arguments" not in err
+    with pytest.raises(SystemExit) as exc:  # a stray option is still an argparse error
+        main(["train", "dpo-smol", "--no-eval", "--bogus"])
+    assert exc.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -1,0 +1,133 @@
+"""OpenMP wait policy on a shared CPU: greedy generation with torch's default (spinning) vs passive waiting.
+
+Why alignkit defaults ``OMP_WAIT_POLICY=PASSIVE`` (``alignkit.hardware.prefer_passive_omp_wait``): with the default
+policy, torch's intra-op threads spin at every barrier, so when another job holds one of the two cores a 2-thread
+run waits on a descheduled partner while its own spinning eats the time slice that partner needs.
+
+Workload: the embedded SmolLM2-135M-Instruct generates ``--new-tokens`` tokens greedily for a batch of ``--batch``
+identical chat prompts (the eval harness's and the pair builder's inner loop), after one short warm-up generation.
+Each measurement runs in a fresh process (the policy is read once, when torch loads). Arms:
+
+* ``2 threads, default``  -- OMP_WAIT_POLICY unset (what a plain torch script gets);
+* ``2 threads, PASSIVE``  -- alignkit's default;
+* ``1 thread``            -- OMP_NUM_THREADS=1, the usual workaround.
+
+Conditions: ``quiet`` (nothing added; the machine's own background load is recorded) and ``contended`` (one extra
+process spinning in pure Python for the whole measurement, i.e. one of the two cores taken by another job). Arms run
+in a rotating order, ``--rounds`` times per condition; the report gives medians and ratios to ``2 threads, PASSIVE``.
+
+    .venv/bin/python bench/omp_wait.py [--rounds 2] [--batch 8] [--new-tokens 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results" / "omp_wait.md"
+ARMS = {
+    "2 threads, default": {"OMP_NUM_THREADS": "2"},
+    "2 threads, PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    "1 thread": {"OMP_NUM_THREADS": "1"},
+}
+BASELINE = "2 threads, PASSIVE"
+
+WORKER = """
+import json, sys, time, torch
+from transformers import AutoModelForCausalLM
+from alignkit.models import load_tokenizer, materialize_embedded
+path = str(materialize_embedded())
+tok = load_tokenizer(path); tok.padding_side = "left"
+model = AutoModelForCausalLM.from_pretrained(path).eval()
+chat = [{"role": "user", "content": "Tell me about the history of Rome in some detail."}]
+text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+batch = tok([text] * int(sys.argv[1]), return_tensors="pt")
+n = int(sys.argv[2])
+with torch.inference_mode():
+    model.generate(**batch, max_new_tokens=4, do_sample=False)
+    start = time.perf_counter()
+    model.generate(**batch, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+print(json.dumps({"seconds": time.perf_counter() - start, "threads": torch.get_num_threads()}))
+"""
+
+SPINNER = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pass\n"
+
+
+def measure(arm: str, batch: int, new_tokens: int) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env.update(ARMS[arm], HF_HUB_OFFLINE="1")
+    out = subprocess.run(
+        [sys.executable, "-c", WORKER, str(batch), str(new_tokens)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])["seconds"]
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=24)
+    parser.add_argument("--out", default=str(RESULTS), help="report path ('-' prints only)")
+    args = parser.parse_args(argv)
+
+    names = list(ARMS)
+    times: dict[str, dict[str, list[float]]] = {}
+    loads: dict[str, str] = {}
+    for condition in ("quiet", "contended"):
+        spinner = subprocess.Popen([sys.executable, "-c", SPINNER]) if condition == "contended" else None
+        loads[condition] = load_average()
+        try:
+            times[condition] = {arm: [] for arm in names}
+            for r in range(args.rounds):
+                for arm in names[r % len(names) :] + names[: r % len(names)]:
+                    seconds = measure(arm, args.batch, args.new_tokens)
+                    times[condition][arm].append(seconds)
+                    print(f"{condition:9s} round {r + 1}: {arm:20s} {seconds:7.2f} s", flush=True)
+        finally:
+            if spinner is not None:
+                spinner.kill()
+
+    command = "python bench/omp_wait.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        "# OpenMP wait policy on a shared 2-core CPU: greedy generation time",
+        "",
+        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC).",
+        "",
+        f"Workload: embedded SmolLM2-135M-Instruct, batch {args.batch}, {args.new_tokens} new tokens, greedy, fp32; "
+        f"each measurement in a fresh process; {args.rounds} rounds per condition, arm order rotating. "
+        "`contended` adds one process spinning in pure Python (another job holding a core). "
+        f"Load average at the start of each condition: quiet {loads['quiet']}, contended {loads['contended']} "
+        "(other jobs may share the machine).",
+        "",
+        "| condition | arm | median (s) | ratio vs 2 threads, PASSIVE | measurements (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for condition, per_arm in times.items():
+        base = statistics.median(per_arm[BASELINE])
+        for arm, values in per_arm.items():
+            med = statistics.median(values)
+            shown = ", ".join(f"{v:.2f}" for v in values)
+            lines.append(f"| {condition} | {arm} | {med:.2f} | **{med / base:.2f}** | {shown} |")
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out != "-":
+        Path(args.out).write_text(report, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
