@@ -11,9 +11,6 @@ STAMP := $(VENV)/.alignkit-setup
 # Extra `key=value` recipe overrides, e.g. make recipe=dpo-smol ARGS="max_steps=5"
 ARGS ?=
 PYTEST_ARGS ?=
-# torch's OpenMP threads sleep instead of spinning at barriers: on a shared CPU, spinning makes 2 threads several
-# times slower than 1 (bench/results/omp_wait.md). `alignkit` sets the same default itself; this covers tests/bench.
-export OMP_WAIT_POLICY ?= PASSIVE
 
 .DEFAULT_GOAL := run
 .PHONY: run setup train eval test check lint bench clean

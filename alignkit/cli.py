@@ -13,7 +13,6 @@ import sys
 import warnings
 
 from alignkit.errors import AlignkitError
-from alignkit.hardware import prefer_passive_omp_wait
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -79,7 +78,6 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    prefer_passive_omp_wait()  # before anything imports torch (OpenMP reads it once, when torch's runtime loads)
     _setup_logging()
     # SIGTERM (a killed job, a CI timeout) unwinds like Ctrl-C, so a run without a checkpoint is cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

@@ -65,17 +65,6 @@ def detect() -> Hardware:
     return Hardware(device="cpu", cpu_count=os.cpu_count() or 1, cpu_bf16=cpu_bf16, cpu_flags=interesting)
 
 
-def prefer_passive_omp_wait() -> str:
-    """Default ``OMP_WAIT_POLICY`` to ``PASSIVE`` unless the user set it; return the value in effect.
-
-    Why: with OpenMP's default policy, torch's intra-op threads busy-wait at every barrier. On a shared machine where
-    another job holds one of the cores, a spinning thread burns the time slice its descheduled partner needs, and a
-    2-thread run becomes several times slower than 1 thread (bench/results/omp_wait.md measures it). Passive waiting
-    sleeps instead. It must be set before torch is imported; later calls change nothing in this process.
-    """
-    return os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
     """Return ``(settings, reasons)`` for every key in CHOSEN_KEYS that the recipe did not set explicitly.
 
@@ -109,8 +98,13 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
         )
         reasons["gradient_checkpointing"] = "off on CPU: ~20% slower and memory is ample"
         reasons["dataloader_num_workers"] = "0 on CPU: workers would compete for the same cores"
-        policy = os.environ.get("OMP_WAIT_POLICY", "unset (OpenMP default: spin)")
-        reasons["omp_wait_policy"] = f"{policy}: passive waiting keeps a shared CPU from thrashing (bench/omp_wait.py)"
+        policy = os.environ.get("OMP_WAIT_POLICY")
+        reasons["omp_wait_policy"] = (
+            f"{policy} (set by the user)"
+            if policy
+            else "OpenMP default (spin): fastest on an idle CPU; on a CPU shared with other jobs export "
+            "OMP_WAIT_POLICY=PASSIVE (bench/results/omp_wait.md)"
+        )
     chosen["bf16"] = prec == "bf16"
     chosen["fp16"] = prec == "fp16"
     cpu_autocast = hw.device == "cpu"

@@ -1,15 +1,17 @@
 """OpenMP wait policy on a shared CPU: greedy generation with torch's default (spinning) vs passive waiting.
 
-Why alignkit defaults ``OMP_WAIT_POLICY=PASSIVE`` (``alignkit.hardware.prefer_passive_omp_wait``): with the default
-policy, torch's intra-op threads spin at every barrier, so when another job holds one of the two cores a 2-thread
-run waits on a descheduled partner while its own spinning eats the time slice that partner needs.
+Why the README tells users of a shared CPU to export ``OMP_WAIT_POLICY=PASSIVE``, and why alignkit does not set it
+itself: with the default policy, torch's intra-op threads spin at every barrier. That is fastest on an idle machine,
+but when another job holds one of the two cores, a 2-thread run waits on a descheduled partner while its own
+spinning eats the time slice that partner needs. ``alignkit.hardware`` records the policy in run.json.
 
 Workload: the embedded SmolLM2-135M-Instruct generates ``--new-tokens`` tokens greedily for a batch of ``--batch``
 identical chat prompts (the eval harness's and the pair builder's inner loop), after one short warm-up generation.
 Each measurement runs in a fresh process (the policy is read once, when torch loads). Arms:
 
 * ``2 threads, default``  -- OMP_WAIT_POLICY unset (what a plain torch script gets);
-* ``2 threads, PASSIVE``  -- alignkit's default;
+* ``2 threads, PASSIVE``  -- threads sleep at barriers;
+* ``2 threads, spin 10k`` -- libgomp spins 10,000 rounds, then sleeps;
 * ``1 thread``            -- OMP_NUM_THREADS=1, the usual workaround.
 
 Conditions: ``quiet`` (nothing added; the machine's own background load is recorded) and ``contended`` (one extra
@@ -34,6 +36,7 @@ RESULTS = Path(__file__).parent / "results" / "omp_wait.md"
 ARMS = {
     "2 threads, default": {"OMP_NUM_THREADS": "2"},
     "2 threads, PASSIVE": {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"},
+    "2 threads, spin 10k": {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": "10000"},  # libgomp: spin, then sleep
     "1 thread": {"OMP_NUM_THREADS": "1"},
 }
 BASELINE = "2 threads, PASSIVE"
@@ -60,7 +63,7 @@ SPINNER = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    
 
 
 def measure(arm: str, batch: int, new_tokens: int) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "GOMP_SPINCOUNT")}
     env.update(ARMS[arm], HF_HUB_OFFLINE="1")
     out = subprocess.run(
         [sys.executable, "-c", WORKER, str(batch), str(new_tokens)],
