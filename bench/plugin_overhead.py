@@ -1,6 +1,7 @@
 """Optimizer-step overhead of the alignkit plugins over stock TRL 1.16, for SFT, Reward, DPO and GRPO.
 
-Four arms per trainer, all on the embedded SmolLM2-135M-Instruct with LoRA (r=16, all-linear), fp32, CPU:
+Four arms per trainer, all on the embedded SmolLM2-135M-Instruct with LoRA (r=16, all-linear), CPU, at the precision
+alignkit picks for this CPU (``--precision auto``: bf16 autocast where the CPU has avx512_bf16/AMX, else fp32):
 
 * ``stock`` -- ``trl.XConfig`` / ``trl.XTrainer``;
 * ``off``   -- ``alignkit.plugins.XConfig`` / ``XTrainer`` with every addition at its default (off);
@@ -9,10 +10,12 @@ Four arms per trainer, all on the embedded SmolLM2-135M-Instruct with LoRA (r=16
 
 Goals: off/stock <= 1.02 (a plugin that is off must cost nothing) and on/stock <= 1.05.
 
-Method (details in bench/benchlib.py): each arm is a real ``trainer.train()`` in its own process; a baton callback
-makes the arms take turns, one optimizer step each, in an order balanced across rounds, so the machine's load
-hits every arm alike. A step is timed from ``on_step_begin`` to ``on_step_end`` (forward + backward, for GRPO also
-generation and reward scoring, then clipping and ``optimizer.step()``); data loading and logging fall outside it.
+Method (details in bench/benchlib.py): each arm is a real ``trainer.train()`` on its own model copy, all arms
+threads of one process (``--isolation thread``; ``process`` gives each arm its own process, which adds a per-process
+speed bias of several percent); a baton callback makes the arms take turns, one optimizer step each, in an order
+balanced across rounds, so the machine's load hits every arm alike. A step is timed from ``on_step_begin`` to
+``on_step_end`` (forward + backward, for GRPO also generation and reward scoring, then clipping and
+``optimizer.step()``); data loading and logging fall outside it.
 Every arm sees the same rows in the same order (same seed). The first ``--warmup`` steps of each arm are dropped.
 Reported: medians of wall time, the ratio of medians, and the median of per-round paired ratios with its IQR.
 
@@ -37,6 +40,7 @@ from benchlib import (
     preference_pairs,
     quartiles,
     run_interleaved,
+    run_interleaved_in_process,
     set_offline_env,
     sharegpt_chats,
 )
@@ -62,6 +66,11 @@ ALL_ON = {
     },
 }
 GRPO_BETA = 0.04
+ISOLATION = {
+    "thread": "all arms threads of one process (each with its own RNG streams), so no arm carries a per-process "
+    "speed bias",
+    "process": "each arm in its own process",
+}
 # What each plugin adds per step when on, so a missed goal can be read against it.
 WHERE_COST = """## Where the `on` cost comes from
 
@@ -87,8 +96,8 @@ def distinct_words(prompts, completions, **kwargs) -> list[float]:
     return [len(set(t.split())) / max(1, len(t.split())) for t in texts]
 
 
-def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out_dir: str):
-    """Build one arm's trainer (runs in the arm's process). Returns ``(trainer, info)``."""
+def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out_dir: str, bf16: bool):
+    """Build one arm's trainer (in the arm's process or thread). Returns ``(trainer, info)``."""
     import trl
     from datasets import Dataset
     from peft import LoraConfig
@@ -102,7 +111,7 @@ def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out
         per_device_train_batch_size=4,
         gradient_accumulation_steps=1,
         learning_rate=1e-4,
-        bf16=False,
+        bf16=bf16,
         use_cpu=True,
         gradient_checkpointing=False,
         report_to="none",
@@ -221,6 +230,15 @@ def main(argv: list[str] | None = None) -> int:
     # job holds one of the cores, which adds far more noise than it saves time.
     parser.add_argument("--threads", type=int, default=1, help="torch threads per arm (0 = torch's default)")
     parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="auto = alignkit's choice for this CPU"
+    )
+    parser.add_argument(
+        "--isolation",
+        choices=("thread", "process"),
+        default="thread",
+        help="arms as threads of one process (default) or one process each",
+    )
+    parser.add_argument(
         "--out", default=None, help="markdown report (default: bench/results/plugin_overhead.md, none with --quick)"
     )
     args = parser.parse_args(argv)
@@ -235,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.models import materialize_embedded
 
     model_path = str(materialize_embedded())
+    if args.precision == "auto":
+        from alignkit.hardware import choose_settings, detect
+
+        settings, reasons = choose_settings(detect(), explicit=set())
+        bf16, precision_note = bool(settings["bf16"]), reasons["precision"]
+    else:
+        bf16, precision_note = args.precision == "bf16", f"{args.precision} (--precision)"
+    interleave = run_interleaved_in_process if args.isolation == "thread" else run_interleaved
     command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     started = time.strftime("%Y-%m-%d %H:%M")
     load_before = load_average()
@@ -252,13 +278,14 @@ def main(argv: list[str] | None = None) -> int:
                         steps=args.warmup + args.steps,
                         quick=args.quick,
                         out_dir=str(Path(tmp) / arm),
+                        bf16=bf16,
                     ),
                 )
                 for arm in ARMS
                 if not (args.no_control and arm == "stock-again")
             }
             try:
-                results = run_interleaved(arms, args.warmup + args.steps, threads=args.threads or None)
+                results = interleave(arms, args.warmup + args.steps, threads=args.threads or None)
             except RuntimeError as exc:  # report the failure and still measure the other trainers
                 sections.append(f"### {kind.upper()}\n\nFAILED:\n\n```\n{exc}\n```\n")
                 print(sections[-1], flush=True)
@@ -297,9 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         "Arms: `stock` = trl.XTrainer, `off` = alignkit.plugins.XTrainer with every addition off, `on` = every "
         f"addition on ({', '.join(f'{k}: {v}' for k, v in ALL_ON.items() if k in kinds)}; GRPO beta {GRPO_BETA} in "
         "all arms), and `stock-again` = a second stock trainer (A/A control: its ratio is the noise floor). LoRA r=16 "
-        "all-linear, fp32, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 pairs), no accumulation, "
-        "one torch thread per arm.\n\n"
-        "Method: each arm runs a real `trainer.train()` in its own process; a baton callback interleaves them one "
+        f"all-linear, precision {precision_note}, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 pairs), no "
+        "accumulation, one torch thread per arm.\n\n"
+        f"Method: each arm runs a real `trainer.train()` on its own model copy, {ISOLATION[args.isolation]}; a "
+        "baton callback interleaves them one "
         "optimizer step at a time, in orders balanced across rounds (Williams design: each arm takes each position "
         "and follows each other arm equally often), so load from other jobs on this shared 2-core "
         "machine hits all arms alike. Step = `on_step_begin` to `on_step_end` (forward/backward, GRPO generation "
