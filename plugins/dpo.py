@@ -3,71 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 import torch
 import trl
 
+from .dpo_config import DPOConfig
 from .kl import make_kl_controller
 from .kl_callback import KLControllerCallback
 from .penalties import ngram_repetition_rate
+from .policy_samples import policy_reply_stats
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 
 REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
-
-
-@dataclass
-class DPOConfig(trl.DPOConfig):
-    """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``) and adaptive β (``kl_target``, ``kl_horizon``); all off."""
-
-    rdpo_alpha: float = field(
-        default=0.0,
-        metadata={
-            "help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
-            "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."
-        },
-    )
-    kl_target: float | None = field(
-        default=None,
-        metadata={
-            "help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
-            "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."
-        },
-    )
-    kl_horizon: float | None = field(
-        default=None,
-        metadata={
-            "help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
-            "is set. Must be > 0."
-        },
-    )
-    log_completion_stats: bool = field(
-        default=False,
-        metadata={
-            "help": "Log lengths, n-gram repetition rates of chosen/rejected and β even with every plugin off "
-            "(they are always logged when rdpo_alpha or kl_target is set)."
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not math.isfinite(self.rdpo_alpha) or self.rdpo_alpha < 0:
-            raise ValueError(f"rdpo_alpha must be a finite number >= 0, got {self.rdpo_alpha!r}")
-        if self.rdpo_alpha > 0 and self.f_divergence_type != "reverse_kl":
-            raise ValueError(f"rdpo_alpha needs f_divergence_type='reverse_kl', got {self.f_divergence_type!r}")
-        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
-            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
-        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
-            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
-        if self.kl_horizon is not None and self.kl_target is None:
-            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive β")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(f"kl_target (adaptive β) needs an initial beta > 0, got beta={self.beta!r}")
-        if self.kl_target is not None and self.precompute_ref_log_probs:
-            raise ValueError("kl_target needs per-token reference log-probs; set precompute_ref_log_probs=False")
 
 
 class DPOTrainer(trl.DPOTrainer):
@@ -94,13 +43,15 @@ class DPOTrainer(trl.DPOTrainer):
     Ziegler et al. controller moves β (n = preference pairs seen); β is saved with checkpoints.
 
     Logged: ``beta``, ``kl_implicit``, ``lengths/chosen``, ``lengths/rejected``, ``repetition_rate/chosen``,
-    ``repetition_rate/rejected`` (3-gram rate of the dataset completions). Lengths and repetition of *policy samples*
-    are not logged: DPO never samples, and generating would cost far more than the step.
+    ``repetition_rate/rejected`` (3-gram rate of the dataset completions); with ``policy_sample_steps`` also
+    ``lengths/policy`` and ``repetition_rate/policy``, from greedy replies of the current policy to the batch's first
+    prompts (:func:`alignkit.plugins.policy_samples.policy_reply_stats`), the one view of what DPO does to the
+    model's own outputs.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._kl_callback = None
+        self._kl_callback, self._policy_sampled_at = None, -1
         if self.args.kl_target is not None:
             controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
             self._kl_callback = KLControllerCallback(controller, apply=lambda beta: setattr(self, "beta", beta))
@@ -125,8 +76,26 @@ class DPOTrainer(trl.DPOTrainer):
             for handle in handles:
                 handle.remove()
 
+    def _log_policy_replies(self, model, inputs) -> None:
+        """Every ``policy_sample_steps`` optimizer steps (first micro-batch): sample and log the policy's replies."""
+        step = self.state.global_step
+        if not self.model.training or step % self.args.policy_sample_steps or step == self._policy_sampled_at:
+            return
+        self._policy_sampled_at = step
+        k = min(self.args.policy_sample_size, inputs["input_ids"].size(0) // 2)  # chosen rows come first
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        stats = policy_reply_stats(
+            self.accelerator.unwrap_model(model), tokenizer, inputs["input_ids"][:k], inputs["completion_mask"][:k],
+            self.args.policy_sample_max_new_tokens, REPETITION_NGRAM,
+        )  # fmt: skip
+        stats = self.accelerator.gather_for_metrics(stats.to(inputs["input_ids"].device)).mean(dim=0)
+        self._metrics["train"]["lengths/policy"].append(stats[0].item())
+        self._metrics["train"]["repetition_rate/policy"].append(stats[1].item())
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
+        if args.policy_sample_steps:
+            self._log_policy_replies(model, inputs)
         if not (args.rdpo_alpha > 0 or args.kl_target is not None or args.log_completion_stats):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         mode = "train" if self.model.training else "eval"

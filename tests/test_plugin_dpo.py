@@ -141,6 +141,34 @@ def test_rdpo_and_adaptive_beta_run_trains_and_logs(tiny_model, tmp_path):
     assert trainer.beta != 0.1
 
 
+def test_left_padded_prompts_hand_example():
+    from alignkit.plugins.policy_samples import left_padded_prompts
+
+    # Row 0: prompt [5, 6, 7], completion [8, 9]; row 1: prompt [3], completion [4], then right padding (0).
+    ids = torch.tensor([[5, 6, 7, 8, 9], [3, 4, 0, 0, 0]])
+    completion = torch.tensor([[0, 0, 0, 1, 1], [0, 1, 0, 0, 0]])
+    prompts, mask = left_padded_prompts(ids, completion, pad_id=-1)
+    assert prompts.tolist() == [[5, 6, 7], [-1, -1, 3]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_policy_samples_logged_every_n_steps(tiny_model, tmp_path):
+    from alignkit.plugins import DPOConfig, DPOTrainer
+
+    trainer = _trainer(
+        DPOTrainer, DPOConfig, tiny_model, tmp_path, max_steps=3, policy_sample_steps=2, policy_sample_max_new_tokens=5
+    )
+    trainer.train()
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    sampled = [h for h in logs if "lengths/policy" in h]
+    # global_step is 0, 1, 2 inside the three steps: sampled at 0 and 2, never at 1.
+    assert [logs.index(h) for h in sampled] == [0, 2]
+    for h in sampled:
+        assert 0 <= h["lengths/policy"] <= 5  # greedy replies cut at the first stop token, at most the token limit
+        assert 0 <= h["repetition_rate/policy"] < 1
+    assert trainer.model.training  # generation switched to eval mode and back
+
+
 def test_kl_controller_state_survives_checkpoint(tmp_path):
     from alignkit.plugins.kl import AdaptiveKLController
     from alignkit.plugins.kl_callback import KLControllerCallback
@@ -168,6 +196,9 @@ def test_kl_controller_state_survives_checkpoint(tmp_path):
         ({"kl_horizon": 100}, "kl_horizon"),
         ({"kl_target": 1.0, "beta": 0.0}, "kl_target"),
         ({"kl_target": 1.0, "precompute_ref_log_probs": True}, "kl_target"),
+        ({"policy_sample_steps": -1}, "policy_sample_steps"),
+        ({"policy_sample_steps": 2, "policy_sample_size": 0}, "policy_sample_size"),
+        ({"policy_sample_max_new_tokens": 0}, "policy_sample_max_new_tokens"),
     ],
 )
 def test_invalid_config(kwargs, field, tmp_path):

@@ -1,0 +1,77 @@
+"""Configuration of :class:`alignkit.plugins.dpo.DPOTrainer`: ``trl.DPOConfig`` plus R-DPO, adaptive β and policy
+sampling fields, all off by default."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import trl
+
+__all__ = ["DPOConfig"]
+
+
+@dataclass
+class DPOConfig(trl.DPOConfig):
+    """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``) and adaptive β (``kl_target``, ``kl_horizon``); all off."""
+
+    rdpo_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
+            "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."
+        },
+    )
+    kl_target: float | None = field(
+        default=None,
+        metadata={
+            "help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
+            "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."
+        },
+    )
+    kl_horizon: float | None = field(
+        default=None,
+        metadata={
+            "help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
+            "is set. Must be > 0."
+        },
+    )
+    policy_sample_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every this many optimizer steps, greedily sample replies of the current policy to prompts of "
+            "the batch and log their length and 3-gram repetition rate (lengths/policy, repetition_rate/policy). "
+            "0 disables it."
+        },
+    )
+    policy_sample_size: int = field(default=2, metadata={"help": "Prompts per policy sample (per process)."})
+    policy_sample_max_new_tokens: int = field(
+        default=64, metadata={"help": "Token limit of each sampled policy reply."}
+    )
+    log_completion_stats: bool = field(
+        default=False,
+        metadata={
+            "help": "Log lengths, n-gram repetition rates of chosen/rejected and β even with every plugin off "
+            "(they are always logged when rdpo_alpha or kl_target is set)."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not math.isfinite(self.rdpo_alpha) or self.rdpo_alpha < 0:
+            raise ValueError(f"rdpo_alpha must be a finite number >= 0, got {self.rdpo_alpha!r}")
+        if self.rdpo_alpha > 0 and self.f_divergence_type != "reverse_kl":
+            raise ValueError(f"rdpo_alpha needs f_divergence_type='reverse_kl', got {self.f_divergence_type!r}")
+        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
+            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
+        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
+            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
+        if self.kl_horizon is not None and self.kl_target is None:
+            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive β")
+        if self.kl_target is not None and not self.beta > 0:
+            raise ValueError(f"kl_target (adaptive β) needs an initial beta > 0, got beta={self.beta!r}")
+        for name in ("policy_sample_steps", "policy_sample_size", "policy_sample_max_new_tokens"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name.endswith("steps") else 1):
+                raise ValueError(f"{name} must be an integer >= {int(not name.endswith('steps'))}")
+        if self.kl_target is not None and self.precompute_ref_log_probs:
+            raise ValueError("kl_target needs per-token reference log-probs; set precompute_ref_log_probs=False")
