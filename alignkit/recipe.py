@@ -161,6 +161,7 @@ def parse_recipe_dict(
     except (ValueError, TypeError, argparse.ArgumentError) as exc:
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
+    _check_penalties_given_once(args, training_args, source)
     return Recipe(
         name=name,
         path=Path(source),
@@ -173,6 +174,23 @@ def parse_recipe_dict(
         hardware_choices=chosen,
         hardware_reasons=reasons,
     )
+
+
+# A trainer config field that appends a penalty reward itself, and the reward_funcs name of the same penalty.
+_PENALTY_FIELDS = {
+    "length_penalty_coef": "length_penalty",
+    "repetition_penalty_weight": "repetition_penalty",
+    "repetition_penalty_max": "repetition_penalty",
+}
+
+
+def _check_penalties_given_once(args, training_args, source: str) -> None:
+    for key, reward_name in _PENALTY_FIELDS.items():
+        if getattr(training_args, key, 0) and reward_name in (args.reward_funcs or []):
+            raise AlignkitError(
+                f"{source}: field '{key}' and reward_funcs entry '{reward_name}' both add the penalty (it would "
+                "count twice); keep one of them"
+            )
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs) -> Recipe:

@@ -144,6 +144,15 @@ class GRPOTrainer(trl.GRPOTrainer):
         if reward_funcs is None:
             reward_funcs = []
         funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+        for field_name, cls in (
+            ("length_penalty_coef", LengthPenalty),
+            ("repetition_penalty_weight", RepetitionPenalty),
+        ):
+            if getattr(args, field_name) > 0 and any(isinstance(f, cls) for f in funcs):
+                raise ValueError(
+                    f"{field_name} is set and reward_funcs already has a {cls.__name__}: the penalty would count "
+                    "twice; keep one of them"
+                )
         weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(funcs)
         if args.length_penalty_coef > 0:
             funcs.append(LengthPenalty(coef=1.0, target=args.length_penalty_target, unit="tokens"))

@@ -133,3 +133,19 @@ def test_invalid_config(kwargs, field, tmp_path):
 
     with pytest.raises(ValueError, match=field):
         GRPOConfig(output_dir=str(tmp_path), **CPU, **kwargs)
+
+
+def test_penalty_given_twice_is_refused(tiny_model, tmp_path):
+    from alignkit.plugins import GRPOConfig, GRPOTrainer
+    from alignkit.plugins.penalties import LengthPenalty
+
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=2,
+        num_generations=2,
+        length_penalty_coef=0.1,
+        length_penalty_target=4,
+        **CPU,
+    )
+    with pytest.raises(ValueError, match="length_penalty_coef is set and reward_funcs already has a LengthPenalty"):
+        GRPOTrainer(model=tiny_model, reward_funcs=[LengthPenalty(0.1, 4)], args=args, train_dataset=_prompts())

@@ -73,6 +73,16 @@ def test_overrides_are_typed():
         ({"trainer": "dpo", "dataset": "x", "learning_rate": "abc"}, "field learning_rate"),
         ({"trainer": "grpo", "dataset": "x"}, "reward_funcs"),
         ({"trainer": "dpo", "dataset": "x", "max_train_samples": 0}, "max_train_samples"),
+        (
+            {
+                "trainer": "grpo",
+                "dataset": "x",
+                "reward_funcs": ["math_answer", "length_penalty"],
+                "length_penalty_coef": 0.1,
+                "length_penalty_target": 8,
+            },
+            "field 'length_penalty_coef' and reward_funcs entry 'length_penalty'",
+        ),
     ],
 )
 def test_bad_recipes_fail_with_one_line(raw, needle):
