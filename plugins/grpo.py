@@ -180,6 +180,10 @@ class GRPOTrainer(trl.GRPOTrainer):
             rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
             group = self.num_generations if mode == "train" else self.num_generations_eval
             advantages = normalize(rewards, group, self.args.advantage_method)
+            logged = self._logs["advantages"]  # the completions table: show the advantages the loss uses
+            for _ in range(min(len(advantages), len(logged))):
+                logged.pop()
+            logged.extend(advantages.tolist())
             start = self.accelerator.process_index * len(inputs)
             output["advantages"] = advantages[start : start + len(inputs)].to(output["advantages"].dtype)
         return output

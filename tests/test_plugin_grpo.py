@@ -66,6 +66,10 @@ def test_advantage_method_replaces_trl_advantages(tiny_model, tmp_path):
     # RLOO with G = 2: A_1 = r_1 − r_2, A_2 = r_2 − r_1 (the other sample is the baseline).
     expected = torch.stack([rewards[0] - rewards[1], rewards[1] - rewards[0]])
     assert torch.allclose(out["advantages"][:2], expected.to(out["advantages"].dtype))
+    # The completions table (TRL's _logs) carries the same advantages, not TRL's group-scaled ones.
+    logged = list(trainer._logs["advantages"])
+    assert len(logged) == len(out["advantages"])
+    assert logged == pytest.approx(out["advantages"].tolist(), abs=1e-6)
 
 
 def test_all_additions_run_trains_and_logs(tiny_model, tmp_path):
