@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 import trl
 
+from .kl import check_adaptive_kl_fields
+
 __all__ = ["DPOConfig"]
 
 
@@ -62,14 +64,7 @@ class DPOConfig(trl.DPOConfig):
             raise ValueError(f"rdpo_alpha must be a finite number >= 0, got {self.rdpo_alpha!r}")
         if self.rdpo_alpha > 0 and self.f_divergence_type != "reverse_kl":
             raise ValueError(f"rdpo_alpha needs f_divergence_type='reverse_kl', got {self.f_divergence_type!r}")
-        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
-            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
-        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
-            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
-        if self.kl_horizon is not None and self.kl_target is None:
-            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive β")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(f"kl_target (adaptive β) needs an initial beta > 0, got beta={self.beta!r}")
+        check_adaptive_kl_fields(self.kl_target, self.kl_horizon, self.beta)
         for name in ("policy_sample_steps", "policy_sample_size", "policy_sample_max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name.endswith("steps") else 1):
                 raise ValueError(f"{name} must be an integer >= {int(not name.endswith('steps'))}")

@@ -10,7 +10,7 @@ import torch
 import trl
 
 from .advantages import ADVANTAGE_METHODS, normalize
-from .kl import make_kl_controller
+from .kl import check_adaptive_kl_fields, make_kl_controller
 from .kl_callback import KLControllerCallback
 from .penalties import LengthPenalty, RepetitionPenalty
 
@@ -90,17 +90,8 @@ class GRPOConfig(trl.GRPOConfig):
             )
         if self.repetition_ngram_size < 1:
             raise ValueError(f"repetition_ngram_size must be >= 1, got {self.repetition_ngram_size!r}")
-        if self.kl_target is not None and not (math.isfinite(self.kl_target) and self.kl_target > 0):
-            raise ValueError(f"kl_target must be a finite number > 0 (or None), got {self.kl_target!r}")
-        if self.kl_horizon is not None and not (math.isfinite(self.kl_horizon) and self.kl_horizon > 0):
-            raise ValueError(f"kl_horizon must be a finite number > 0 (or None), got {self.kl_horizon!r}")
-        if self.kl_horizon is not None and self.kl_target is None:
-            raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive KL")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(
-                f"kl_target (adaptive KL) needs beta > 0: TRL drops the reference model at beta=0, "
-                f"got beta={self.beta!r}"
-            )
+        # TRL drops the reference model at beta=0, so the adaptive KL needs beta > 0 from the start too.
+        check_adaptive_kl_fields(self.kl_target, self.kl_horizon, self.beta)
 
 
 class GRPOTrainer(trl.GRPOTrainer):

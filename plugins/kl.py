@@ -27,6 +27,7 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "KL_ESTIMATORS",
+    "check_adaptive_kl_fields",
     "kl_estimate",
     "kl_k1",
     "kl_k2",
@@ -142,6 +143,19 @@ class AdaptiveKLController:
 def _check_kind(state: dict[str, Any], kind: str) -> None:
     if state.get("kind", kind) != kind:
         raise ValueError(f"KL controller state is of kind {state.get('kind')!r}, cannot load it into a {kind!r} one")
+
+
+def check_adaptive_kl_fields(kl_target: float | None, kl_horizon: float | None, beta: float) -> None:
+    """Validate a trainer config's adaptive-KL fields, with errors that name them (``kl_target``, ``kl_horizon``,
+    ``beta``): a target and a horizon must be finite and > 0, a horizon needs a target, and a target needs an
+    initial β > 0 (the controller multiplies β, so it could never leave 0)."""
+    for name, value in (("kl_target", kl_target), ("kl_horizon", kl_horizon)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
+    if kl_horizon is not None and kl_target is None:
+        raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive KL")
+    if kl_target is not None and not beta > 0:
+        raise ValueError(f"kl_target (adaptive KL) needs an initial beta > 0, got beta={beta!r}")
 
 
 def make_kl_controller(
