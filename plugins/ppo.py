@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
@@ -23,6 +24,7 @@ from .kl import kl_estimate, make_kl_controller, masked_mean
 from .penalties import LengthPenalty, RepetitionPenalty
 from .ppo_config import PPOConfig
 from .ppo_critic import ValueCritic, active_adapter
+from .ppo_forward import ForwardEconomies
 from .ppo_math import (
     apply_missing_eos_penalty,
     clipped_policy_loss,
@@ -40,7 +42,7 @@ CRITIC_STATE_FILE = "ppo_critic.pt"
 VALUE_ADAPTER = "value"
 
 
-class PPOTrainer(GRPOTrainer):
+class PPOTrainer(ForwardEconomies, GRPOTrainer):
     """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
     2019; Huang et al. 2024 "N+ implementation details").
 
@@ -49,7 +51,9 @@ class PPOTrainer(GRPOTrainer):
     per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
     last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
     ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
-    for its entropy controller) save and restore the critic and the KL controller. GRPOTrainer rather than
+    for its entropy controller) save and restore the critic and the KL controller. The log-prob forwards are made
+    cheaper by :class:`~alignkit.plugins.ppo_forward.ForwardEconomies` (compact LM head on the CPU, π_old taken from
+    the sampling pass). GRPOTrainer rather than
     RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
     advantages; RLOO reduces both to sequence level.
 
@@ -113,8 +117,6 @@ class PPOTrainer(GRPOTrainer):
         self._critic_params = {
             n: p for n, p in unwrapped.named_parameters() if n.startswith("ppo_critic.") or f".{VALUE_ADAPTER}." in n
         }
-        from peft.tuners.tuners_utils import BaseTunerLayer
-
         self._tuner_layers = [m for m in unwrapped.modules() if isinstance(m, BaseTunerLayer)]
 
     # ------------------------------------------------------------------------------------------------- critic
@@ -148,7 +150,7 @@ class PPOTrainer(GRPOTrainer):
         return self._rollout_rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        out = super()._generate_and_score_completions(inputs)
+        out = super()._generate_and_score_completions(inputs)  # with π_old: ForwardEconomies
         mode = "train" if self.model.training else "eval"
         mask = out["completion_mask"]
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
@@ -156,15 +158,12 @@ class PPOTrainer(GRPOTrainer):
         n = mask.size(1)
         chunk = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            logps = self._get_per_token_logps_and_entropies
-            if "old_per_token_logps" not in out:  # GRPO skips it when no update happens between rollout and loss
-                out["old_per_token_logps"] = logps(self.model, ids, attn, n, chunk)[0]
             ref = out.pop("ref_per_token_logps", None)
             if ref is None:  # β = 0: GRPO skipped the reference; KL is still measured when the reference is free
                 ref = out["old_per_token_logps"]
                 if is_peft_model(unwrapped := self.accelerator.unwrap_model(self.model)):
                     with unwrapped.disable_adapter():
-                        ref = logps(self.model, ids, attn, n, chunk)[0]
+                        ref = self._get_per_token_logps_and_entropies(self.model, ids, attn, n, chunk)[0]
             values = [self._values(ids[i : i + chunk], attn[i : i + chunk], n) for i in range(0, len(ids), chunk)]
             values = torch.cat(values)
 

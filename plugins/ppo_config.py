@@ -43,6 +43,13 @@ class PPOConfig(GRPOConfig):
         default=0.0, metadata={"help": "RepetitionPenalty reward of a fully repetitive completion (<= 0); 0 disables."}
     )
     repetition_ngram_size: int = field(default=3, metadata={"help": "n-gram size of the repetition penalty."})
+    old_logps_from_sampling: bool = field(
+        default=True,
+        metadata={
+            "help": "Take π_old from the sampling pass instead of a second policy forward (transformers generation); "
+            "used only if a check on the first rollout agrees with the recomputed values within 1e-3 nats."
+        },
+    )
     value_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Separate critic backbone (same tokenizer), fully trained; None = 'value' LoRA adapter."},
