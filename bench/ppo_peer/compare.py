@@ -1,48 +1,113 @@
-"""Write bench/results/ppo_peer.md from bench/ppo_peer/out/{alignkit,trl112}.json (run both runners first).
+"""Write bench/results/ppo_peer.md from bench/ppo_peer/out/<ours>.json and <peer>.json (run both runners first, at
+the same time, one thread each). A hand-written section starting with "## Reading" in the existing file is kept.
 
-.venv/bin/python bench/ppo_peer/compare.py
+.venv/bin/python bench/ppo_peer/compare.py [--ours alignkit --peer trl112 --label "fp32, both sides"]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULT = HERE.parent / "results" / "ppo_peer.md"
 
+# Rows of the phase table: (label, alignkit probe phase, TRL 1.12 probe phase); None = that side has no such phase.
+PHASES = [
+    ("rollout: sampling (generate)", "train/rollout/generate", "train/generate"),
+    ("rollout: policy/reference log-prob forwards", "train/rollout/logps_fwd", "train/ref_fwd"),
+    ("rollout: value forward", "train/rollout/values_fwd", "train/values_fwd"),
+    ("rollout: reward", "train/rollout/reward", "train/reward"),
+    ("update: loss forwards (policy + value)", "train/loss_fwd", "train/train_fwd"),
+    ("update: backward", "train/backward", "train/backward"),
+    ("update: optimizer step", "train/optimizer_step", "train/optimizer_step"),
+]
+
 
 def main() -> None:
-    ours, peer = (json.loads((HERE / "out" / f"{n}.json").read_text()) for n in ("alignkit", "trl112"))
-    # The first update includes one-off warm-up (allocations, first generation); report the median of the rest.
-    t_ours = statistics.median(ours["update_seconds"][1:] or ours["update_seconds"])
-    t_peer = statistics.median(peer["update_seconds"][1:] or peer["update_seconds"])
-    n = max(len(ours["reward_curve"]), len(peer["reward_curve"]))
-    curve = [f"| {i + 1} | {_at(ours['reward_curve'], i)} | {_at(peer['reward_curve'], i)} |" for i in range(n)]
-    lines = [
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ours", default="alignkit")
+    ap.add_argument("--peer", default="trl112")
+    ap.add_argument("--label", default="fp32 on both sides (the headline)")
+    ap.add_argument("--result", default=str(RESULT))
+    a = ap.parse_args()
+    ours, peer = (json.loads((HERE / "out" / f"{n}.json").read_text()) for n in (a.ours, a.peer))
+    lines = [*_summary(ours, peer, a), "", *_phases(ours, peer), "", *_memory(ours, peer), "", *_curves(ours, peer)]
+    result = Path(a.result)
+    tail = ""
+    if result.exists() and "\n## Reading" in (old := result.read_text()):
+        tail = old[old.index("\n## Reading") :]
+    result.write_text("\n".join(lines) + "\n" + tail)
+    print("\n".join(lines))
+
+
+def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:
+    def row(name: str, x: float, y: float, fmt: str = "{:.1f}") -> str:
+        return f"| {name} | {fmt.format(x)} | {fmt.format(y)} | **{x / y:.2f}** |"
+
+    # The first update includes one-off warm-up (first-touch of the weights, allocator growth).
+    med = [statistics.median(d["update_seconds"][1:] or d["update_seconds"]) for d in (ours, peer)]
+    cpu = [d["probe"].get("cpu_seconds", {}).get("train", float("nan")) for d in (ours, peer)]
+    loads = [m[3] for d in (ours, peer) for m in d["probe"]["marks"] if len(m) > 3]
+    steps = [d["probe"]["calls"].get("train/optimizer_step", 0) for d in (ours, peer)]
+    return [
         "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer",
         "",
-        "Commands: `.venv/bin/python bench/ppo_peer/run_alignkit.py " + " ".join(sys.argv[1:]) + "`, "
-        "`bench/.venv-trl112/bin/python bench/ppo_peer/run_trl112.py`, `.venv/bin/python bench/ppo_peer/compare.py`.",
-        f"Settings (both): `{json.dumps(ours['settings'])}`; embedded SmolLM2-135M-Instruct, fp32, CPU.",
+        f"Arm: {a.label}. Outputs: `bench/ppo_peer/out/{a.ours}.json`, `bench/ppo_peer/out/{a.peer}.json`.",
+        f"Settings (both): `{json.dumps(ours['settings'])}`; embedded SmolLM2-135M-Instruct, CPU, one thread each.",
+        f"Work (both): {len(ours['update_seconds'])} vs {len(peer['update_seconds'])} rollouts of "
+        f"{ours['settings']['rollout']} sequences; {steps[0]} vs {steps[1]} optimizer steps. "
+        f"1-min load average at the runners' marks: {min(loads, default=float('nan')):.2f}-"
+        f"{max(loads, default=float('nan')):.2f}.",
         "",
         "| | alignkit | TRL 1.12 | ratio (goal <= 0.8) |",
         "|---|---|---|---|",
-        f"| median seconds per PPO update (rollout + epochs) | {t_ours:.1f} | {t_peer:.1f} | {t_ours / t_peer:.2f} |",
-        f"| peak RSS (MiB, whole process) | {ours['peak_rss_mib']:.0f} | {peer['peak_rss_mib']:.0f} | "
-        f"{ours['peak_rss_mib'] / peer['peak_rss_mib']:.2f} |",
-        "",
-        "Reward (math_answer mean per rollout):",
-        "",
-        "| update | alignkit | TRL 1.12 |",
-        "|---|---|---|",
-        *curve,
-        "",
+        row("training wall time, all updates (s)", ours["train_seconds"], peer["train_seconds"]),
+        row("training CPU time, main thread (s)", *cpu),
+        row("median seconds per update (rollout + epochs), updates 2+", *med),
+        row("peak RSS, whole process (MiB, ru_maxrss)", ours["peak_rss_mib"], peer["peak_rss_mib"], "{:.0f}"),
     ]
-    RESULT.write_text("\n".join(lines))
-    print("\n".join(lines))
+
+
+def _phases(ours: dict, peer: dict) -> list[str]:
+    lines = [
+        "Where the time goes (probe phase timers, summed over the run; CPU seconds of the main thread, wall in "
+        "brackets):",
+        "",
+        "| phase | alignkit | TRL 1.12 |",
+        "|---|---|---|",
+    ]
+    for label, mine, theirs in PHASES:
+        lines.append(f"| {label} | {_phase(ours, mine)} | {_phase(peer, theirs)} |")
+    return lines
+
+
+def _phase(d: dict, name: str | None) -> str:
+    p = d["probe"]
+    if name not in p["seconds"]:
+        return "-"
+    cpu = p.get("cpu_seconds", {}).get(name)
+    calls = p["calls"][name]
+    return f"{cpu:.1f} ({p['seconds'][name]:.1f}) ×{calls}" if cpu is not None else f"({p['seconds'][name]:.1f})"
+
+
+def _memory(ours: dict, peer: dict) -> list[str]:
+    lines = ["RSS (MiB): after imports, after building the trainer, the highest sample and the phase it fell in:", ""]
+    lines += ["| | imports | trainer built | peak sample (phase) |", "|---|---|---|---|"]
+    for name, d in (("alignkit", ours), ("TRL 1.12", peer)):
+        marks = {m[0]: m[2] for m in d["probe"]["marks"]}
+        top = d["probe"]["top"]
+        built = marks.get("trainer built", float("nan"))
+        lines.append(f"| {name} | {marks['imports done']:.0f} | {built:.0f} | {top['rss_mib']:.0f} ({top['phase']}) |")
+    return lines
+
+
+def _curves(ours: dict, peer: dict) -> list[str]:
+    n = max(len(ours["reward_curve"]), len(peer["reward_curve"]))
+    curve = [f"| {i + 1} | {_at(ours['reward_curve'], i)} | {_at(peer['reward_curve'], i)} |" for i in range(n)]
+    return ["Reward (math_answer mean per rollout):", "", "| rollout | alignkit | TRL 1.12 |", "|---|---|---|", *curve]
 
 
 def _at(values: list[float], i: int) -> str:

@@ -14,12 +14,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import SETTINGS as S  # noqa: E402
 from common import peak_rss_mib, prompts, write  # noqa: E402
+from probe import Probe  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
+    ap.add_argument("--name", default="alignkit", help="writes bench/ppo_peer/out/<name>.json")
     a = ap.parse_args()
+    probe = Probe()  # before the heavy imports, so the RSS timeline starts at the bare interpreter
     from common import answer_of
     from datasets import Dataset
     from peft import LoraConfig
@@ -29,6 +32,7 @@ def main() -> None:
     from alignkit.plugins.graders import MathAnswer
     from alignkit.plugins.ppo import PPOConfig, PPOTrainer
 
+    probe.mark("imports done")
     qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": answer_of(q)} for q in qs])
     steps_per_update = S["num_ppo_epochs"] * S["rollout"] // S["per_device_train_batch_size"]
@@ -49,21 +53,51 @@ def main() -> None:
             if state.global_step % steps_per_update == 0:
                 marks.append(time.perf_counter())
 
-    trainer = PPOTrainer(str(materialize_embedded()), [MathAnswer()], args=args, train_dataset=ds, peft_config=lora)
+    with probe.phase("build trainer"):  # model load, PEFT wrap, critic adapter
+        model = str(materialize_embedded())
+        trainer = PPOTrainer(model, [MathAnswer()], args=args, train_dataset=ds, peft_config=lora)
     trainer.add_callback(Clock())
+    _instrument(probe, trainer)
+    probe.mark("trainer built")
     marks.append(time.perf_counter())
-    trainer.train()
+    with probe.phase("train"):
+        trainer.train()
+    probe.mark("train done")
     rewards = [h["rewards/math_answer/mean"] for h in trainer.state.log_history if "rewards/math_answer/mean" in h]
     write(
-        "alignkit",
+        a.name,
         {
             "trainer": "alignkit PPOTrainer (TRL 1.16 GRPOTrainer seams)",
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
             "peak_rss_mib": peak_rss_mib(),
+            "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "settings": S,
+            "probe": probe.summary(),
         },
     )
+
+
+def _instrument(probe, trainer) -> None:
+    """Phase timers on the trainer's seams: rollout (generate, log-prob/value forwards, reward) and the update."""
+    from transformers import TrainerCallback
+
+    for attr, name in (
+        ("_generate_and_score_completions", "rollout"),
+        ("_generate", "generate"),
+        ("_calculate_rewards", "reward"),
+        ("_get_per_token_logps_and_entropies", "logps_fwd"),
+        ("_values", "values_fwd"),
+        ("_compute_loss", "loss_fwd"),
+    ):
+        probe.wrap(trainer, attr, name)
+    probe.wrap(trainer.accelerator, "backward", "backward")
+
+    class WrapOptimizer(TrainerCallback):  # the optimizer exists only once training starts
+        def on_train_begin(self, args, state, control, **kwargs):
+            probe.wrap(trainer.optimizer, "step", "optimizer_step")
+
+    trainer.add_callback(WrapOptimizer())
 
 
 if __name__ == "__main__":

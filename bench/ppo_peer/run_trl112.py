@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch  # noqa: E402
 from common import SETTINGS as S  # noqa: E402
 from common import answer_of, peak_rss_mib, prompts, write  # noqa: E402
+from probe import Probe  # noqa: E402
 from torch import nn  # noqa: E402
 
 
@@ -59,7 +60,9 @@ class GraderRewardModel(nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
+    ap.add_argument("--name", default="trl112", help="writes bench/ppo_peer/out/<name>.json")
     a = ap.parse_args()
+    probe = Probe()
     import trl
     from datasets import Dataset
     from peft import LoraConfig
@@ -69,13 +72,21 @@ def main() -> None:
     from alignkit.models import materialize_embedded
 
     assert trl.__version__ == "1.12.0", trl.__version__
+    probe.mark("imports done")
     path = str(materialize_embedded())
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
     qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
     ids = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in qs]
     ds = Dataset.from_dict({"input_ids": [i if isinstance(i, list) else i["input_ids"] for i in ids]})
+    # TRL 1.12's batch arithmetic (ppo_trainer.py): rollout = local_batch_size = per_device_train_batch_size ×
+    # gradient_accumulation_steps; minibatch = rollout / num_mini_batches; each minibatch is cut into micro-batches of
+    # per_device_train_batch_size, and the optimizer steps every gradient_accumulation_steps micro-batches
+    # (accelerate).
+    # So a 16-sequence rollout in minibatches of 8 with one optimizer step per minibatch (alignkit's schedule) is
+    # per_device_train_batch_size=16, gradient_accumulation_steps=1, num_mini_batches=2: the micro-batch loop then
+    # slices 8 rows (the whole minibatch). Rollout forwards and generation run in chunks of 8, alignkit's chunk too.
     args = PPOConfig(
-        output_dir="/tmp/trl112-ppo-peer", per_device_train_batch_size=S["per_device_train_batch_size"],
+        output_dir="/tmp/trl112-ppo-peer", per_device_train_batch_size=S["rollout"],
         gradient_accumulation_steps=1, num_mini_batches=S["rollout"] // S["per_device_train_batch_size"],
         num_ppo_epochs=S["num_ppo_epochs"], total_episodes=S["rollout"] * a.updates,
         local_rollout_forward_batch_size=S["per_device_train_batch_size"], response_length=S["response_length"],
@@ -84,8 +95,9 @@ def main() -> None:
         stop_token="eos", num_sample_generations=0, logging_steps=1, save_strategy="no", seed=S["seed"],
         bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none",
     )  # fmt: skip
-    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    value = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    with probe.phase("load models"):
+        policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        value = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
     lora = LoraConfig(r=S["lora_r"], lora_alpha=S["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
     marks: list[float] = []
 
@@ -93,23 +105,50 @@ def main() -> None:
         def on_step_end(self, args, state, control, **kwargs):
             marks.append(time.perf_counter())
 
-    trainer = PPOTrainer(
-        args=args, processing_class=tok, model=policy, ref_model=None, reward_model=GraderRewardModel(tok),
-        train_dataset=ds, value_model=value, peft_config=lora, callbacks=[Clock()],
-    )  # fmt: skip
+    with probe.phase("build trainer"):
+        trainer = PPOTrainer(
+            args=args, processing_class=tok, model=policy, ref_model=None, reward_model=GraderRewardModel(tok),
+            train_dataset=ds, value_model=value, peft_config=lora, callbacks=[Clock()],
+        )  # fmt: skip
+    _instrument(probe, trainer)
+    probe.mark("trainer built")
     marks.append(time.perf_counter())
-    trainer.train()
+    with probe.phase("train"):
+        trainer.train()
+    probe.mark("train done")
     rewards = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
     write(
-        "trl112",
+        a.name,
         {
             "trainer": "trl==1.12.0 trl.experimental.ppo.PPOTrainer",
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
             "peak_rss_mib": peak_rss_mib(),
+            "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "settings": S,
+            "probe": probe.summary(),
         },
     )
+
+
+def _instrument(probe, trainer) -> None:
+    """Phase timers on TRL 1.12's module-level helpers (its train() is one loop, without methods to wrap)."""
+    import trl.experimental.ppo.ppo_trainer as m
+
+    probe.wrap(m, "batch_generation", "generate")  # sampling + the generation scores (TRL's old log-probs)
+    forward, get_reward = m.forward, m.get_reward
+
+    def timed_forward(model, *args, **kwargs):  # PolicyAndValueWrapper = update forward, else the reference
+        with probe.phase("train_fwd" if isinstance(model, m.PolicyAndValueWrapper) else "ref_fwd"):
+            return forward(model, *args, **kwargs)
+
+    def timed_get_reward(model, *args, **kwargs):
+        with probe.phase("reward" if model is trainer.reward_model else "values_fwd"):
+            return get_reward(model, *args, **kwargs)
+
+    m.forward, m.get_reward = timed_forward, timed_get_reward
+    probe.wrap(trainer.accelerator, "backward", "backward")
+    probe.wrap(trainer.optimizer, "step", "optimizer_step")
 
 
 if __name__ == "__main__":
