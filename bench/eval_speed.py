@@ -1,16 +1,22 @@
 """Eval harness speed: batched generation + RM scoring + perplexity vs a per-sample loop, same inputs, same numbers.
 
     . .venv/bin/activate
-    HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 256        # full run (writes bench/results/eval_speed.md)
-    HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 16 --out /tmp/eval_speed.md   # smoke run
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 256   # writes bench/results/eval_speed.md
+    OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/eval_speed.py --n 16 --out /tmp/eval_speed.md   # smoke run
 
 Both arms run in one process, on the same model objects, with the same ``torch.set_num_threads``:
 
-* **batched** -- the harness: :func:`alignkit.eval.generation.generate` (length-sorted, left-padded batches),
-  :class:`alignkit.eval.rm_score.RewardModelScorer` (length-sorted, right-padded batches) and
-  :func:`alignkit.eval.perplexity.completion_nlls` (left-padded windows, logits only for scored positions);
+* **batched** -- what ``alignkit eval`` runs, with the ``smol`` suite's batch sizes and ``max_new_tokens`` (read from
+  ``eval/suites/smol.yaml``, overridable below): :func:`alignkit.eval.generation.generate` (length-sorted batches, the
+  chat template's shared prefix prefilled once, rows prefilled unpadded, decoding batched),
+  :class:`alignkit.eval.rm_score.RewardModelScorer` (length-sorted, right-padded, shared prefix once) and
+  :func:`alignkit.eval.perplexity.completion_nlls` (left-padded windows, shared prefix once, logits only for scored
+  positions);
 * **per-sample** -- the straightforward loop a user would write: one ``model.generate`` per prompt, one reward-model
-  forward per text, one full forward per text for perplexity, no padding anywhere.
+  forward per text, one full forward per text for perplexity, no padding anywhere, under ``torch.inference_mode``.
+
+Each stage reports wall seconds and process CPU seconds. With one thread the CPU seconds are the compute itself and
+move less than wall time when other jobs share the machine; the two ratios should agree on a quiet machine.
 
 Identity checks: greedy generations are compared token for token (batched greedy with padding can flip a near-tie
 argmax through fp rounding, after which the two continuations differ; the fraction identical is reported); RM scores
@@ -49,6 +55,8 @@ class Stage:
     name: str
     batched_s: float = 0.0
     loop_s: float = 0.0
+    batched_cpu_s: float = 0.0  # process CPU time: with one thread, the compute itself, robust to a shared machine
+    loop_cpu_s: float = 0.0
     identity: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -151,10 +159,11 @@ def loop_nlls(model: Any, tokenizer: Any, prompts: list[str], references: list[s
 # ----------------------------------------------------------------------------------------------- the benchmark
 
 
-def timed(fn, *args, **kwargs) -> tuple[Any, float]:
-    start = time.perf_counter()
+def timed(fn, *args, **kwargs) -> tuple[Any, tuple[float, float]]:
+    """``(result, (wall seconds, process CPU seconds))``."""
+    start, cpu = time.perf_counter(), time.process_time()
     result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start
+    return result, (time.perf_counter() - start, time.process_time() - cpu)
 
 
 def build_rm(base: str) -> Any:
@@ -188,15 +197,15 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     prompts = [r["prompt"] for r in rows]
     references = [r["reference"] for r in rows]
     stages: list[Stage] = []
-    info: dict[str, Any] = {"load_before": loadavg()}
+    info: dict[str, Any] = {"load_before": loadavg(), "started": _now()}
 
     # -- generation
     gen = Stage("generation")
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.gen_batch_size)
-    batched, gen.batched_s = timed(
+    batched, (gen.batched_s, gen.batched_cpu_s) = timed(
         generate, spec, prompts, config, use_cache=False, model_fn=lambda: (model, tokenizer), desc="batched"
     )
-    loop_ids, gen.loop_s = timed(loop_generate, model, tokenizer, prompts, args.max_new_tokens)
+    loop_ids, (gen.loop_s, gen.loop_cpu_s) = timed(loop_generate, model, tokenizer, prompts, args.max_new_tokens)
     tokenizer.padding_side = "left"
     loop_text = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in loop_ids]
     same = [a == b for a, b in zip(batched.responses, loop_text, strict=True)]
@@ -213,9 +222,9 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     # -- reward model scoring (of the per-sample arm's generations, so both arms score the same texts)
     rm_stage = Stage("rm_score")
     rm = build_rm(base)
-    scorer = RewardModelScorer(rm, tokenizer, batch_size=args.score_batch_size, name="bench-rm")
-    b_scores, rm_stage.batched_s = timed(scorer, prompts, loop_text)
-    l_scores, rm_stage.loop_s = timed(loop_rm_scores, rm, scorer.render, prompts, loop_text)
+    scorer = RewardModelScorer(rm, tokenizer, batch_size=args.rm_batch_size, name="bench-rm")
+    b_scores, (rm_stage.batched_s, rm_stage.batched_cpu_s) = timed(scorer, prompts, loop_text)
+    l_scores, (rm_stage.loop_s, rm_stage.loop_cpu_s) = timed(loop_rm_scores, rm, scorer.render, prompts, loop_text)
     diff = np.abs(np.asarray(b_scores, dtype=float) - np.asarray(l_scores))
     rm_stage.identity = {"max_abs_diff": float(diff.max()), "within_1e-4": bool(diff.max() <= 1e-4)}
     stages.append(rm_stage)
@@ -224,33 +233,46 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
 
     # -- held-out perplexity of the reference answers given their prompts
     ppl = Stage("perplexity")
-    (b_nll, b_count), ppl.batched_s = timed(
-        completion_nlls, model, tokenizer, prompts, references, batch_size=args.score_batch_size
+    (b_nll, b_count), (ppl.batched_s, ppl.batched_cpu_s) = timed(
+        completion_nlls, model, tokenizer, prompts, references, batch_size=args.ppl_batch_size
     )
-    (l_nll, l_count), ppl.loop_s = timed(loop_nlls, model, tokenizer, prompts, references)
+    (l_nll, l_count), (ppl.loop_s, ppl.loop_cpu_s) = timed(loop_nlls, model, tokenizer, prompts, references)
     b_nll, l_nll, b_count, l_count = (np.asarray(x, dtype=float) for x in (b_nll, l_nll, b_count, l_count))
     if not np.array_equal(b_count, l_count):
         raise SystemExit("perplexity: the two arms scored different token counts; the comparison is meaningless")
     b_ppl, l_ppl = np.exp(b_nll / b_count), np.exp(l_nll / l_count)
     corpus_b, corpus_l = float(np.exp(b_nll.sum() / b_count.sum())), float(np.exp(l_nll.sum() / l_count.sum()))
+    # 1e-4 is read as relative for perplexity (a scale: a text at ppl 400 with a 2e-6 relative rounding moves by 8e-4),
+    # which is the same as 1e-4 nats on the per-token mean NLL, log ppl; the absolute figures are reported too.
+    rel = np.abs(b_ppl - l_ppl) / l_ppl
     ppl.identity = {
+        "max_abs_diff_mean_nll_nats": float(np.abs(b_nll / b_count - l_nll / l_count).max()),
+        "max_rel_diff_per_text_ppl": float(rel.max()),
         "max_abs_diff_per_text_ppl": float(np.abs(b_ppl - l_ppl).max()),
-        "max_rel_diff_per_text_ppl": float((np.abs(b_ppl - l_ppl) / l_ppl).max()),
+        "max_per_text_ppl": float(l_ppl.max()),
         "corpus_ppl_batched": corpus_b,
         "corpus_ppl_loop": corpus_l,
-        "within_1e-4": bool((np.abs(b_ppl - l_ppl) / l_ppl).max() <= 1e-4),
+        "within_1e-4": bool(rel.max() <= 1e-4),
         "tokens_scored": int(b_count.sum()),
     }
     stages.append(ppl)
     _progress(ppl)
     info["load_after"] = loadavg()
+    info["finished"] = _now()
     return stages, info
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _progress(stage: Stage) -> None:
     """One line per finished stage on stderr, so a long background run shows where it is."""
     print(
-        f"[{stage.name}] loop {stage.loop_s:.1f}s batched {stage.batched_s:.1f}s speedup {stage.speedup:.1f}x "
+        f"[{stage.name}] loop {stage.loop_s:.1f}s (cpu {stage.loop_cpu_s:.1f}) batched {stage.batched_s:.1f}s "
+        f"(cpu {stage.batched_cpu_s:.1f}) speedup {stage.speedup:.1f}x "
         f"{stage.identity} (load {loadavg()})",
         file=sys.stderr,
         flush=True,
@@ -270,43 +292,69 @@ def render(stages: list[Stage], info: dict[str, Any], args: argparse.Namespace, 
         "Command (from the repository root):",
         "",
         "```",
-        "HF_HUB_OFFLINE=1 python bench/eval_speed.py " + " ".join(shlex.quote(a) for a in argv),
+        "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_speed.py "
+        + " ".join(shlex.quote(a) for a in argv),
         "```",
         "",
+        f"- run: {info['started']} to {info['finished']} (UTC)",
         "- model: embedded SmolLM2-135M-Instruct (fp32, CPU); RM: same body + seeded random scalar head "
         "(speed/identity only, scores are meaningless)",
         f"- prompts: {args.n} ShareGPT rows (held-out split first); max_new_tokens={args.max_new_tokens}, greedy",
-        f"- batch sizes: generation {args.gen_batch_size}, RM/perplexity {args.score_batch_size}; "
-        f"torch.set_num_threads({args.threads}) for both arms",
+        f"- batch sizes: generation {args.gen_batch_size}, RM {args.rm_batch_size}, perplexity {args.ppl_batch_size} "
+        f"(smol suite defaults unless overridden); torch.set_num_threads({args.threads}) for both arms",
         f"- torch {torch.__version__}, transformers {transformers.__version__}, python {platform.python_version()}, "
         f"{os.cpu_count()} CPUs; load average before/after: {info['load_before']} / {info['load_after']} "
         "(the machine is shared, so absolute times are noisy; both arms ran back to back in one process)",
         "",
-        "| stage | per-sample loop (s) | batched (s) | speedup | identity |",
-        "|---|---:|---:|---:|---|",
+        "| stage | per-sample loop (s) | batched (s) | speedup | loop CPU (s) | batched CPU (s) | CPU speedup "
+        "| identity |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for s in stages:
         ident = ", ".join(f"{k}={_fmt(v)}" for k, v in s.identity.items())
-        if s.batched_s:
-            lines.append(f"| {s.name} | {s.loop_s:.1f} | {s.batched_s:.1f} | {s.speedup:.1f}x | {ident} |")
-        else:
-            lines.append(f"| {s.name} | - | - | - | {ident} |")
-    lines.append(f"| **total** | {total_l:.1f} | {total_b:.1f} | **{total_l / total_b:.1f}x** | |")
+        cpu_ratio = s.loop_cpu_s / s.batched_cpu_s if s.batched_cpu_s else float("nan")
+        lines.append(
+            f"| {s.name} | {s.loop_s:.1f} | {s.batched_s:.1f} | {s.speedup:.1f}x | {s.loop_cpu_s:.1f} "
+            f"| {s.batched_cpu_s:.1f} | {cpu_ratio:.1f}x | {ident} |"
+        )
+    cpu_b = sum(s.batched_cpu_s for s in timed_stages)
+    cpu_l = sum(s.loop_cpu_s for s in timed_stages)
+    lines.append(
+        f"| **total** | {total_l:.1f} | {total_b:.1f} | **{total_l / total_b:.1f}x** | {cpu_l:.1f} | {cpu_b:.1f} "
+        f"| **{cpu_l / cpu_b:.1f}x** | |"
+    )
     lines += ["", "Raw numbers:", "", "```json", json.dumps([s.__dict__ for s in stages], indent=1), "```", ""]
     return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
-    return f"{v:.3g}" if isinstance(v, float) else str(v)
+    if not isinstance(v, float):
+        return str(v)
+    return f"{v:.7g}" if 1 <= abs(v) < 1e4 else f"{v:.3g}"  # perplexities get enough digits to show they agree
+
+
+def suite_defaults() -> dict[str, int]:
+    """The smol suite's decoding and batch sizes: the bench measures what ``alignkit eval`` runs by default."""
+    from alignkit.eval.suite import load_suite
+
+    suite = load_suite("smol")
+    return {
+        "max_new_tokens": suite.generation.max_new_tokens,
+        "gen_batch_size": suite.generation.batch_size,
+        "rm_batch_size": suite.metrics["rm_score"].get("batch_size", 8),
+        "ppl_batch_size": suite.metrics["perplexity"].get("batch_size", 8),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    defaults = suite_defaults()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="number of prompts")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--gen-batch-size", type=int, default=32)
-    parser.add_argument("--score-batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=defaults["max_new_tokens"])
+    parser.add_argument("--gen-batch-size", type=int, default=defaults["gen_batch_size"])
+    parser.add_argument("--rm-batch-size", type=int, default=defaults["rm_batch_size"])
+    parser.add_argument("--ppl-batch-size", type=int, default=defaults["ppl_batch_size"])
     parser.add_argument(
         "--threads", type=int, default=1, help="torch.set_num_threads for both arms (1: see the results file)"
     )

@@ -27,10 +27,12 @@ from typing import Any
 
 from alignkit.cache import cache_dir
 from alignkit.errors import AlignkitError
+from alignkit.eval import prefix
 from alignkit.eval.models import ModelSpec, Prompt, as_messages, load_model, prompt_text
+from alignkit.eval.prefix import shared_prefix_len
 from alignkit.io import atomic_write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.eval.prefix)
 
 
 @dataclass(frozen=True)
@@ -165,15 +167,31 @@ def _run_generation(
         **sampling,
     )
     device = next(model.parameters()).device
+    # The template's shared opening (system turn, user header) is prefilled once; each row keeps >= 1 own token.
+    n_prefix = shared_prefix_len(encoded, min(map(len, encoded)) - 1) if prefix.supported(model) else 0
+    prefix_kv = prefix.prefix_cache(model, encoded[0][:n_prefix]) if n_prefix else None
+    # On a GPU one padded prefill beats many small forwards; on a CPU padding costs compute like real tokens.
+    ragged = device.type == "cpu" and prefix.supported(model)
     out: dict[int, tuple[str, int, bool]] = {}
     bar = tqdm(total=len(prompts), desc=f"generate {desc}", unit="prompt", leave=False)
     with torch.inference_mode():
         for b, start in enumerate(range(0, len(order), config.batch_size)):
             idx = order[start : start + config.batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
+            batch = tokenizer.pad({"input_ids": [encoded[i][n_prefix:] for i in idx]}, return_tensors="pt").to(device)
+            if prefix_kv is not None:  # [prefix | left padding | row]: generate skips the cached positions
+                head = torch.tensor([encoded[idx[0]][:n_prefix]], device=device).expand(len(idx), -1)
+                batch["input_ids"] = torch.cat([head, batch["input_ids"]], dim=1)
+                batch["attention_mask"] = torch.cat([torch.ones_like(head), batch["attention_mask"]], dim=1)
+            cache = None
+            if ragged:  # CPU: prefill row by row, unpadded (see prefix.prefill_rows)
+                cache = prefix.prefill_rows(model, prefix_kv, n_prefix, [encoded[i][n_prefix:] for i in idx])
+            if cache is None and prefix_kv is not None:
+                cache = prefix.expand(prefix_kv, len(idx))
+            extra = {prefix.cache_kwarg(model): cache} if cache is not None else {}
             if config.do_sample:
                 torch.manual_seed(config.seed * 100_003 + b)
-            generated = model.generate(**batch, generation_config=hf_config)[:, batch["input_ids"].shape[1] :]
+            generated = model.generate(**batch, **extra, generation_config=hf_config)
+            generated = generated[:, batch["input_ids"].shape[1] :]
             for row, i in zip(generated.tolist(), idx, strict=True):
                 ends = [k for k, t in enumerate(row) if t in stop]
                 n = ends[0] if ends else len(row)

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from alignkit.errors import AlignkitError
+from alignkit.eval import prefix
 from alignkit.eval.models import Messages, Prompt, encode_pair
+from alignkit.eval.prefix import shared_prefix_len
 from alignkit.eval.stats import bootstrap_indices
 
 
@@ -84,11 +86,19 @@ def sequence_nlls(
     nll = np.zeros(len(sequences))
     count = np.zeros(len(sequences), dtype=np.int64)
     device = next(model.parameters()).device
+    # Windows that open their text share its opening tokens (the chat template's system turn and user header): run
+    # them once (alignkit.eval.prefix). The prefix ends before the first target's predecessor, which needs logits.
+    heads = [(sequences[j], ts) for j, (ws, ts, _) in jobs if ws == 0]
+    n_prefix = 0
+    if len(heads) > 1 and prefix.supported(model):
+        n_prefix = shared_prefix_len([seq for seq, _ in heads], min(ts for _, ts in heads) - 1)
+    prefix_kv = prefix.prefix_cache(model, heads[0][0][:n_prefix]) if n_prefix else None
     bar = tqdm(total=len(jobs), desc=desc, unit="window", leave=False)
     with torch.inference_mode():
         for b in range(0, len(jobs), batch_size):
             chunk = jobs[b : b + batch_size]
-            width = max(end - ws for _, (ws, _, end) in chunk)
+            p = n_prefix if all(ws == 0 for _, (ws, _, _) in chunk) else 0  # tokens served from the prefix cache
+            width = max(end - ws - p for _, (ws, _, end) in chunk)
             # Left padding puts every row's targets at the right edge, so only the last `keep` positions need
             # logits: a (rows, keep, vocab) tensor instead of (rows, width, vocab), which for a 50k-150k vocab is
             # most of the memory and time of the lm head.
@@ -97,11 +107,15 @@ def sequence_nlls(
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             labels = torch.full((len(chunk), keep), -100, dtype=torch.long)
             for r, (j, (ws, ts, end)) in enumerate(chunk):
-                ids[r, width - (end - ws) :] = torch.tensor(sequences[j][ws:end])
-                mask[r, width - (end - ws) :] = 1
+                ids[r, width - (end - ws - p) :] = torch.tensor(sequences[j][ws + p : end])
+                mask[r, width - (end - ws - p) :] = 1
                 labels[r, keep - (end - ts) :] = torch.tensor(sequences[j][ts:end])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)  # padding must not shift absolute positions
-            logits = _last_logits(model, ids.to(device), mask.to(device), positions.to(device), keep)
+            positions = p + (mask.cumsum(-1) - 1).clamp(min=0)  # padding must not shift absolute positions
+            extra = {}
+            if p:  # [prefix | left padding | window]: the mask covers the cached prefix too
+                mask = torch.cat([torch.ones((len(chunk), p), dtype=mask.dtype), mask], dim=1)
+                extra = {prefix.cache_kwarg(model): prefix.expand(prefix_kv, len(chunk)), "use_cache": True}
+            logits = _last_logits(model, ids.to(device), mask.to(device), positions.to(device), keep, extra)
             # logits[:, k] predicts labels[:, k + 1]
             target = labels[:, 1:].to(device)
             # Flattened (positions, vocab) rather than a transposed (rows, vocab, positions) view: on CPU the strided
@@ -118,12 +132,12 @@ def sequence_nlls(
     return nll, count
 
 
-def _last_logits(model: Any, ids: Any, mask: Any, positions: Any, keep: int) -> Any:
-    """Logits of the last ``keep`` positions, shape ``(rows, keep, vocab)``."""
+def _last_logits(model: Any, ids: Any, mask: Any, positions: Any, keep: int, extra: dict[str, Any]) -> Any:
+    """Logits of the last ``keep`` positions, shape ``(rows, keep, vocab)``; ``extra`` may carry a prefix cache."""
     try:
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **extra)
     except TypeError:  # an architecture without `logits_to_keep`: compute all logits and slice
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, **extra)
     return out.logits[:, -keep:]
 
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
+from alignkit.eval import prefix
 from alignkit.eval.models import Messages, Prompt, as_messages, completion_content, default_dtype
+from alignkit.eval.prefix import shared_prefix_len
 from alignkit.eval.stats import mean_std_ci
 
 
@@ -55,11 +57,21 @@ class RewardModelScorer:
         scores = [0.0] * len(rows)
         device = next(self.model.parameters()).device
         self.tokenizer.padding_side = "right"
+        # The template's shared opening is run once (alignkit.eval.prefix); each row keeps its last token.
+        n_prefix = shared_prefix_len(rows, min(map(len, rows)) - 1) if rows and prefix.supported(self.model) else 0
+        prefix_kv = prefix.prefix_cache(self.model, rows[0][:n_prefix]) if n_prefix else None
         starts = range(0, len(order), self.batch_size)
         with torch.inference_mode():
             for start in tqdm(starts, desc=self.__name__, unit="batch", leave=False):
                 idx = order[start : start + self.batch_size]
-                batch = self.tokenizer.pad({"input_ids": [rows[i] for i in idx]}, return_tensors="pt").to(device)
+                tails = [rows[i][n_prefix:] for i in idx]
+                batch = dict(self.tokenizer.pad({"input_ids": tails}, return_tensors="pt").to(device))
+                if prefix_kv is not None:  # right padding: positions continue from the prefix without gaps
+                    head_mask = torch.ones((len(idx), n_prefix), dtype=batch["attention_mask"].dtype, device=device)
+                    batch["attention_mask"] = torch.cat([head_mask, batch["attention_mask"]], dim=1)
+                    batch[prefix.cache_kwarg(self.model)] = prefix.expand(prefix_kv, len(idx))
+                    batch["use_cache"] = True
+                # the head pools at each row's last non-pad token of `input_ids`, i.e. of the tails
                 logits = self.model(**batch).logits[:, 0].float()  # (batch,)
                 for i, s in zip(idx, logits.tolist(), strict=True):
                     scores[i] = s
