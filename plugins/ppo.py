@@ -51,11 +51,10 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
     per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
     last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
     ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
-    for its entropy controller) save and restore the critic and the KL controller. The log-prob forwards are made
-    cheaper by :class:`~alignkit.plugins.ppo_forward.ForwardEconomies` (compact LM head on the CPU, π_old taken from
-    the sampling pass). GRPOTrainer rather than
+    for its entropy controller) save and restore the critic and the KL controller. GRPOTrainer rather than
     RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
-    advantages; RLOO reduces both to sequence level.
+    advantages; RLOO reduces both to sequence level. :class:`~alignkit.plugins.ppo_forward.ForwardEconomies` makes
+    the forwards cheaper (compact LM head on CPU, π_old from sampling, the shared prompt prefix run once).
 
     PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
     ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. β is updated once per
@@ -134,12 +133,12 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
         """(B, P+C) ids → (B, C) values; V for completion token t is read at the position *before* it."""
         critic = self.accelerator.unwrap_model(self.model).ppo_critic
         self._unfreeze_critic()
-        if critic.backbone is None:
+        backbone, adapter, shared = critic.backbone, nullcontext(), nullcontext()
+        if critic.backbone is None:  # the shared base; its prompt prefix runs once (ppo_forward.py)
             backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
             adapter = active_adapter(self._tuner_layers, VALUE_ADAPTER)
-        else:
-            backbone, adapter = critic.backbone, nullcontext()
-        with adapter, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
+            input_ids, attention_mask, shared = self._prefix_split(input_ids, attention_mask, n_completion)
+        with adapter, shared, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, -n_completion - 1 : -1]
         return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)

@@ -50,6 +50,14 @@ class PPOConfig(GRPOConfig):
             "used only if a check on the first rollout agrees with the recomputed values within 1e-3 nats."
         },
     )
+    share_prompt_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "Run the prompt prefix that all rows of a batch share (e.g. the chat template's system prompt) "
+            "once per forward, reusing its KV cache; rotary full-attention models without gradient checkpointing, "
+            "after a one-time check against the plain forward."
+        },
+    )
     value_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Separate critic backbone (same tokenizer), fully trained; None = 'value' LoRA adapter."},

@@ -11,18 +11,23 @@
    cached-attention sampling (autocast, position ids of absolute-position models). So the first rollout computes both
    and the sampled values are used from then on only if every valid token agrees within ``SAMPLED_LOGP_TOLERANCE``;
    otherwise π_old is recomputed, as before.
+3. **The shared prompt prefix once** (:mod:`alignkit.plugins.ppo_prefix`): reference, value and update forwards run
+   the tokens that open every prompt of the batch once and the rows' remainders on its KV cache, after a one-time
+   check of the mechanism against the plain forward.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
+
+from . import ppo_prefix
 
 __all__ = ["SAMPLED_LOGP_TOLERANCE", "ForwardEconomies", "SampledLogProbs", "compact_fused_head"]
 
@@ -143,15 +148,19 @@ def _names(adapter: str | list[str] | None) -> list[str] | None:
 
 
 class ForwardEconomies:
-    """Mixin for a ``trl.GRPOTrainer`` subclass: :func:`compact_fused_head` around every log-prob forward, and π_old
-    served from a :class:`SampledLogProbs` capture that ``_generate_and_score_completions`` sets up (see module doc).
+    """Mixin for a ``trl.GRPOTrainer`` subclass: :func:`compact_fused_head` and the shared prompt prefix
+    (``_prefix_split``, also used by the critic) around every log-prob forward, and π_old served from a
+    :class:`SampledLogProbs` capture that ``_generate_and_score_completions`` sets up (see module doc).
 
     State: ``_sampled`` is the capture of the running rollout (consumed by the first policy forward on its completion
-    ids); ``_sampled_trusted`` is None until the check rollout, then whether sampled log-probs are used.
+    ids); ``_sampled_trusted`` is None until the check rollout, then whether sampled log-probs are used;
+    ``_prefix_trusted`` likewise for shared-prefix forwards (:mod:`alignkit.plugins.ppo_prefix`), checked on the first
+    forward that has a shared prefix.
     """
 
     _sampled: SampledLogProbs | None = None
     _sampled_trusted: bool | None = None
+    _prefix_trusted: bool | None = None
     _policy_adapter: list[str] | None = None
     _tuner_layers: list[nn.Module] = []
 
@@ -197,6 +206,33 @@ class ForwardEconomies:
             not layers[0].disable_adapters and _names(layers[0].active_adapter) == self._policy_adapter
         )
 
+    def _prefix_split(self, input_ids, attention_mask, n_completion: int, backbone: nn.Module | None = None):
+        """``(input_ids, attention_mask, context)`` that run a (B, P + C) forward of ``backbone`` (default: the
+        policy's) on the rows' shared prompt prefix once, or the inputs unchanged with a null context."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        causal_lm = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        if (
+            not self.args.share_prompt_prefix
+            or self._prefix_trusted is False
+            or not ppo_prefix.prefix_supported(causal_lm)
+        ):
+            return input_ids, attention_mask, nullcontext()
+        split = ppo_prefix.split_at_prefix(input_ids, attention_mask, n_completion)
+        if split is None:
+            return input_ids, attention_mask, nullcontext()
+        backbone = backbone or causal_lm.base_model
+        if self._prefix_trusted is None:  # once per run: does the mechanism reproduce the plain backbone?
+            gap, tolerance = ppo_prefix.check_against_plain(backbone, input_ids, attention_mask, n_completion, split)
+            self._prefix_trusted = gap <= tolerance
+            logger.info(
+                "PPO: shared-prefix vs plain hidden states differ by %.1e (relative; tolerance %.0e): %s", gap,
+                tolerance, "sharing the prompt prefix" if self._prefix_trusted else "not sharing it",
+            )  # fmt: skip
+            if not self._prefix_trusted:
+                return input_ids, attention_mask, nullcontext()
+        prefix, ids, mask = split
+        return ids, mask, ppo_prefix.shared_prefix(backbone, prefix, ids.size(1))
+
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         sampled = self._sampled
         if sampled is not None and not kwargs.get("compute_entropy") and self._policy_adapter_active(model):
@@ -205,19 +241,30 @@ class ForwardEconomies:
                 self._sampled = None  # one rollout, one use
                 if self._sampled_trusted:
                     return served, None, None
-                with compact_fused_head():
-                    out = super()._get_per_token_logps_and_entropies(
-                        model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-                    )
-                valid = attention_mask[:, -logits_to_keep:].bool()
-                gap = (out[0] - served)[valid].abs().max().item() if valid.any() else 0.0
-                self._sampled_trusted = gap <= SAMPLED_LOGP_TOLERANCE
-                logger.info(
-                    "PPO: sampled vs recomputed old log-probs differ by up to %.2e nats; %s", gap,
-                    "using the sampled ones" if self._sampled_trusted else "recomputing them every rollout",
-                )  # fmt: skip
+                out = self._logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+                self._sampled_trusted = self._agrees(out[0], served, attention_mask, SAMPLED_LOGP_TOLERANCE)
                 return out
-        with compact_fused_head():
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
-            )
+        return self._logps(model, input_ids, attention_mask, logits_to_keep, *args, **kwargs)
+
+    def _logps(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        """GRPO's log-prob forward with the compact head, on the shared prompt prefix once when possible."""
+        text_only = not args and all(v is None for k, v in kwargs.items() if k not in _PLAIN_KWARGS)
+        ids, mask, shared = (input_ids, attention_mask, nullcontext())
+        if text_only:
+            ids, mask, shared = self._prefix_split(input_ids, attention_mask, logits_to_keep)
+        with compact_fused_head(), shared:
+            return super()._get_per_token_logps_and_entropies(model, ids, mask, logits_to_keep, *args, **kwargs)
+
+    @staticmethod
+    def _agrees(fast: torch.Tensor, reference: torch.Tensor, attention_mask, tolerance: float) -> bool:
+        valid = attention_mask[:, -fast.size(1) :].bool()
+        gap = (fast - reference)[valid].abs().max().item() if valid.any() else 0.0
+        logger.info(
+            "PPO: sampled vs recomputed old log-probs differ by up to %.1e nats (tolerance %.0e): %s", gap, tolerance,
+            "using the sampled ones" if gap <= tolerance else "recomputing them every rollout",
+        )  # fmt: skip
+        return gap <= tolerance
+
+
+# _get_per_token_logps_and_entropies keywords that do not carry images (anything else disables the prefix path).
+_PLAIN_KWARGS = ("batch_size", "compute_entropy", "compute_aux_loss")

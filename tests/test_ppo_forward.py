@@ -122,7 +122,8 @@ def test_trainer_skips_old_logp_forward_once_checked(tiny_model, tmp_path, monke
     if case == "check fails":
         monkeypatch.setattr(ppo_forward, "SAMPLED_LOGP_TOLERANCE", -1.0)
     calls = _count_rollout_forwards(monkeypatch)
-    trainer = _two_rollouts(tiny_model, tmp_path, old_logps_from_sampling=case != "off")
+    # share_prompt_prefix off: its own one-time check would add a forward to the count (tested in test_ppo_prefix.py)
+    trainer = _two_rollouts(tiny_model, tmp_path, old_logps_from_sampling=case != "off", share_prompt_prefix=False)
     trainer.train()
     rollout_forwards = calls.count(0)
     # Rollout 1: π_old (the check) + reference. Rollout 2: reference only once sampled log-probs are trusted.
