@@ -8,10 +8,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from plugin_runs import CPU, make_trainer
 
 from alignkit.plugins.length_bias import rdpo_logits
-
-CPU = dict(bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0)
 
 
 def test_rdpo_logits_hand_example():
@@ -40,17 +39,7 @@ def _pairs(n=4):
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, n=4, **extra):
-    kwargs = dict(
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        max_length=64,
-        save_strategy="no",
-        **CPU,
-    )
-    args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
-    return cls_trainer(model=model_path, args=args, train_dataset=_pairs(n))
+    return make_trainer(cls_trainer, cls_config, model_path, tmp_path, _pairs(n), **extra)
 
 
 def _one_batch_loss(trainer):

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from plugin_runs import CPU, make_trainer
 
 from alignkit.plugins.length_bias import length_correlation_penalty, pearson_corr, response_lengths
-
-CPU = dict(bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0)
 
 
 def test_length_correlation_penalty_hand_example():
@@ -54,17 +53,7 @@ def _pairs():
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
-    kwargs = dict(
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        max_length=64,
-        save_strategy="no",
-        **CPU,
-    )
-    args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
-    return cls_trainer(model=model_path, args=args, train_dataset=_pairs())
+    return make_trainer(cls_trainer, cls_config, model_path, tmp_path, _pairs(), **extra)
 
 
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from plugin_runs import CPU, make_trainer
 
 from alignkit.plugins.unlikelihood import (
     context_logprobs,
@@ -13,8 +14,6 @@ from alignkit.plugins.unlikelihood import (
     unlikelihood_from_context_logprobs,
     unlikelihood_loss,
 )
-
-CPU = dict(bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0)
 
 
 def test_unlikelihood_hand_example():
@@ -144,17 +143,7 @@ def _sft_data():
 
 
 def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
-    kwargs = dict(
-        max_steps=2,
-        per_device_train_batch_size=2,
-        learning_rate=1e-2,
-        logging_steps=1,
-        max_length=64,
-        save_strategy="no",
-        **CPU,
-    )
-    args = cls_config(output_dir=str(tmp_path), **{**kwargs, **extra})
-    return cls_trainer(model=model_path, args=args, train_dataset=_sft_data())
+    return make_trainer(cls_trainer, cls_config, model_path, tmp_path, _sft_data(), **extra)
 
 
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
