@@ -222,7 +222,13 @@ class ForwardEconomies:
             return input_ids, attention_mask, nullcontext()
         backbone = backbone or causal_lm.base_model
         if self._prefix_trusted is None:  # once per run: does the mechanism reproduce the plain backbone?
-            gap, tolerance = ppo_prefix.check_against_plain(backbone, input_ids, attention_mask, n_completion, split)
+            try:
+                gap, tolerance = ppo_prefix.check_against_plain(
+                    backbone, input_ids, attention_mask, n_completion, split
+                )
+            except Exception as error:  # e.g. sharded parameters that only the wrapped model's forward gathers
+                logger.warning("PPO: shared-prefix check failed (%s); not sharing the prompt prefix", error)
+                gap, tolerance = float("inf"), 0.0
             self._prefix_trusted = gap <= tolerance
             logger.info(
                 "PPO: shared-prefix vs plain hidden states differ by %.1e (relative; tolerance %.0e): %s", gap,

@@ -52,6 +52,7 @@ def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:
     cpu = [d["probe"].get("cpu_seconds", {}).get("train", float("nan")) for d in (ours, peer)]
     loads = [m[3] for d in (ours, peer) for m in d["probe"]["marks"] if len(m) > 3]
     steps = [d["probe"]["calls"].get("train/optimizer_step", 0) for d in (ours, peer)]
+    overlap = _overlap_ratio(ours, peer)
     return [
         "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer",
         "",
@@ -67,8 +68,30 @@ def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:
         row("training wall time, all updates (s)", ours["train_seconds"], peer["train_seconds"]),
         row("training CPU time, main thread (s)", *cpu),
         row("median seconds per update (rollout + epochs), updates 2+", *med),
+        *([row("wall seconds per update while both ran (see below)", *overlap)] if overlap else []),
         row("peak RSS, whole process (MiB, ru_maxrss)", ours["peak_rss_mib"], peer["peak_rss_mib"], "{:.0f}"),
     ]
+
+
+def _overlap_ratio(ours: dict, peer: dict) -> tuple[float, float] | None:
+    """Seconds per update of each side over the window in which both were training. The side that finishes first
+    leaves the other a freer CPU for its last updates, which the totals would credit to it."""
+    if "update_marks" not in ours or "update_marks" not in peer:
+        return None
+    start = max(ours["update_marks"][0], peer["update_marks"][0])
+    end = min(ours["update_marks"][-1], peer["update_marks"][-1])
+
+    def progress(marks: list[float], t: float) -> float:  # updates done by time t, interpolated within an update
+        done = sum(m <= t for m in marks[1:])
+        if done == len(marks) - 1:
+            return float(done)
+        lo, hi = marks[done], marks[done + 1]
+        return done + max(0.0, min(1.0, (t - lo) / (hi - lo)))
+
+    rates = [
+        (end - start) / (progress(m, end) - progress(m, start)) for m in (ours["update_marks"], peer["update_marks"])
+    ]
+    return rates[0], rates[1]
 
 
 def _phases(ours: dict, peer: dict) -> list[str]:
@@ -107,7 +130,18 @@ def _memory(ours: dict, peer: dict) -> list[str]:
 def _curves(ours: dict, peer: dict) -> list[str]:
     n = max(len(ours["reward_curve"]), len(peer["reward_curve"]))
     curve = [f"| {i + 1} | {_at(ours['reward_curve'], i)} | {_at(peer['reward_curve'], i)} |" for i in range(n)]
-    return ["Reward (math_answer mean per rollout):", "", "| rollout | alignkit | TRL 1.12 |", "|---|---|---|", *curve]
+    kl = [f"| {i + 1} | {_at(ours.get('kl_curve', []), i)} | {_at(peer.get('kl_curve', []), i)} |" for i in range(n)]
+    return [
+        "Reward (math_answer mean per rollout) and KL (mean sequence KL to the reference, per rollout; fixed β):",
+        "",
+        "| rollout | alignkit reward | TRL 1.12 reward |",
+        "|---|---|---|",
+        *curve,
+        "",
+        "| rollout | alignkit KL | TRL 1.12 KL |",
+        "|---|---|---|",
+        *kl,
+    ]
 
 
 def _at(values: list[float], i: int) -> str:

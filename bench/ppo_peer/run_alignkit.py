@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--name", default="alignkit", help="writes bench/ppo_peer/out/<name>.json")
+    ap.add_argument("--defaults", action="store_true", help="precision/checkpointing as alignkit picks for this CPU")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PPOConfig override (ablations)")
     a = ap.parse_args()
     probe = Probe()  # before the heavy imports, so the RSS timeline starts at the bare interpreter
     from common import answer_of
@@ -33,6 +36,12 @@ def main() -> None:
     from alignkit.plugins.ppo import PPOConfig, PPOTrainer
 
     probe.mark("imports done")
+    precision = dict(bf16=False, use_cpu=True, gradient_checkpointing=False)  # the headline: fp32 on both sides
+    if a.defaults:  # what `alignkit train` would choose on this machine (alignkit/hardware.py)
+        from alignkit.hardware import choose_settings, detect
+
+        chosen = choose_settings(detect(), explicit=set())[0]
+        precision = {k: chosen[k] for k in ("bf16", "fp16", "use_cpu", "gradient_checkpointing")}
     qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": answer_of(q)} for q in qs])
     steps_per_update = S["num_ppo_epochs"] * S["rollout"] // S["per_device_train_batch_size"]
@@ -43,7 +52,7 @@ def main() -> None:
         temperature=S["temperature"], learning_rate=S["learning_rate"], max_steps=steps_per_update * a.updates,
         beta=S["kl_coef"], epsilon=S["cliprange"], cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"],
         gamma=S["gamma"], lam=S["lam"], logging_steps=1, save_strategy="no", seed=S["seed"], shuffle_dataset=False,
-        bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none",
+        report_to="none", **precision, **{k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)},
     )  # fmt: skip
     lora = LoraConfig(r=S["lora_r"], lora_alpha=S["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
     marks: list[float] = []
@@ -64,15 +73,20 @@ def main() -> None:
         trainer.train()
     probe.mark("train done")
     rewards = [h["rewards/math_answer/mean"] for h in trainer.state.log_history if "rewards/math_answer/mean" in h]
+    kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
     write(
         a.name,
         {
             "trainer": "alignkit PPOTrainer (TRL 1.16 GRPOTrainer seams)",
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
+            "update_marks": marks,  # time.perf_counter(): CLOCK_MONOTONIC, comparable across the two processes
             "peak_rss_mib": peak_rss_mib(),
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
+            "kl_curve": kls,
             "settings": S,
+            "overrides": a.set,
+            "precision": precision,
             "probe": probe.summary(),
         },
     )

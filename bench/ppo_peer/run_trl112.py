@@ -61,6 +61,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--name", default="trl112", help="writes bench/ppo_peer/out/<name>.json")
+    ap.add_argument("--defaults", action="store_true", help="TRL 1.12's own bf16/gradient_checkpointing defaults")
     a = ap.parse_args()
     probe = Probe()
     import trl
@@ -93,7 +94,7 @@ def main() -> None:
         temperature=S["temperature"], learning_rate=S["learning_rate"], kl_coef=S["kl_coef"], cliprange=S["cliprange"],
         cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"], gamma=S["gamma"], lam=S["lam"],
         stop_token="eos", num_sample_generations=0, logging_steps=1, save_strategy="no", seed=S["seed"],
-        bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none",
+        use_cpu=True, report_to="none", **({} if a.defaults else dict(bf16=False, gradient_checkpointing=False)),
     )  # fmt: skip
     with probe.phase("load models"):
         policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
@@ -117,15 +118,19 @@ def main() -> None:
         trainer.train()
     probe.mark("train done")
     rewards = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
+    kls = [h["objective/kl"] for h in trainer.state.log_history if "objective/kl" in h]
     write(
         a.name,
         {
             "trainer": "trl==1.12.0 trl.experimental.ppo.PPOTrainer",
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
+            "update_marks": marks,  # time.perf_counter(): CLOCK_MONOTONIC, comparable across the two processes
             "peak_rss_mib": peak_rss_mib(),
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
+            "kl_curve": kls,
             "settings": S,
+            "precision": {"bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing},
             "probe": probe.summary(),
         },
     )
