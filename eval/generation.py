@@ -184,7 +184,8 @@ def _run_generation(
                 batch["attention_mask"] = torch.cat([torch.ones_like(head), batch["attention_mask"]], dim=1)
             cache = None
             if ragged:  # CPU: prefill row by row, unpadded (see prefix.prefill_rows)
-                cache = prefix.prefill_rows(model, prefix_kv, n_prefix, [encoded[i][n_prefix:] for i in idx])
+                tails = [encoded[i][n_prefix:] for i in idx]
+                cache = prefix.prefill_rows(model, prefix_kv, n_prefix, tails, tokenizer.pad_token_id or 0)
             if cache is None and prefix_kv is not None:
                 cache = prefix.expand(prefix_kv, len(idx))
             extra = {prefix.cache_kwarg(model): cache} if cache is not None else {}

@@ -34,6 +34,14 @@ def test_shared_prefix_len_hand_examples():
     assert shared_prefix_len([], limit=3) == 0
 
 
+def test_prefill_groups_pad_within_the_token_budget():
+    # longest first; a run takes the next row while (rows + 1) x its first (longest) row <= 10 tokens:
+    # [6] + 5: 2x6=12 no | [5] + 3: 2x5=10 yes, + 3: 3x5=15 no | [3] + 2: 2x3=6, + 1: 3x3=9, + 1: 4x3=12 no | [1]
+    assert prefix._groups([6, 5, 3, 3, 2, 1, 1], tokens=10) == [[0], [1, 2], [3, 4, 5], [6]]
+    assert prefix._groups([20, 1], tokens=10) == [[0], [1]]  # an over-budget row still runs, alone
+    assert prefix._groups([0, 0, 0], tokens=10) == [[0, 1, 2]]  # rows with nothing to prefill group freely
+
+
 @pytest.fixture(params=["tiny_model", "tiny_qwen"])
 def loaded(request):
     return load_model(ModelSpec(name="tiny", base=request.getfixturevalue(request.param)))
