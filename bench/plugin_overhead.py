@@ -27,12 +27,15 @@ Reported: medians of wall time, the ratio of medians, and the median of per-roun
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from benchlib import (
+    ArmResult,
     fmt_times,
     load_average,
     median,
@@ -173,30 +176,41 @@ def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out
     return trainer, {"data": source, "config": type(args).__module__ + "." + type(args).__name__}
 
 
+def stock_baseline(wall: dict[str, list[float]]) -> list[float]:
+    """Per-round reference step time: the mean of the stock arms' steps of that round (both copies when the A/A
+    control ran). Two copies average out the speed bias of one model copy, which the A/A ratio shows."""
+    stocks = [wall[arm] for arm in ("stock", "stock-again") if arm in wall]
+    return [sum(steps) / len(steps) for steps in zip(*stocks, strict=True)]
+
+
 def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
     """Markdown section for one trainer, plus the ratios for the summary table."""
     wall = {arm: r.wall[warmup:] for arm, r in results.items()}
     cpu = {arm: r.cpu[warmup:] for arm, r in results.items()}
+    base_wall, base_cpu = stock_baseline(wall), stock_baseline(cpu)
     med = {arm: median(w) for arm, w in wall.items()}
     lines = [
         f"### {kind.upper()}\n",
         f"Data: {results['stock'].info['data']}; torch threads {results['stock'].info['torch_threads']}. "
         f"{len(wall['stock'])} measured steps per arm after {warmup} warm-up.\n",
-        "| arm | median wall (s) | median CPU (s) | ratio of medians vs stock | paired ratio median [IQR] "
+        "| arm | median wall (s) | median CPU (s) | ratio of medians vs stock arms | paired ratio median [IQR] "
         "| measured wall times (s) | warm-up (s) |",
         "|---|---|---|---|---|---|---|",
     ]
     ratios = {}
+    if "stock-again" in wall:
+        ratios["stock-again"] = med["stock-again"] / med["stock"]  # the A/A noise floor
     for arm in results:
-        if arm == "stock":
-            ratio_txt, paired_txt = "1", "-"
+        if arm.startswith("stock"):
+            ratio_txt = f"A/A {ratios['stock-again']:.3f}" if arm == "stock-again" else "1 (reference)"
+            paired_txt = "-"
         else:
-            ratios[arm] = med[arm] / med["stock"]
-            pairs = paired_ratios(wall[arm], wall["stock"])
+            ratios[arm] = med[arm] / median(base_wall)
+            pairs = paired_ratios(wall[arm], base_wall)
             lo, hi = quartiles(pairs)
             ratios[f"{arm}_paired"] = median(pairs)
-            ratios[f"{arm}_cpu"] = median(cpu[arm]) / median(cpu["stock"])
-            ratios[f"{arm}_total"] = sum(wall[arm]) / sum(wall["stock"])  # what a run pays, periodic work included
+            ratios[f"{arm}_cpu"] = median(cpu[arm]) / median(base_cpu)
+            ratios[f"{arm}_total"] = sum(wall[arm]) / sum(base_wall)  # what a run pays, periodic work included
             ratio_txt = f"**{ratios[arm]:.3f}**"
             paired_txt = f"{median(pairs):.3f} [{lo:.3f}, {hi:.3f}]"
         lines.append(
@@ -214,6 +228,69 @@ def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
             + "."
         )
     return "\n".join(lines) + "\n", ratios
+
+
+def render_report(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> str:
+    """The markdown report of a run: summary table, where the cost comes from, and one section per trainer."""
+    sections, summary = [], {}
+    for kind in meta["kinds"]:
+        if kind in meta["failed"]:
+            sections.append(f"### {kind.upper()}\n\nFAILED:\n\n```\n{meta['failed'][kind]}\n```\n")
+            continue
+        text, summary[kind] = summarize(kind, measured[kind], meta["warmup"])
+        sections.append(
+            text + f"\n({meta['seconds'][kind]} s for this trainer, load average after: {meta['load_after'][kind]})\n"
+        )
+
+    def verdict(kind, arm):
+        ratio = summary[kind][arm]
+        if ratio <= GOALS[arm]:
+            return f"{ratio:.3f} meets <= {GOALS[arm]}"
+        control = summary[kind].get("stock-again")
+        # A miss no larger than the A/A control's own deviation cannot be told apart from noise on this machine.
+        noise = control is not None and ratio - 1 <= abs(control - 1)
+        return f"{ratio:.3f} **misses** <= {GOALS[arm]}" + (" (within A/A noise)" if noise else "")
+
+    table = [
+        "| trainer | off / stock arms (goal <= 1.02) | on / stock arms (goal <= 1.05) | A/A: stock-again / stock "
+        "| paired off, on | CPU-time off, on | total time off, on |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind in summary:
+        r = summary[kind]
+        control = f"{r['stock-again']:.3f}" if "stock-again" in r else "not run"
+        table.append(
+            f"| {kind.upper()} | {verdict(kind, 'off')} | {verdict(kind, 'on')} | {control} | "
+            f"{r['off_paired']:.3f}, {r['on_paired']:.3f} | {r['off_cpu']:.3f}, {r['on_cpu']:.3f} | "
+            f"{r['off_total']:.3f}, {r['on_total']:.3f} |"
+        )
+    on_fields = ", ".join(f"{k}: {v}" for k, v in ALL_ON.items() if k in meta["kinds"])
+    report = (
+        "# Plugin overhead: alignkit trainers vs stock TRL 1.16 (embedded SmolLM2-135M, LoRA, CPU)\n\n"
+        f"Command: `{meta['command']}` (run {meta['started']}; load average before {meta['load_before']}).\n\n"
+        "Arms: `stock` = trl.XTrainer, `off` = alignkit.plugins.XTrainer with every addition off, `on` = every "
+        f"addition on ({on_fields}; GRPO beta {GRPO_BETA} in "
+        "all arms), and `stock-again` = a second stock trainer (A/A control: its ratio is the noise floor). LoRA r=16 "
+        f"all-linear, precision {meta['precision_note']}, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 "
+        "pairs), no accumulation, one torch thread per arm.\n\n"
+        f"Method: each arm runs a real `trainer.train()` on its own model copy, {ISOLATION[meta['isolation']]}; a "
+        "baton callback interleaves them one "
+        "optimizer step at a time, in orders balanced across rounds (Williams design: each arm takes each position "
+        "and follows each other arm equally often), so load from other jobs on this shared 2-core "
+        "machine hits all arms alike. Step = `on_step_begin` to `on_step_end` (forward/backward, GRPO generation "
+        "and scoring, clipping, optimizer step). The reference step time of a round is the mean of its two stock "
+        "arms' steps (one model copy can be a few percent faster than another; the A/A ratio shows by how much). "
+        "Ratios are ratios of medians of wall time against that reference; the paired ratio is the median over "
+        "rounds of arm/reference within the same round, and its IQR shows the noise; total time is the ratio of "
+        "summed step times, which charges periodic work (DPO's policy samples) that medians skip.\n\n"
+        "## Summary (ratio of median step times)\n\n"
+        + "\n".join(table)
+        + "\n\n"
+        + WHERE_COST
+        + "\n## Per trainer\n\n"
+        + "\n".join(sections)
+    )
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,7 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         help="arms as threads of one process (default) or one process each",
     )
     parser.add_argument(
-        "--out", default=None, help="markdown report (default: bench/results/plugin_overhead.md, none with --quick)"
+        "--out",
+        default=None,
+        help="markdown report, raw step times beside it as .json (default: bench/results/plugin_overhead.md, none "
+        "with --quick)",
+    )
+    parser.add_argument(
+        "--resummarize", metavar="JSON", help="rewrite the report from a run's raw .json instead of measuring"
     )
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.trainers.split(",") if k.strip()]
@@ -250,8 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.steps, args.warmup = 2, 1
     out = args.out or (None if args.quick else "bench/results/plugin_overhead.md")
-    set_offline_env()
     from alignkit.io import atomic_write_text
+
+    if args.resummarize:
+        raw = json.loads(Path(args.resummarize).read_text())
+        measured = {k: {a: ArmResult(**r) for a, r in arms.items()} for k, arms in raw["kinds"].items()}
+        report = render_report(raw["meta"], measured)
+        atomic_write_text(out or "bench/results/plugin_overhead.md", report)
+        print(report)
+        return 0
+    set_offline_env()
     from alignkit.models import materialize_embedded
 
     model_path = str(materialize_embedded())
@@ -263,10 +354,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         bf16, precision_note = args.precision == "bf16", f"{args.precision} (--precision)"
     interleave = run_interleaved_in_process if args.isolation == "thread" else run_interleaved
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
-    started = time.strftime("%Y-%m-%d %H:%M")
-    load_before = load_average()
-    sections, summary = [], {}
+    meta = {
+        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "started": time.strftime("%Y-%m-%d %H:%M"),
+        "load_before": load_average(),
+        "precision_note": precision_note,
+        "isolation": args.isolation,
+        "warmup": args.warmup,
+        "kinds": kinds,
+        "failed": {},
+        "seconds": {},
+        "load_after": {},
+    }
+    measured: dict[str, dict[str, ArmResult]] = {}
     for kind in kinds:
         t0 = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"overhead-{kind}-") as tmp:
@@ -289,65 +389,27 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results = interleave(arms, args.warmup + args.steps, threads=args.threads or None)
             except RuntimeError as exc:  # report the failure and still measure the other trainers
-                sections.append(f"### {kind.upper()}\n\nFAILED:\n\n```\n{exc}\n```\n")
-                print(sections[-1], flush=True)
+                meta["failed"][kind] = str(exc)
+                print(f"{kind}: FAILED\n{exc}", flush=True)
                 continue
-        text, ratios = summarize(kind, results, args.warmup)
-        sections.append(
-            text + f"\n({time.perf_counter() - t0:.0f} s for this trainer, load average after: {load_average()})\n"
-        )
-        summary[kind] = ratios
-        print(sections[-1], flush=True)
-
-    def verdict(kind, arm):
-        ratio = summary[kind][arm]
-        if ratio <= GOALS[arm]:
-            return f"{ratio:.3f} meets <= {GOALS[arm]}"
-        control = summary[kind].get("stock-again")
-        # A miss no larger than the A/A control's own deviation cannot be told apart from noise on this machine.
-        noise = control is not None and ratio - 1 <= abs(control - 1)
-        return f"{ratio:.3f} **misses** <= {GOALS[arm]}" + (" (within A/A noise)" if noise else "")
-
-    table = [
-        "| trainer | off / stock (goal <= 1.02) | on / stock (goal <= 1.05) | A/A control: stock-again / stock "
-        "| paired off, on | CPU-time off, on | total time off, on |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for kind in summary:
-        r = summary[kind]
-        control = f"{r['stock-again']:.3f}" if "stock-again" in r else "not run"
-        table.append(
-            f"| {kind.upper()} | {verdict(kind, 'off')} | {verdict(kind, 'on')} | {control} | "
-            f"{r['off_paired']:.3f}, {r['on_paired']:.3f} | {r['off_cpu']:.3f}, {r['on_cpu']:.3f} | "
-            f"{r['off_total']:.3f}, {r['on_total']:.3f} |"
-        )
-    report = (
-        "# Plugin overhead: alignkit trainers vs stock TRL 1.16 (embedded SmolLM2-135M, LoRA, CPU)\n\n"
-        f"Command: `{command}` (run {started}; load average before {load_before}).\n\n"
-        "Arms: `stock` = trl.XTrainer, `off` = alignkit.plugins.XTrainer with every addition off, `on` = every "
-        f"addition on ({', '.join(f'{k}: {v}' for k, v in ALL_ON.items() if k in kinds)}; GRPO beta {GRPO_BETA} in "
-        "all arms), and `stock-again` = a second stock trainer (A/A control: its ratio is the noise floor). LoRA r=16 "
-        f"all-linear, precision {precision_note}, use_cpu, no gradient checkpointing, batch 4 (DPO: 2 pairs), no "
-        "accumulation, one torch thread per arm.\n\n"
-        f"Method: each arm runs a real `trainer.train()` on its own model copy, {ISOLATION[args.isolation]}; a "
-        "baton callback interleaves them one "
-        "optimizer step at a time, in orders balanced across rounds (Williams design: each arm takes each position "
-        "and follows each other arm equally often), so load from other jobs on this shared 2-core "
-        "machine hits all arms alike. Step = `on_step_begin` to `on_step_end` (forward/backward, GRPO generation "
-        "and scoring, clipping, optimizer step). Ratios are ratios of medians of wall time; the paired ratio is "
-        "the median over rounds of arm/stock within the same round, and its IQR shows the noise.\n\n"
-        "## Summary (ratio of median step times)\n\n"
-        + "\n".join(table)
-        + "\n\n"
-        + WHERE_COST
-        + "\n## Per trainer\n\n"
-        + "\n".join(sections)
-    )
+        # Keep only the log entries the report reads: full GRPO logs of four arms are large.
+        measured[kind] = {
+            arm: dataclasses.replace(r, logs=[h for h in r.logs if "completions/mean_length" in h])
+            for arm, r in results.items()
+        }
+        meta["seconds"][kind], meta["load_after"][kind] = round(time.perf_counter() - t0), load_average()
+        print(summarize(kind, measured[kind], args.warmup)[0], flush=True)
+    report = render_report(meta, measured)
     if out:
+        raw = {
+            "meta": meta,
+            "kinds": {k: {a: dataclasses.asdict(r) for a, r in v.items()} for k, v in measured.items()},
+        }
+        atomic_write_text(Path(out).with_suffix(".json"), json.dumps(raw))
         atomic_write_text(out, report)
         print(f"wrote {out}")
     else:
-        print("\n".join(table))
+        print(report)
     return 0
 
 

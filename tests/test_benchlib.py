@@ -88,3 +88,41 @@ def test_in_process_failure_stops_every_arm():
     }
     with pytest.raises(RuntimeError, match="(?s)arm bad failed.*bad broke"):
         run_interleaved_in_process(arms, 3)
+
+
+def test_overhead_ratios_against_both_stock_arms():
+    import plugin_overhead as po
+    from benchlib import ArmResult
+
+    # One warm-up step (dropped), then 3 rounds. Reference per round = mean(stock, stock-again):
+    # (10+12)/2 = 11, (20+22)/2 = 21, (30+32)/2 = 31 → median 21.
+    info = {"data": "synthetic", "torch_threads": 1}
+    results = {
+        "stock": ArmResult("stock", wall=[99, 10, 20, 30], cpu=[99, 10, 20, 30], info=info),
+        "off": ArmResult("off", wall=[99, 11, 21, 31], cpu=[99, 11, 21, 31], info=info),
+        "on": ArmResult("on", wall=[99, 11, 21, 41], cpu=[99, 11, 21, 31], info=info),
+        "stock-again": ArmResult("stock-again", wall=[99, 12, 22, 32], cpu=[99, 12, 22, 32], info=info),
+    }
+    text, ratios = po.summarize("dpo", results, warmup=1)
+    assert ratios["stock-again"] == pytest.approx(22 / 20)  # A/A: ratio of medians of the two stock copies
+    assert ratios["off"] == pytest.approx(1.0)  # median 21 / 21
+    assert ratios["off_paired"] == pytest.approx(1.0)
+    assert ratios["on"] == pytest.approx(1.0)  # one slow step (41 vs 31) does not move the median ...
+    assert ratios["on_total"] == pytest.approx(73 / 63)  # ... but the total charges it: (11+21+41)/(11+21+31)
+    assert "| off | 21.00 |" in text
+    report = po.render_report(
+        {
+            "command": "x",
+            "started": "t",
+            "load_before": "0",
+            "precision_note": "fp32",
+            "isolation": "thread",
+            "warmup": 1,
+            "kinds": ["dpo"],
+            "failed": {},
+            "seconds": {"dpo": 1},
+            "load_after": {"dpo": "0"},
+        },
+        {"dpo": results},
+    )
+    assert "| DPO | 1.000 meets <= 1.02 | 1.000 meets <= 1.05 | 1.100 |" in report
