@@ -125,4 +125,5 @@ def test_overhead_ratios_against_both_stock_arms():
         },
         {"dpo": results},
     )
+    # Verdicts on the paired ratios; A/A paired = median(12/10, 22/20, 32/30) = 1.1.
     assert "| DPO | 1.000 meets <= 1.02 | 1.000 meets <= 1.05 | 1.100 |" in report
