@@ -183,7 +183,10 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
 
         seq_kls = self.accelerator.gather((kl * mask).sum(1))
         seq_kl = seq_kls.mean().item()
-        if mode == "train":  # one controller update per rollout, counted in sequences (Ziegler et al.'s unit)
+        # One controller update per rollout, counted in sequences (Ziegler et al.'s unit). Not from a rollout sampled
+        # before the run's first update: a fresh LoRA policy is the reference (B = 0), so its KL ≈ 0 says nothing
+        # about β and would only push β down before training starts.
+        if mode == "train" and self.state.global_step > 0:
             self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
         metrics = self._metrics[mode]
         metrics["kl"].append(seq_kl)

@@ -57,7 +57,7 @@ def _trainer(model_path, out, **overrides):
 @pytest.fixture(scope="module")
 def trained(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("ppo-run")
-    trainer = _trainer(tiny_model, out)
+    trainer = _trainer(tiny_model, out, steps_per_generation=1, num_iterations=1)  # two rollouts, one per step
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     return trainer, before, out
@@ -87,14 +87,17 @@ def test_two_steps_log_every_metric(trained):
 
 
 def test_adaptive_kl_moved_beta(trained):
-    # The first rollout's KL is ~0 (LoRA B starts at 0), far below the 0.5 target: β must go down from 0.05.
+    # Rollout 1 is sampled before any update (policy = reference): β stays 0.05. Rollout 2 follows one update; its
+    # KL is far below the 0.5 target, so β must go down.
     trainer = trained[0]
+    betas = [h["kl_coef"] for h in trainer.state.log_history if "kl_coef" in h]
+    assert betas == [pytest.approx(0.05), pytest.approx(0.05)]  # β in use during rollouts 1 and 2
     assert 0 < trainer.kl_ctl.value < 0.05
 
 
 def test_checkpoint_and_resume_restore_critic_and_kl(trained, tiny_model, tmp_path):
     trainer, _, out = trained
-    ckpt = os.path.join(out, "checkpoint-1")
+    ckpt = os.path.join(out, "checkpoint-2")  # after rollout 2, the first that moves β
     saved = torch.load(os.path.join(ckpt, CRITIC_STATE_FILE), weights_only=True)
     assert any(".value." in n for n in saved["critic"]) and any("ppo_critic.head" in n for n in saved["critic"])
     assert saved["kl_controller"]["kind"] == "adaptive"
