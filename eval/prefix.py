@@ -24,6 +24,8 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
+from alignkit.models import cache_kwarg
+
 # Below this many shared tokens the saving is smaller than the extra forward call and cache copy.
 MIN_PREFIX = 4
 # Rows x width of one prefill forward in :func:`prefill_rows`: on one CPU core a matmul reaches its peak
@@ -61,12 +63,6 @@ def supported(model: Any) -> bool:
         return False
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return {"cache", "past_key_values"} & set(inspect.signature(inner.forward).parameters) != set()
-
-
-def cache_kwarg(model: Any) -> str:
-    """The name under which ``model``'s forward (and ``generate``) takes a KV cache."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel forwards **kwargs
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def prefix_cache(model: Any, prefix: Sequence[int]) -> Any:

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignkit.models import cache_kwarg
+
 __all__ = ["MIN_SHARED_PREFIX", "check_against_plain", "prefix_supported", "shared_prefix", "split_at_prefix"]
 
 # Below this many shared tokens the extra one-row forward and cache copy are not worth it.
@@ -102,7 +104,7 @@ def shared_prefix(backbone: nn.Module, prefix_ids: torch.Tensor, suffix_width: i
         cache.batch_repeat_interleave(ids.size(0))
         full_mask = torch.cat([mask.new_ones(mask.size(0), length), mask], dim=1)
         positions = length + (mask.long().cumsum(1) - 1).clamp(min=0)
-        return args, {**kwargs, "cache": cache, "attention_mask": full_mask, "position_ids": positions}
+        return args, {**kwargs, cache_kwarg(module): cache, "attention_mask": full_mask, "position_ids": positions}
 
     handle = backbone.register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
