@@ -35,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from benchlib import (
     ArmResult,
     fmt_times,
@@ -48,6 +49,8 @@ from benchlib import (
     set_offline_env,
     sharegpt_chats,
 )
+
+from alignkit.eval.stats import bootstrap_ci
 
 KINDS = ("sft", "reward", "dpo", "grpo")
 # "stock-again" is an A/A control: a second, identical stock trainer. Its ratio to "stock" is the noise floor of the
@@ -184,6 +187,15 @@ def stock_baseline(wall: dict[str, list[float]]) -> list[float]:
     return [sum(steps) / len(steps) for steps in zip(*stocks, strict=True)]
 
 
+def paired_median_ci(pairs: list[float]) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the median over rounds of the paired ratios (4000 resamples, seed 0;
+    ``alignkit.eval.stats.bootstrap_ci``): how far the verdict's point estimate could move with other rounds."""
+    if len(pairs) < 2:
+        return float("nan"), float("nan")
+    _, low, high = bootstrap_ci(pairs, np.median, n_resamples=4000)
+    return low, high
+
+
 def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
     """Markdown section for one trainer, plus the ratios for the summary table."""
     wall = {arm: r.wall[warmup:] for arm, r in results.items()}
@@ -201,7 +213,8 @@ def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
     ratios = {}
     if "stock-again" in wall:  # the A/A noise floor, on both statistics
         ratios["stock-again"] = med["stock-again"] / med["stock"]
-        ratios["stock-again_paired"] = median(paired_ratios(wall["stock-again"], wall["stock"]))
+        aa_pairs = paired_ratios(wall["stock-again"], wall["stock"])
+        ratios["stock-again_paired"], ratios["stock-again_paired_ci"] = median(aa_pairs), paired_median_ci(aa_pairs)
     for arm in results:
         if arm.startswith("stock"):
             ratio_txt = f"A/A {ratios['stock-again']:.3f}" if arm == "stock-again" else "1 (reference)"
@@ -211,6 +224,7 @@ def summarize(kind: str, results: dict, warmup: int) -> tuple[str, dict]:
             pairs = paired_ratios(wall[arm], base_wall)
             lo, hi = quartiles(pairs)
             ratios[f"{arm}_paired"] = median(pairs)
+            ratios[f"{arm}_paired_ci"] = paired_median_ci(pairs)
             ratios[f"{arm}_cpu"] = median(cpu[arm]) / median(base_cpu)
             ratios[f"{arm}_total"] = sum(wall[arm]) / sum(base_wall)  # what a run pays, periodic work included
             ratio_txt = f"**{ratios[arm]:.3f}**"
@@ -247,22 +261,28 @@ def render_report(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> str:
     def verdict(kind, arm):
         # The paired ratio is the verdict: rounds differ by up to 2x in step time (row lengths, GRPO's sampled
         # lengths), and a ratio of medians can pick different rounds for different arms; a per-round ratio cannot.
-        ratio = summary[kind][f"{arm}_paired"]
+        # "meets" and "misses" judge the point estimate; the 95 % CI beside it says whether the rounds pin it down.
+        ratio, (low, high) = summary[kind][f"{arm}_paired"], summary[kind][f"{arm}_paired_ci"]
+        interval = f"{ratio:.3f} [{low:.3f}, {high:.3f}]"
         if ratio <= GOALS[arm]:
-            return f"{ratio:.3f} meets <= {GOALS[arm]}"
+            return f"{interval} meets <= {GOALS[arm]}" + ("" if high <= GOALS[arm] else " (point; CI reaches past)")
         control = summary[kind].get("stock-again_paired")
         # A miss no larger than the A/A control's own deviation cannot be told apart from noise on this machine.
         noise = control is not None and ratio - 1 <= abs(control - 1)
-        return f"{ratio:.3f} **misses** <= {GOALS[arm]}" + (" (within A/A noise)" if noise else "")
+        return f"{interval} **misses** <= {GOALS[arm]}" + (" (within A/A noise)" if noise else "")
 
     table = [
-        "| trainer | off / stock arms, paired (goal <= 1.02) | on / stock arms, paired (goal <= 1.05) "
-        "| A/A: stock-again / stock, paired | ratio of medians off, on | CPU-time off, on | total time off, on |",
+        "| trainer | off / stock arms, paired [95% CI] (goal <= 1.02) | on / stock arms, paired [95% CI] "
+        "(goal <= 1.05) | A/A: stock-again / stock, paired [95% CI] | ratio of medians off, on "
+        "| CPU-time off, on | total time off, on |",
         "|---|---|---|---|---|---|---|",
     ]
     for kind in summary:
         r = summary[kind]
-        control = f"{r['stock-again_paired']:.3f}" if "stock-again" in r else "not run"
+        control = "not run"
+        if "stock-again" in r:
+            low, high = r["stock-again_paired_ci"]
+            control = f"{r['stock-again_paired']:.3f} [{low:.3f}, {high:.3f}]"
         table.append(
             f"| {kind.upper()} | {verdict(kind, 'off')} | {verdict(kind, 'on')} | {control} | "
             f"{r['off']:.3f}, {r['on']:.3f} | {r['off_cpu']:.3f}, {r['on_cpu']:.3f} | "
@@ -285,10 +305,11 @@ def render_report(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> str:
         "and scoring, clipping, optimizer step). The reference step time of a round is the mean of its two stock "
         "arms' steps (one model copy can be a few percent faster than another; the A/A ratio shows by how much). "
         "The verdict is the paired ratio: the median over rounds of arm/reference within the same round (its IQR "
-        "shows the noise), since rounds differ up to 2x in step time. Also shown: the ratio of medians of wall "
+        "shows the noise, a 95 % bootstrap CI of the median how far it could move), since rounds differ up to 2x in "
+        "step time; `meets`/`misses` judge the point estimate. Also shown: the ratio of medians of wall "
         "time, the same for CPU time, and total time, the ratio of summed step times, which charges periodic work "
         "(DPO's policy samples) that medians skip.\n\n"
-        "## Summary (median over rounds of the paired step-time ratio)\n\n"
+        "## Summary (median over rounds of the paired step-time ratio, with its 95% bootstrap CI)\n\n"
         + "\n".join(table)
         + "\n\n"
         + WHERE_COST
