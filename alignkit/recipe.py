@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from alignkit import yaml12
 from alignkit.errors import AlignkitError
 
 # trainer name -> (config class, trainer class) in alignkit.plugins
@@ -105,7 +106,7 @@ def find_recipe(name_or_path: str) -> Path:
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml12.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -123,7 +124,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise AlignkitError(f"override '{item}' is not of the form key=value")
         try:
-            out[key.strip()] = yaml.safe_load(value) if value else ""
+            out[key.strip()] = yaml12.safe_load(value) if value else ""
         except yaml.YAMLError:
             raise AlignkitError(f"override '{item}': value is not a valid YAML scalar") from None
     return out

@@ -64,6 +64,21 @@ def test_overrides_are_typed():
     assert recipe.training_args.max_steps == 3
 
 
+def test_yaml_no_is_trl_no_not_false(tmp_path):
+    # YAML 1.1 reads `no` as False, and TRL rejects False for its "no" strategy; recipes read YAML 1.2 booleans.
+    assert parse_overrides(["save_strategy=no", "on=on", "flag=True"]) == {
+        "save_strategy": "no",
+        "on": "on",
+        "flag": True,
+    }
+    recipe = load_recipe("dpo-smol", ["save_strategy=no", "gradient_checkpointing=no"], hardware=CPU)
+    assert recipe.training_args.save_strategy == "no"
+    assert recipe.training_args.gradient_checkpointing is False  # a boolean field: TRL's parser reads "no" as False
+    path = tmp_path / "mine.yaml"
+    path.write_text("trainer: dpo\ndataset: sharegpt-pairs-smol\neval_strategy: no\n")
+    assert load_recipe(str(path), hardware=CPU).training_args.eval_strategy == "no"
+
+
 @pytest.mark.parametrize(
     "raw, needle",
     [
