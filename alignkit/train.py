@@ -7,7 +7,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,42 +123,59 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
     atomic_write_json(run_dir / RUN_FILE, meta)
 
 
+@dataclass
+class BuiltTrainer:
+    trainer: Any
+    train_rows: int
+    peft_config: Any  # None: the whole model trains
+
+
+def build_trainer(recipe: Recipe, model_path: str, tokenizer, callbacks: list | None = None) -> BuiltTrainer:
+    """The recipe's trainer on its card's train (and, with evaluation on, test) split, as ``alignkit train`` runs it;
+    benchmarks build their arms here too."""
+    from alignkit.data.cards import load_card, load_split
+
+    card = load_card(recipe.args.dataset)
+    seed = recipe.training_args.seed
+    train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, seed=seed)
+    eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, seed=seed)
+    reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
+    model = load_model(recipe, model_path, tokenizer)
+    peft_config = peft_config_for(recipe)
+    kwargs: dict[str, Any] = dict(
+        model=model,
+        args=recipe.training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds if recipe.training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks or [],
+    )
+    if reward_funcs is not None:
+        kwargs["reward_funcs"] = reward_funcs
+    return BuiltTrainer(recipe.trainer_class(**kwargs), len(train_ds), peft_config)
+
+
 def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite)."""
-    from alignkit.data.cards import load_card, load_split
+    from alignkit.data.cards import load_card
     from alignkit.models import load_tokenizer, resolve_model_path
     from alignkit.recipe import list_recipes
 
     final = Path(recipe.training_args.output_dir)
     twin = recipe.name.replace("-qwen", "-smol")
     model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
-    card = load_card(recipe.args.dataset)
+    load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
     paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
     recipe.training_args.output_dir = str(paths.staging)
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     for key, why in recipe.hardware_reasons.items():
         print(f"alignkit: {key}: {why}", flush=True)
     try:
-        seed = recipe.training_args.seed
-        train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, seed=seed)
-        eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, seed=seed)
-        reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
         tokenizer = load_tokenizer(model_path)
         write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
-        model = load_model(recipe, model_path, tokenizer)
-        peft_config = peft_config_for(recipe)
-        kwargs: dict[str, Any] = dict(
-            model=model,
-            args=recipe.training_args,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds if recipe.training_args.eval_strategy != "no" else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[_JsonlLogCallback(paths.staging / "train_log.jsonl")],
-        )
-        if reward_funcs is not None:
-            kwargs["reward_funcs"] = reward_funcs
-        trainer = recipe.trainer_class(**kwargs)
+        built = build_trainer(recipe, model_path, tokenizer, [_JsonlLogCallback(paths.staging / "train_log.jsonl")])
+        trainer = built.trainer
         start = time.time()
         trainer.train(resume_from_checkpoint=paths.resume_from)
         seconds = time.time() - start
@@ -168,7 +185,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             shutil.rmtree(paths.staging, ignore_errors=True)
         raise
 
-    artifact = "adapter" if peft_config is not None else "model"
+    artifact = "adapter" if built.peft_config is not None else "model"
     trainer.save_model(str(paths.staging / artifact))
     tokenizer.save_pretrained(paths.staging / artifact)
     write_run_metadata(
@@ -181,7 +198,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             "model_dir": artifact if artifact == "model" else None,
             "train_seconds": round(seconds, 1),
             "global_step": trainer.state.global_step,
-            "train_samples": len(train_ds),
+            "train_samples": built.train_rows,
         },
     )
     return promote(paths)
