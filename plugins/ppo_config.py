@@ -58,6 +58,15 @@ class PPOConfig(GRPOConfig):
             "after a one-time check against the plain forward."
         },
     )
+    autocast_generation: bool = field(
+        default=False,
+        metadata={
+            "help": "Sample rollouts under the training's mixed-precision autocast (bf16/fp16), like the log-prob "
+            "forwards; TRL samples a PEFT policy outside it, in fp32. No effect without mixed precision or with vLLM. "
+            "On ppo-smol (bf16 CPU): sampling 0.72x CPU, 0.88x wall, whole steps unchanged "
+            "(bench/results/ppo_sampling_precision.md)."
+        },
+    )
     value_model_name_or_path: str | None = field(
         default=None,
         metadata={"help": "Separate critic backbone (same tokenizer), fully trained; None = 'value' LoRA adapter."},

@@ -128,5 +128,38 @@ def test_trainer_skips_old_logp_forward_once_checked(tiny_model, tmp_path, monke
     rollout_forwards = calls.count(0)
     # Rollout 1: π_old (the check) + reference. Rollout 2: reference only once sampled log-probs are trusted.
     assert trainer._sampled_trusted is {"trusted": True, "check fails": False, "off": None}[case]
+    if case == "off":
+        assert trainer.sampled_logp_gap is None  # no check rollout ran
+    else:  # fp32 sampling and training forward agree to rounding; the gap is kept either way
+        largest, mean = trainer.sampled_logp_gap
+        assert 0.0 <= mean <= largest < 1e-3
     assert rollout_forwards == (3 if case == "trusted" else 4)
     assert calls.count(1) == 4  # one loss forward per optimizer step, unchanged
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_rollouts_sample_in_the_training_precision(tiny_model, tmp_path, monkeypatch, autocast):
+    # Under bf16 training, TRL samples a PEFT policy outside autocast (PeftModel.generate steps the base model's own
+    # forward, not the autocast-wrapped one); autocast_generation=True samples under it. Record the autocast state of
+    # every decoder forward that runs inside generate.
+    import transformers
+
+    inside, seen = [], []
+    original = transformers.GenerationMixin.generate
+
+    def generate(self, *args, **kwargs):
+        inside.append(True)
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            inside.pop()
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", generate)
+    trainer = _two_rollouts(tiny_model, tmp_path, bf16=True, autocast_generation=autocast, max_steps=2)
+    layer = trainer.accelerator.unwrap_model(trainer.model).get_base_model().model.layers[0]
+    layer.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.is_autocast_enabled("cpu")) if inside else None
+    )
+    trainer.train()
+    assert len(seen) > 1  # prefill and decode steps of the rollout
+    assert set(seen) == {autocast}
