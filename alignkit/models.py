@@ -9,7 +9,6 @@ cache. Every later load is a plain ``from_pretrained`` of that directory (about 
 from __future__ import annotations
 
 import importlib.util
-import inspect
 import logging
 import os
 import shutil
@@ -19,6 +18,9 @@ from pathlib import Path
 
 from alignkit.cache import cache_dir
 from alignkit.errors import AlignkitError
+
+# Re-exported for plugins/ppo_prefix.py until it imports alignkit.prefix_cache itself (the prefix-cache merge).
+from alignkit.prefix_cache import cache_kwarg  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
@@ -181,10 +183,3 @@ def build_tiny_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
-
-
-def cache_kwarg(model) -> str:
-    """The name under which ``model``'s forward (and ``generate``) takes a KV cache: ``cache`` in recent
-    transformers 5.x, ``past_key_values`` before. Shared by the eval harness and the PPO prefix sharing."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel forwards **kwargs
-    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"

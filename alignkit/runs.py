@@ -28,6 +28,7 @@ class RunPaths:
 
 
 def read_run(run_dir: Path) -> dict | None:
+    """``run_dir/run.json`` as a dict, or ``None`` when there is none (a run that never started)."""
     path = Path(run_dir) / RUN_FILE
     if not path.exists():
         return None
@@ -35,6 +36,33 @@ def read_run(run_dir: Path) -> dict | None:
         return json.loads(path.read_text())
     except json.JSONDecodeError:
         raise AlignkitError(f"{path}: run metadata is not valid JSON") from None
+
+
+def run_is_finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished run (its ``run.json`` says ``status: finished``)."""
+    return (read_run(run_dir) or {}).get("status") == "finished"
+
+
+def read_finished_run(run_dir: str | Path) -> dict:
+    """``run.json`` of a run that can be used: the directory exists, the run finished, its weights are present.
+    Anything else is a one-line error that says what to do."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AlignkitError(f"run directory '{run_dir}' does not exist")
+    meta_path = run_dir / RUN_FILE
+    if not meta_path.is_file():
+        raise AlignkitError(f"'{run_dir}' is not a run directory (no run.json); train it first with `alignkit train`")
+    meta = read_run(run_dir)
+    if meta.get("status") != "finished":
+        raise AlignkitError(
+            f"run '{run_dir}' has not finished (status: {meta.get('status', 'missing')}); evaluate it after training"
+        )
+    for key in ("adapter_dir", "model_dir"):
+        if meta.get(key) and not (run_dir / meta[key]).is_dir():
+            raise AlignkitError(f"{meta_path}: {key} '{meta[key]}' does not exist in the run directory")
+    if not meta.get("adapter_dir") and not meta.get("model_dir"):
+        raise AlignkitError(f"{meta_path}: has neither adapter_dir nor model_dir; nothing to evaluate")
+    return meta
 
 
 def last_checkpoint(directory: Path) -> str | None:
@@ -50,7 +78,7 @@ def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPa
         raise AlignkitError("OVERWRITE=1 and RESUME=1 contradict each other; choose one")
     final = Path(final)
     staging = final.with_name(final.name + ".partial")
-    finished = (read_run(final) or {}).get("status") == "finished"
+    finished = run_is_finished(final)
     if resume:
         if staging.exists():
             return RunPaths(final, staging, last_checkpoint(staging))

@@ -48,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import AutoConfig
 
+    from alignkit.chat_format import encode_pair, prompt_text
     from alignkit.eval.generation import GenerationConfig, generate
-    from alignkit.eval.models import ModelSpec, encode_pair, prompt_text
-    from alignkit.eval.prefix import shared_prefix_len
+    from alignkit.eval.model_spec import ModelSpec
     from alignkit.eval.rm_score import RewardModelScorer
     from alignkit.models import load_tokenizer, materialize_embedded
+    from alignkit.prefix_cache import shared_prefix_len
 
     torch.set_num_threads(1)
     text = args.results.read_text(encoding="utf-8")

@@ -106,7 +106,7 @@ def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
     import torch
     from transformers import GenerationConfig
 
-    from alignkit.eval.models import prompt_text
+    from alignkit.chat_format import prompt_text
 
     stop = stop_ids(model, tokenizer)
     config = GenerationConfig(
@@ -141,7 +141,7 @@ def loop_nlls(model: Any, tokenizer: Any, prompts: list[str], references: list[s
     """Summed completion NLL and token count per text: one full forward per text, all logits, no padding."""
     import torch
 
-    from alignkit.eval.models import encode_pair
+    from alignkit.chat_format import encode_pair
 
     nlls, counts = [], []
     with torch.inference_mode():
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     import torch
 
     from alignkit.eval.generation import GenerationConfig, generate
-    from alignkit.eval.models import ModelSpec, load_model
+    from alignkit.eval.model_spec import ModelSpec, load_model
     from alignkit.eval.perplexity import completion_nlls
     from alignkit.eval.rm_score import RewardModelScorer
     from alignkit.models import materialize_embedded

@@ -2,7 +2,7 @@
 
 Modules (importing this package loads neither torch nor transformers):
 
-- :mod:`~alignkit.eval.models`: ``ModelSpec`` (base + optional PEFT adapter), loading, chat rendering, run dirs;
+- :mod:`~alignkit.eval.model_spec`: ``ModelSpec`` (base + optional PEFT adapter), loading, run and target resolution;
 - :mod:`~alignkit.eval.generation`: batched, left-padded, cached generation (``generate``);
 - :mod:`~alignkit.eval.perplexity`: token-weighted sliding-window perplexity, (a) held-out and (b) under a reference;
 - :mod:`~alignkit.eval.rm_score`: reward-model scorer (TRL reward signature) and score summaries;

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.errors import AlignkitError
-from alignkit.eval.models import ModelSpec, read_run, resolve_target, run_specs
+from alignkit.eval.model_spec import ModelSpec, resolve_target, run_specs
+from alignkit.runs import read_finished_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +72,7 @@ def plan(args: argparse.Namespace) -> Plan:
         raise AlignkitError("alignkit eval: give a run directory or model (or --compare A B ...)")
     runs_root = Path(args.runs_root)
     resolved = [resolve_target(t, runs_root) for t in targets]
-    metas = [read_run(v) for kind, v in resolved if kind == "run"]
+    metas = [read_finished_run(v) for kind, v in resolved if kind == "run"]
     suites = {m.get("eval_suite") for m in metas} - {None}
     caps = [int(m["max_eval_samples"]) for m in metas if m.get("max_eval_samples")]
     common = dict(suite=suites.pop() if len(suites) == 1 else None, max_eval_samples=min(caps) if caps else None)

@@ -4,7 +4,7 @@ Every metric that looks at responses (RM score, perplexity under a reference, di
 generations, so they are produced once per (model weights, prompt set, generation config) and cached as JSONL under
 ``cache_dir("generations")/<key>.jsonl``. The key is the SHA-256 of
 
-* the model identity (:meth:`alignkit.eval.models.ModelSpec.identity`: base path + weight file stamps + adapter
+* the model identity (:meth:`alignkit.eval.model_spec.ModelSpec.identity`: base path + weight file stamps + adapter
   content hash),
 * the prompts (as chat messages),
 * the full :class:`GenerationConfig` (batch size included: left padding changes fp rounding, so a greedy output may
@@ -25,14 +25,16 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from alignkit import prefix_cache as prefix
 from alignkit.cache import cache_dir
+from alignkit.chat_format import Prompt, as_messages, prompt_text
 from alignkit.errors import AlignkitError
-from alignkit.eval import prefix
-from alignkit.eval.models import ModelSpec, Prompt, as_messages, load_model, prompt_text
-from alignkit.eval.prefix import shared_prefix_len
+from alignkit.eval.model_spec import ModelSpec, load_model
 from alignkit.io import atomic_write_text
+from alignkit.prefix_cache import shared_prefix_len
+from alignkit.stop_tokens import reply_length, stop_token_ids
 
-CACHE_VERSION = 2  # 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.eval.prefix)
+CACHE_VERSION = 2  # 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.prefix_cache)
 
 
 @dataclass(frozen=True)
@@ -115,7 +117,7 @@ def generate(
     Args:
         model_fn: returns ``(model, tokenizer)``; called only on a cache miss, so a harness can share one loaded
             model across prompt sets without loading it when everything is cached. Defaults to
-            :func:`alignkit.eval.models.load_model`.
+            :func:`alignkit.eval.model_spec.load_model`.
         use_cache: ``False`` ignores an existing entry (the fresh result still replaces it).
     """
     if not prompts:
@@ -137,14 +139,6 @@ def generate(
     return Generations(responses, n_tokens, truncated, path, from_cache=False)
 
 
-def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    """End-of-turn ids: the tokenizer's EOS plus any the checkpoint's generation config lists (Qwen has two)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
-
-
 def _run_generation(
     model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: GenerationConfig, desc: str
 ) -> tuple[list[str], list[int], list[bool]]:
@@ -157,7 +151,7 @@ def _run_generation(
     encoded = [tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False) for p in prompts]
     # Longest first: similar lengths share a batch (less padding), and an out-of-memory shows up on batch one.
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    stop = _stop_ids(model, tokenizer)
+    stop = stop_token_ids(tokenizer, model)
     sampling = dict(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k) if config.do_sample else {}
     hf_config = HFGenerationConfig(
         max_new_tokens=config.max_new_tokens,
@@ -194,10 +188,9 @@ def _run_generation(
             generated = model.generate(**batch, **extra, generation_config=hf_config)
             generated = generated[:, batch["input_ids"].shape[1] :]
             for row, i in zip(generated.tolist(), idx, strict=True):
-                ends = [k for k, t in enumerate(row) if t in stop]
-                n = ends[0] if ends else len(row)
+                n, ended = reply_length(row, stop)
                 text = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
-                out[i] = (text, n, not ends)
+                out[i] = (text, n, not ended)
             bar.update(len(idx))
     bar.close()
     return (

@@ -26,9 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from alignkit.chat_format import Messages, as_messages
 from alignkit.errors import AlignkitError
 from alignkit.eval.generation import Generations, generate
-from alignkit.eval.models import Messages, ModelSpec, as_messages, load_model
+from alignkit.eval.model_spec import ModelSpec, load_model
 from alignkit.eval.stats import mean_std_ci
 from alignkit.eval.suite import PromptSet, Suite
 
@@ -348,7 +349,7 @@ def _per_model_metrics(
 def _preference(spec, lazy, suite, pairs, out, notes, pair_cache: dict[str, Any]) -> None:
     """Preference metrics; pair log-probs are cached per weights identity, so a trained model's reference pass
     reuses the base model's pass from the same eval (the base *is* the reference of an adapter or a full FT)."""
-    from alignkit.eval.models import spec_key
+    from alignkit.eval.model_spec import spec_key
     from alignkit.eval.preference import pair_logps, preference_from_logps, reference_pair_logps
 
     opts = suite.metrics["preference"]

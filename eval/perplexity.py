@@ -31,11 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from alignkit import prefix_cache as prefix
+from alignkit.chat_format import Messages, Prompt, encode_pair
 from alignkit.errors import AlignkitError
-from alignkit.eval import prefix
-from alignkit.eval.models import Messages, Prompt, encode_pair
-from alignkit.eval.prefix import shared_prefix_len
 from alignkit.eval.stats import bootstrap_indices
+from alignkit.prefix_cache import positions_after_prefix, shared_prefix_len
 
 
 def _windows(n: int, first_target: int, max_length: int, stride: int) -> list[tuple[int, int, int]]:
@@ -87,7 +87,7 @@ def sequence_nlls(
     count = np.zeros(len(sequences), dtype=np.int64)
     device = next(model.parameters()).device
     # Windows that open their text share its opening tokens (the chat template's system turn and user header): run
-    # them once (alignkit.eval.prefix). The prefix ends before the first target's predecessor, which needs logits.
+    # them once (alignkit.prefix_cache). The prefix ends before the first target's predecessor, which needs logits.
     heads = [(sequences[j], ts) for j, (ws, ts, _) in jobs if ws == 0]
     n_prefix = 0
     if len(heads) > 1 and prefix.supported(model):
@@ -110,7 +110,7 @@ def sequence_nlls(
                 ids[r, width - (end - ws - p) :] = torch.tensor(sequences[j][ws + p : end])
                 mask[r, width - (end - ws - p) :] = 1
                 labels[r, keep - (end - ts) :] = torch.tensor(sequences[j][ts:end])
-            positions = p + (mask.cumsum(-1) - 1).clamp(min=0)  # padding must not shift absolute positions
+            positions = positions_after_prefix(mask, p)  # padding must not shift absolute positions
             extra = {}
             if p:  # [prefix | left padding | window]: the mask covers the cached prefix too
                 mask = torch.cat([torch.ones((len(chunk), p), dtype=mask.dtype), mask], dim=1)

@@ -12,16 +12,17 @@ A reward model is named by a checkpoint path, a hub id, or ``run:NAME`` for a re
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from alignkit import prefix_cache as prefix
+from alignkit.chat_format import Messages, Prompt, as_messages, completion_text
 from alignkit.errors import AlignkitError
-from alignkit.eval import prefix
-from alignkit.eval.models import Messages, Prompt, as_messages, completion_content, default_dtype
-from alignkit.eval.prefix import shared_prefix_len
+from alignkit.eval.model_spec import default_dtype
 from alignkit.eval.stats import mean_std_ci
+from alignkit.prefix_cache import shared_prefix_len
+from alignkit.runs import read_finished_run, run_is_finished
 
 
 class RewardModelScorer:
@@ -38,7 +39,7 @@ class RewardModelScorer:
         self.__name__ = f"rm_score[{name}]"
 
     def render(self, prompt: Prompt, completion: str | Messages) -> list[int]:
-        messages = as_messages(prompt) + [{"role": "assistant", "content": completion_content(completion)}]
+        messages = as_messages(prompt) + [{"role": "assistant", "content": completion_text(completion)}]
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False)
         else:
@@ -57,7 +58,7 @@ class RewardModelScorer:
         scores = [0.0] * len(rows)
         device = next(self.model.parameters()).device
         self.tokenizer.padding_side = "right"
-        # The template's shared opening is run once (alignkit.eval.prefix); each row keeps its last token.
+        # The template's shared opening is run once (alignkit.prefix_cache); each row keeps its last token.
         n_prefix = shared_prefix_len(rows, min(map(len, rows)) - 1) if rows and prefix.supported(self.model) else 0
         prefix_kv = prefix.prefix_cache(self.model, rows[0][:n_prefix]) if n_prefix else None
         starts = range(0, len(order), self.batch_size)
@@ -86,15 +87,12 @@ def resolve_reward_model(ref: str, runs_root: str | Path = "runs") -> tuple[str,
     """
     if ref.startswith("run:"):
         run_dir = Path(runs_root) / ref[len("run:") :]
-        meta_path = run_dir / "run.json"
-        if not meta_path.exists():
+        if not run_is_finished(run_dir):
             return None
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("status") != "finished":
-            return None
+        meta = read_finished_run(run_dir)
         if meta.get("trainer") not in (None, "reward"):
             raise AlignkitError(
-                f"reward_model '{ref}': {meta_path} is a '{meta.get('trainer')}' run, not a reward run"
+                f"reward_model '{ref}': {run_dir / 'run.json'} is a '{meta.get('trainer')}' run, not a reward run"
             )
         if meta.get("model_dir"):
             return str(run_dir / meta["model_dir"]), None

@@ -8,7 +8,7 @@ pytest.importorskip("torch")
 
 import alignkit.eval.generation as gen_mod  # noqa: E402
 from alignkit.eval.generation import GenerationConfig, generate  # noqa: E402
-from alignkit.eval.models import ModelSpec, load_model  # noqa: E402
+from alignkit.eval.model_spec import ModelSpec, load_model  # noqa: E402
 
 PROMPTS = ["Say hi.", [{"role": "user", "content": "What is 2 + 2? Answer briefly, please."}], "Name a colour."]
 

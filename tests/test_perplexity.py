@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from alignkit.eval.models import ModelSpec, encode_pair, load_model  # noqa: E402
+from alignkit.chat_format import encode_pair  # noqa: E402
+from alignkit.eval.model_spec import ModelSpec, load_model  # noqa: E402
 from alignkit.eval.perplexity import (  # noqa: E402
     _windows,
     completion_perplexity,

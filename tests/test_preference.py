@@ -34,7 +34,7 @@ def test_length_normalization_flips_the_summed_preference():
 def test_model_prefers_its_own_greedy_answer(tiny_model):
     pytest.importorskip("torch")
     from alignkit.eval.generation import GenerationConfig, _run_generation
-    from alignkit.eval.models import ModelSpec, load_model
+    from alignkit.eval.model_spec import ModelSpec, load_model
     from alignkit.eval.preference import preference_metrics
 
     model, tok = load_model(ModelSpec(name="tiny", base=tiny_model))

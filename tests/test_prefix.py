@@ -1,4 +1,4 @@
-"""Shared-prefix prefill (alignkit.eval.prefix) gives the per-row numbers: generation, RM scores and perplexity.
+"""Shared-prefix prefill (alignkit.prefix_cache) gives the per-row numbers: generation, RM scores and perplexity.
 
 Every check compares the harness path (shared chat-template prefix run once, rows prefilled unpadded on the CPU)
 with the same code with prefix sharing switched off, and with a plain one-row-at-a-time computation.
@@ -8,11 +8,12 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-import alignkit.eval.prefix as prefix  # noqa: E402
+import alignkit.prefix_cache as prefix  # noqa: E402
+from alignkit.chat_format import encode_pair, prompt_text  # noqa: E402
 from alignkit.eval.generation import GenerationConfig, _run_generation  # noqa: E402
-from alignkit.eval.models import ModelSpec, encode_pair, load_model, prompt_text  # noqa: E402
+from alignkit.eval.model_spec import ModelSpec, load_model  # noqa: E402
 from alignkit.eval.perplexity import completion_nlls  # noqa: E402
-from alignkit.eval.prefix import MIN_PREFIX, shared_prefix_len  # noqa: E402
+from alignkit.prefix_cache import MIN_PREFIX, shared_prefix_len  # noqa: E402
 
 # different lengths, so that batches pad and the ragged prefill has rows of several widths
 PROMPTS = [

@@ -59,6 +59,7 @@ def generate_replies(
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     from alignkit.models import load_tokenizer
+    from alignkit.stop_tokens import reply_length, stop_token_ids
 
     if batch_size < 1 or max_new_tokens < 1:
         raise AlignkitError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
@@ -67,12 +68,13 @@ def generate_replies(
         raise AlignkitError(f"model {model_path}: tokenizer has no chat template; conversational data needs one")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).to(device).eval()
+    stop = stop_token_ids(tokenizer, model)  # every end-of-turn id, as the eval generates (Qwen has two)
     # An explicit config: the checkpoint's generation_config may carry sampling defaults we do not want.
     config = GenerationConfig(
         do_sample=False,
         max_new_tokens=max_new_tokens,
         pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
+        eos_token_id=stop,
     )
     texts = [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -85,10 +87,9 @@ def generate_replies(
             batch = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
             out = model.generate(**batch.to(device), generation_config=config)
             generated = out[:, batch["input_ids"].shape[1] :]
-            for row, i in zip(generated, idx, strict=True):
-                ended = (row == tokenizer.eos_token_id).nonzero()
-                length = int(ended[0]) if len(ended) else len(row)
-                hit_max += int(not len(ended))
+            for row, i in zip(generated.tolist(), idx, strict=True):
+                length, ended = reply_length(row, stop)
+                hit_max += int(not ended)
                 new_tokens += length
                 replies[i] = tokenizer.decode(row[:length], skip_special_tokens=True).strip()
             bar.update(len(idx))

@@ -2,16 +2,23 @@
 
 Chat templates open every conversation with the same tokens. With SmolLM2's default system prompt, the system turn
 plus the user-turn header is 24 of the 53 tokens of an average ShareGPT prompt; Qwen2.5 and Llama 3 templates also
-inject a default system turn. Generation prefill, reward scoring and perplexity would otherwise recompute the keys
-and values of those tokens for every row. On a CPU these forwards are compute-bound, so batching alone cannot win
-that time back, but skipping the repeated tokens can.
+inject a default system turn. Generation prefill, reward scoring, perplexity and PPO's forwards would otherwise
+recompute the keys and values of those tokens for every row. On a CPU these forwards are compute-bound, so batching
+alone cannot win that time back, but skipping the repeated tokens can.
 
 Why the numbers do not change: with causal attention, a prefix's keys and values do not depend on the tokens that
 follow it. So computing them once at batch 1, repeating them across the batch and feeding only each row's remaining
 tokens gives the per-row forward's numbers, up to fp rounding (the matmuls sum in another order, ~1e-6 relative).
 The rows after the prefix keep their own padding. The attention mask spans prefix plus row, so left padding may sit
-between the prefix and a row's tokens. Position ids come from the mask, as ``generate`` already computes them for
-left padding.
+between the prefix and a row's tokens.
+
+One module for every user, so that a fix reaches all of them:
+
+- :func:`supported` is the one support check, for inference (eval) and, with ``with_gradients=True``, training
+  forwards (PPO);
+- :data:`MIN_PREFIX` is the one minimum length and :func:`positions_after_prefix` the one position formula;
+- token-list splitting (:func:`shared_prefix_len`, for eval's Python lists of ids) sits here; a tensor-level split
+  of padded batches (PPO's) belongs beside it, built on the same constant and formula.
 
 The cache keyword is ``cache`` in recent transformers 5.x and ``past_key_values`` before; :func:`cache_kwarg` asks
 the model's forward which one it takes.
@@ -24,13 +31,64 @@ import inspect
 from collections.abc import Sequence
 from typing import Any
 
-from alignkit.models import cache_kwarg
-
 # Below this many shared tokens the saving is smaller than the extra forward call and cache copy.
 MIN_PREFIX = 4
 # Rows x width of one prefill forward in :func:`prefill_rows`: on one CPU core a matmul reaches its peak
 # (~100 GFLOPS fp32) from ~500 rows, against ~85 at 32-64 rows, and longest-first runs of this size pad little.
 PREFILL_TOKENS = 512
+
+
+def cache_kwarg(model: Any) -> str:
+    """The name under which ``model``'s forward (and ``generate``) takes a KV cache: ``cache`` in recent
+    transformers 5.x, ``past_key_values`` before."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel forwards **kwargs
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
+
+
+def supported(model: Any, with_gradients: bool = False) -> bool:
+    """Whether a shared-prefix cache gives ``model`` the per-row numbers. All of:
+
+    - a decoder-only model (an encoder-decoder caches decoder states only);
+    - no prompt-learning adapter (a PEFT prefix/prompt-tuning adapter prepends its own virtual tokens);
+    - its forward takes a cache keyword (:func:`cache_kwarg`);
+    - rotary positions: rows after the prefix get unpadded positions, which rotary attention is invariant to
+      relative to a left-padded plain forward, and learned absolute positions are not;
+    - every layer full attention: a sliding-window or hybrid layer's cache does not hold the whole prefix;
+    - ``with_gradients`` (a training forward): gradient checkpointing off, since a recomputed layer would append
+      to the shared cache a second time.
+    """
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return False
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not {"cache", "past_key_values"} & set(inspect.signature(inner.forward).parameters):
+        return False
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    rotary = getattr(text, "rope_parameters", None) is not None or hasattr(text, "rope_theta")
+    layer_types = getattr(text, "layer_types", None) or ["full_attention"]
+    if not rotary or any(t != "full_attention" for t in layer_types):
+        return False
+    if not with_gradients:
+        return True
+    # transformers 5 renamed is_gradient_checkpointing (the old name still works, with a deprecation warning)
+    checkpointing = getattr(model, "is_activation_checkpointing", None)
+    if checkpointing is None:
+        checkpointing = getattr(model, "is_gradient_checkpointing", False)
+    return not checkpointing
+
+
+def positions_after_prefix(mask: Any, n_prefix: int = 0) -> Any:
+    """Position ids of rows that follow a cached ``n_prefix``-token prefix, from their attention ``mask`` (rows,
+    width)::
+
+        position[r, t] = n_prefix + max(0, sum_{u <= t} mask[r, u] - 1)
+
+    so a row's real tokens count on from the prefix and its padding (masked anyway) does not shift them. With
+    ``n_prefix = 0`` these are the positions ``generate`` computes for a left-padded batch."""
+    return n_prefix + (mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
 def shared_prefix_len(rows: Sequence[Sequence[int]], limit: int) -> int:
@@ -50,19 +108,6 @@ def shared_prefix_len(rows: Sequence[Sequence[int]], limit: int) -> int:
         if n < MIN_PREFIX:
             return 0
     return n if n >= MIN_PREFIX else 0
-
-
-def supported(model: Any) -> bool:
-    """Whether ``model`` can take a prefix cache: a decoder-only model without prompt-learning virtual tokens (a
-    PEFT prefix/prompt-tuning adapter prepends its own tokens, and an encoder-decoder caches decoder states only)."""
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        return False
-    config = getattr(model, "config", None)
-    if config is None or getattr(config, "is_encoder_decoder", False):
-        return False
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return {"cache", "past_key_values"} & set(inspect.signature(inner.forward).parameters) != set()
 
 
 def prefix_cache(model: Any, prefix: Sequence[int]) -> Any:
@@ -119,7 +164,7 @@ def prefill_rows(
             if gw:  # left-pad the group's rows among themselves: [prefix | pads | row], positions from the mask
                 ids = torch.tensor([[pad_id] * (gw - len(x)) + x for x in rows], device=device)
                 mask = torch.tensor([[0] * (gw - len(x)) + [1] * len(x) for x in rows], device=device)
-                positions = n_prefix + (mask.cumsum(-1) - 1).clamp(min=0)
+                positions = positions_after_prefix(mask, n_prefix)
                 mask = torch.cat([torch.ones((len(rows), n_prefix), dtype=mask.dtype, device=device), mask], dim=1)
                 model(
                     input_ids=ids,

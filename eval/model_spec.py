@@ -1,13 +1,11 @@
-"""What the eval harness evaluates: a base checkpoint plus an optional PEFT adapter, and how to render chat rows.
+"""What the eval harness evaluates: a base checkpoint plus an optional PEFT adapter, from a run, a path or a name.
 
 A :class:`ModelSpec` is cheap and hashable; it loads nothing until :func:`load_model` is called. Its
 :meth:`ModelSpec.identity` feeds the generation cache key: the base path plus the size and mtime of its weight files
 (hashing gigabytes of weights on every call would dominate a small eval), and a content hash of the adapter files
 (small, and rewritten in place by retraining, so mtime alone could miss a change within a second).
 
-Chat rendering (:func:`encode_pair`) tokenizes the prompt with the generation prompt appended and the completion
-separately, then concatenates the ids, as TRL's DPO/SFT collators do, so "completion tokens" means the same thing in
-training and evaluation and the prompt/completion boundary never shifts by a merged token.
+Chat rendering lives in :mod:`alignkit.chat_format`, run directories in :mod:`alignkit.runs`.
 """
 
 from __future__ import annotations
@@ -19,9 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
-
-Messages = list[dict[str, Any]]
-Prompt = str | Messages
+from alignkit.runs import read_finished_run
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
 
@@ -117,78 +113,9 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def as_messages(prompt: Prompt) -> Messages:
-    """A prompt as chat messages: a plain string becomes one user turn."""
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return [dict(m) for m in prompt]
-
-
-def completion_content(completion: str | Messages) -> str:
-    """The text of a completion given as a string or as (assistant) messages."""
-    if isinstance(completion, str):
-        return completion
-    return "\n".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
-
-
-def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
-    """The prompt rendered for generation: chat template + generation prompt, or the raw text without a template."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(as_messages(prompt), add_generation_prompt=True, tokenize=False)
-    return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt) + "\n"
-
-
-def encode_pair(tokenizer: Any, prompt: Prompt, completion: str | Messages) -> tuple[list[int], list[int]]:
-    """Token ids ``(prompt_ids, completion_ids)``; their concatenation is the full chat-formatted exchange.
-
-    The completion ids are the template's text after the generation prompt (content plus the end-of-turn marker,
-    so the model is also scored on stopping). Without a chat template they are the raw text plus EOS.
-    """
-    head = prompt_text(tokenizer, prompt)
-    content = completion_content(completion)
-    if getattr(tokenizer, "chat_template", None):
-        full = tokenizer.apply_chat_template(
-            as_messages(prompt) + [{"role": "assistant", "content": content}], tokenize=False
-        )
-        if not full.startswith(head):
-            raise AlignkitError("tokenizer: chat template output does not start with the generation prompt")
-        tail = full[len(head) :]
-    else:
-        tail = content + (tokenizer.eos_token or "")
-    # The template already holds BOS/role markers, so no special tokens are added a second time.
-    return (
-        tokenizer.encode(head, add_special_tokens=False),
-        tokenizer.encode(tail, add_special_tokens=False),
-    )
-
-
 def spec_key(spec: ModelSpec) -> str:
     """Short stable hash of a spec's identity (used in cache file names)."""
     return hashlib.sha256(json.dumps(spec.identity(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def read_run(run_dir: str | Path) -> dict[str, Any]:
-    """Load and check ``run_dir/run.json``: the directory exists, the run finished, its weights are present."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise AlignkitError(f"run directory '{run_dir}' does not exist")
-    meta_path = run_dir / "run.json"
-    if not meta_path.is_file():
-        raise AlignkitError(f"'{run_dir}' is not a run directory (no run.json); train it first with `alignkit train`")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AlignkitError(f"{meta_path}: not valid JSON ({exc.msg} at line {exc.lineno})") from exc
-    if meta.get("status") != "finished":
-        raise AlignkitError(
-            f"run '{run_dir}' has not finished (status: {meta.get('status', 'missing')}); evaluate it after training"
-        )
-    for key in ("adapter_dir", "model_dir"):
-        if meta.get(key) and not (run_dir / meta[key]).is_dir():
-            raise AlignkitError(f"{meta_path}: {key} '{meta[key]}' does not exist in the run directory")
-    if not meta.get("adapter_dir") and not meta.get("model_dir"):
-        raise AlignkitError(f"{meta_path}: has neither adapter_dir nor model_dir; nothing to evaluate")
-    return meta
 
 
 def run_specs(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec]:
@@ -197,7 +124,7 @@ def run_specs(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec]:
     from alignkit.models import resolve_model_path
 
     run_dir = Path(run_dir)
-    meta = read_run(run_dir)
+    meta = read_finished_run(run_dir)
     base = meta.get("base_model")
     if not base or not Path(base).exists():  # the run came from another machine: re-resolve its model name
         if not meta.get("model_name_or_path"):
