@@ -34,13 +34,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"alignkit: trained run in {run_dir}")
     if args.no_eval or not recipe.args.eval_suite:
         return 0
-    from alignkit.eval.cli import main as eval_main
+    from alignkit.eval.command import main as eval_main
 
     return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 
 def _cmd_eval(argv: list[str]) -> int:
-    from alignkit.eval.cli import main as eval_main
+    from alignkit.eval.command import main as eval_main
 
     return eval_main(argv)
 

@@ -10,10 +10,10 @@ Modules (importing this package loads neither torch nor transformers):
 - :mod:`~alignkit.eval.diversity`, :mod:`~alignkit.eval.stats`, :mod:`~alignkit.eval.winrate`,
   :mod:`~alignkit.eval.judges`: pure metrics, bootstrap intervals, win rates and pairwise judges;
 - :mod:`~alignkit.eval.suite`, :mod:`~alignkit.eval.harness`, :mod:`~alignkit.eval.report`,
-  :mod:`~alignkit.eval.cli`: suites, the harness, reports, and ``alignkit eval``.
+  :mod:`~alignkit.eval.command`: suites, the harness, reports, and ``alignkit eval``.
 
 Example::
 
-    from alignkit.eval.cli import main
+    from alignkit.eval.command import main
     main(["runs/dpo-smol"])          # base vs trained -> runs/dpo-smol/report.md
 """

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from alignkit.errors import AlignkitError  # noqa: E402
-from alignkit.eval import cli  # noqa: E402
+from alignkit.eval import command as cli  # noqa: E402
 
 CHAT = [
     {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
