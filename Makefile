@@ -34,7 +34,7 @@ train: setup
 
 run ?=
 eval: setup
-	$(VENV)/bin/alignkit eval $(if $(run),$(run),runs/$(recipe)) $(ARGS)
+	$(VENV)/bin/alignkit eval $(if $(run),$(run),runs/$(recipe)) --train-missing $(ARGS)
 
 test: setup
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)

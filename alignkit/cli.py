@@ -35,7 +35,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.no_eval or not recipe.args.eval_suite:
         return 0
     from alignkit.eval.command import main as eval_main
+    from alignkit.eval.suite import load_suite
+    from alignkit.pipeline import ensure_runs
 
+    # The suite's own prerequisites (e.g. the reward model it scores with) are trained first, once.
+    ensure_runs(load_suite(recipe.args.eval_suite).required_runs(), run_dir.parent)
     return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 

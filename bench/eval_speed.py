@@ -341,8 +341,8 @@ def suite_defaults() -> dict[str, int]:
     return {
         "max_new_tokens": suite.generation.max_new_tokens,
         "gen_batch_size": suite.generation.batch_size,
-        "rm_batch_size": suite.metrics["rm_score"].get("batch_size", 8),
-        "ppl_batch_size": suite.metrics["perplexity"].get("batch_size", 8),
+        "rm_batch_size": suite.metric("rm_score").batch_size,
+        "ppl_batch_size": suite.metric("perplexity").batch_size,
     }
 
 

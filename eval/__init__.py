@@ -1,16 +1,21 @@
-"""alignkit.eval: generation cache, metrics, judges, lm-eval bridge and reports.
+"""alignkit.eval: generation cache, metric and judge registries, lm-eval bridge and reports.
 
 Modules (importing this package loads neither torch nor transformers):
 
+- :mod:`~alignkit.eval.command`: ``alignkit eval`` (targets, suite, output directory, ``--train-missing``);
+- :mod:`~alignkit.eval.suite`: suites parsed into dataclasses; :mod:`~alignkit.eval.registries`: metrics, judges
+  and prompt sources by name;
+- :mod:`~alignkit.eval.harness`: generate once per model, run every metric, write the report
+  (:mod:`~alignkit.eval.report`);
+- :mod:`~alignkit.eval.metric_base` (what a metric is), and the registered metrics: ``metric_responses``
+  (lengths, grader accuracy, diversity), ``metric_rm_score``, ``metric_perplexity``, ``metric_preference``,
+  ``metric_win_rate``, ``metric_lm_eval``; :mod:`~alignkit.eval.judge_builders`: the judges by name;
 - :mod:`~alignkit.eval.model_spec`: ``ModelSpec`` (base + optional PEFT adapter), loading, run and target resolution;
+- :mod:`~alignkit.eval.prompt_sets`: prompt rows from cards or files;
 - :mod:`~alignkit.eval.generation`: batched, left-padded, cached generation (``generate``);
-- :mod:`~alignkit.eval.perplexity`: token-weighted sliding-window perplexity, (a) held-out and (b) under a reference;
-- :mod:`~alignkit.eval.rm_score`: reward-model scorer (TRL reward signature) and score summaries;
-- :mod:`~alignkit.eval.preference`: DPO implicit-reward and length-normalized preference accuracy;
-- :mod:`~alignkit.eval.diversity`, :mod:`~alignkit.eval.stats`, :mod:`~alignkit.eval.winrate`,
-  :mod:`~alignkit.eval.judges`: pure metrics, bootstrap intervals, win rates and pairwise judges;
-- :mod:`~alignkit.eval.suite`, :mod:`~alignkit.eval.harness`, :mod:`~alignkit.eval.report`,
-  :mod:`~alignkit.eval.command`: suites, the harness, reports, and ``alignkit eval``.
+- the measurements themselves: :mod:`~alignkit.eval.perplexity`, :mod:`~alignkit.eval.rm_score`,
+  :mod:`~alignkit.eval.preference`, :mod:`~alignkit.eval.judges`, and the pure maths in
+  :mod:`~alignkit.eval.diversity`, :mod:`~alignkit.eval.stats`, :mod:`~alignkit.eval.winrate`.
 
 Example::
 

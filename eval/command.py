@@ -9,6 +9,10 @@ Usage::
 
 Targets are run directories (``runs/NAME`` or just ``NAME`` when ``runs/NAME/run.json`` exists), model directories,
 embedded aliases or hub ids. User errors raise :class:`~alignkit.errors.AlignkitError` (one line, exit code 2).
+
+A suite may need runs of its own (a reward model ``run:rm-smol`` with ``train_missing``, a judge ``run:NAME``). The
+eval does not train them: when one is missing it names the ``alignkit train`` command to run, unless
+``--train-missing`` asks it to train them first (:func:`alignkit.pipeline.ensure_runs`, as ``alignkit train`` does).
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-cache", action="store_true", help="regenerate even when cached generations exist")
     p.add_argument("--runs-root", default="runs", help="where run names and run:NAME references live")
+    p.add_argument(
+        "--train-missing",
+        action="store_true",
+        help="train the runs the suite needs (run:NAME reward model or judge) when missing, as `alignkit train` does",
+    )
     return p
 
 
@@ -93,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point for ``alignkit eval``; returns the exit code (user errors raise AlignkitError)."""
     from alignkit.eval.harness import evaluate
     from alignkit.eval.suite import load_suite
+    from alignkit.pipeline import missing_run_error, missing_runs, train_runs
 
     args = build_parser().parse_args(argv)
     p = plan(args)
@@ -101,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         suite.limit(args.max_prompts)
     elif p.max_eval_samples:
         suite.limit(p.max_eval_samples, cap_only=True)
+    pending = missing_runs(suite.required_runs(), p.runs_root)
+    if pending and not args.train_missing:
+        raise missing_run_error(pending[0], p.runs_root)
+    train_runs(pending)
     names = " vs ".join(s.name for s in p.specs)
     print(f"alignkit eval: {names} with suite '{suite.name}' ({suite.path}) -> {p.out_dir}", flush=True)
     report = evaluate(p.specs, suite, p.out_dir, use_cache=not args.no_cache, runs_root=p.runs_root, run_dir=p.run_dir)

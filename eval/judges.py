@@ -6,8 +6,12 @@ TRL removed its judges in 1.1; these replace them with one interface::
 
 * :class:`RewardModelJudge` compares reward-model scores (any TRL-style ``scorer(prompts, completions)``);
 * :class:`GraderJudge` compares verifiable-task grades, ``grader.score(completion, reference)``;
-* :class:`PairwiseLLMJudge` asks a chat model "which is better, 1 or 2?" in both orders;
-  :func:`hf_preference_fn` builds its model call from a local Hugging Face causal LM.
+* :class:`PairwiseLLMJudge` asks a chat model "which is better, 1 or 2?" in both orders and keeps a verdict only when
+  the orders agree; :func:`hf_preference_fn` builds its model call from a local Hugging Face causal LM.
+
+A judge may also offer ``judgement(...) -> Judgement``: the verdicts plus what else it measured (the LLM judge's
+order agreement) and remarks for the report. :func:`judge_pairs` calls whichever a judge has. Which judges a suite
+uses is looked up by name in :data:`alignkit.eval.registries.JUDGES` (:mod:`alignkit.eval.judge_builders`).
 
 Verdicts feed :func:`alignkit.eval.winrate.win_rate` with ``scale="signed"``. torch is imported lazily, only by
 :func:`hf_preference_fn`.
@@ -17,8 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from alignkit.chat_format import as_messages, transcript
 from alignkit.errors import AlignkitError
 
 # (prompt, first, second) -> 1 or 2 (which is better), or a float: the probability that the *first* is better.
@@ -37,11 +43,29 @@ JUDGE_TEMPLATE = (
 class PairwiseJudge(Protocol):
     def judge(
         self,
-        prompts: Sequence[str],
+        prompts: Sequence[Any],
         responses_a: Sequence[str],
         responses_b: Sequence[str],
         references: Sequence[Any] | None = None,
     ) -> list[int]: ...
+
+
+@dataclass
+class Judgement:
+    """Verdicts (``+1``/``0``/``-1`` per prompt), a judge's own extra measurements for the report (e.g.
+    ``order_agreement``) and remarks worth a note."""
+
+    verdicts: list[int]
+    extras: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def judge_pairs(judge: PairwiseJudge, prompts, responses_a, responses_b, references=None) -> Judgement:
+    """``judge.judgement(...)`` when the judge offers one, else its plain ``judge(...)`` verdicts."""
+    judgement = getattr(judge, "judgement", None)
+    if callable(judgement):
+        return judgement(prompts, responses_a, responses_b, references)
+    return Judgement(list(judge.judge(prompts, responses_a, responses_b, references)))
 
 
 def _check_rows(prompts: Sequence, responses_a: Sequence, responses_b: Sequence, references: Sequence | None) -> int:
@@ -140,7 +164,8 @@ class PairwiseLLMJudge:
 
     ``preference_fn(prompt, first, second)`` returns ``1`` or ``2`` or P(first is better). If it also has a
     ``batch(prompts, firsts, seconds) -> list`` method (as :func:`hf_preference_fn` does), all ``2n`` questions go
-    through it in one call.
+    through it in one call. Prompts may be strings or chat messages; messages are shown to the judge as
+    :func:`alignkit.chat_format.transcript`.
     """
 
     def __init__(self, preference_fn: PreferenceFn):
@@ -160,15 +185,29 @@ class PairwiseLLMJudge:
     def votes(self, prompts, responses_a, responses_b) -> tuple[list[int], list[int]]:
         """Votes for A in each order: ``(a_first, a_second)``, each ``+1`` A, ``-1`` B, ``0`` undecided."""
         n = _check_rows(prompts, responses_a, responses_b, None)
-        p, a, b = list(prompts), list(responses_a), list(responses_b)
+        p = [x if isinstance(x, str) else transcript(as_messages(x)) for x in prompts]
+        a, b = list(responses_a), list(responses_b)
         answers = self._ask(p + p, a + b, b + a)
         a_first = [_vote(x) for x in answers[:n]]
         a_second = [-_vote(x) for x in answers[n:]]  # A sat in slot 2, so a vote for slot 1 is a vote for B
         return a_first, a_second
 
-    def judge(self, prompts, responses_a, responses_b, references=None) -> list[int]:
+    def judgement(self, prompts, responses_a, responses_b, references=None) -> Judgement:
+        """The verdicts (a verdict stands only when both orders agree, else a tie) and ``order_agreement``, the
+        share of pairs on which the two orders agreed; under ½ the verdicts are mostly ties, which a note says."""
         first, second = self.votes(prompts, responses_a, responses_b)
-        return [u if u == v else 0 for u, v in zip(first, second, strict=True)]
+        verdicts = [u if u == v else 0 for u, v in zip(first, second, strict=True)]
+        agreement = sum(u == v for u, v in zip(first, second, strict=True)) / len(first) if first else float("nan")
+        notes = []
+        if agreement < 0.5:
+            notes.append(
+                f"the two answer orders agreed on only {agreement:.0%} of pairs (position bias); "
+                "its win rate is mostly ties"
+            )
+        return Judgement(verdicts, {"order_agreement": float(agreement)}, notes)
+
+    def judge(self, prompts, responses_a, responses_b, references=None) -> list[int]:
+        return self.judgement(prompts, responses_a, responses_b).verdicts
 
 
 def hf_preference_fn(
@@ -192,6 +231,8 @@ def hf_preference_fn(
     Returns a callable ``(prompt, first, second) -> float`` with a ``batch(prompts, firsts, seconds)`` method.
     """
     import torch  # lazy: the rest of the eval maths must import without torch
+
+    from alignkit.prefix_cache import positions_after_prefix
 
     if batch_size < 1:
         raise AlignkitError(f"batch_size: must be >= 1, got {batch_size}")
@@ -227,7 +268,7 @@ def hf_preference_fn(
                     width = max(len(r) for r in chunk)
                     input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in chunk], device=device)
                     mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in chunk], device=device)
-                    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                    positions = positions_after_prefix(mask)
                     logits = model(input_ids=input_ids, attention_mask=mask, position_ids=positions).logits[:, -1]
                     margin = (logits[:, ids[0]] - logits[:, ids[1]]).float()
                     out.extend(torch.sigmoid(margin).tolist())

@@ -1,14 +1,18 @@
 """Eval suites: which prompts, which metrics, which judges, how to decode.
 
-A suite is a YAML file (``eval/suites/<name>.yaml``, shipped as package data, or any path). Every key is checked:
-an unknown or misspelled key is a one-line :class:`~alignkit.errors.AlignkitError` naming the key and the file, so a
-typo never silently disables a metric. A metric is enabled by its presence under ``metrics:``. See
-``eval/suites/smol.yaml`` for an annotated example.
+A suite is a YAML file (``eval/suites/<name>.yaml``, shipped as package data, or any path) parsed into dataclasses:
+:class:`Suite`, one :class:`PromptSet` per prompt set, :class:`~alignkit.eval.generation.GenerationConfig`, and for
+each metric the options dataclass it registered in :data:`alignkit.eval.registries.METRICS`. Every key is checked:
+an unknown or misspelled key, a missing required key or a bad value is a one-line
+:class:`~alignkit.errors.AlignkitError` naming the key and the file, so a typo never silently disables a metric. A
+metric is enabled by its presence under ``metrics:``. See ``eval/suites/smol.yaml`` for an annotated example.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,31 +20,35 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.eval.generation import GenerationConfig
+from alignkit.eval.registries import METRICS, PROMPT_SOURCES
+from alignkit.pipeline import RunNeed
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
-
-TOP_KEYS = {"name", "description", "prompt_sets", "generation", "metrics", "lm_eval", "samples"}
-PROMPT_SET_KEYS = {"name", "card", "split", "max_prompts", "grader", "reference_column"}
-METRIC_KEYS: dict[str, set[str]] = {
-    "rm_score": {"reward_model", "train_missing", "batch_size", "max_length"},
-    "perplexity": {"heldout", "reference_model", "max_length", "stride", "batch_size"},
-    "diversity": {"repetition_n"},
-    "preference": {"card", "split", "max_pairs", "batch_size", "max_length"},
-    "win_rate": {"judges", "llm_judge", "llm_max_prompts", "tie_band", "batch_size"},
-}
-HELDOUT_KEYS = {"card", "split", "max_samples"}
-LM_EVAL_KEYS = {"tasks", "limit", "batch_size", "num_fewshot", "mode"}
-JUDGES = {"rm", "llm", "grader"}
 
 
 @dataclass
 class PromptSet:
-    name: str
-    card: str
+    name: str = ""  # default: the card
+    card: str = ""  # the source's reference: a dataset card name, or a .json/.jsonl path
     split: str = "test"
     max_prompts: int = 64
     grader: str | None = None  # a plugins.graders name; enables grader accuracy and the grader judge
     reference_column: str = "answer"
+    source: str | None = None  # a PROMPT_SOURCES name; default: file for a .json/.jsonl card, else card
+
+    def __post_init__(self) -> None:
+        from alignkit.eval.prompt_sets import default_source
+
+        if not self.card:
+            raise AlignkitError("needs a 'card'")
+        self.name = self.name or self.card
+        self.source = self.source or default_source(self.card)
+        PROMPT_SOURCES.get(self.source)
+        if self.grader:
+            from alignkit.plugins.graders import GRADERS
+
+            if self.grader not in GRADERS:
+                raise AlignkitError(f"grader '{self.grader}' is not one of {', '.join(sorted(GRADERS))}")
 
 
 @dataclass
@@ -49,18 +57,18 @@ class Suite:
     path: Path
     prompt_sets: list[PromptSet]
     generation: GenerationConfig
-    metrics: dict[str, dict[str, Any]]
-    lm_eval: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any]  # metric name -> its options dataclass, in the order the harness runs them
     samples: int = 3
     description: str = ""
 
-    def metric(self, name: str) -> dict[str, Any] | None:
+    def metric(self, name: str) -> Any | None:
         """The options of an enabled metric, or ``None`` when the suite does not ask for it."""
         return self.metrics.get(name)
 
     def limit(self, n: int, cap_only: bool = False) -> None:
-        """Set every prompt set, the held-out texts and the preference pairs to ``N`` rows (``--max-prompts N``),
-        or with ``cap_only`` only lower them (a run's ``max_eval_samples`` never enlarges a suite)."""
+        """Set every prompt set and every metric's row count (held-out texts, preference pairs) to ``N`` rows
+        (``--max-prompts N``), or with ``cap_only`` only lower them (a run's ``max_eval_samples`` never enlarges a
+        suite). A metric's options take part by defining ``limit_rows(size)``, ``size: rows -> rows``."""
         if n < 1:
             raise AlignkitError(f"--max-prompts: must be >= 1, got {n}")
 
@@ -69,24 +77,64 @@ class Suite:
 
         for ps in self.prompt_sets:
             ps.max_prompts = size(ps.max_prompts)
-        heldout = (self.metric("perplexity") or {}).get("heldout")
-        if heldout:
-            heldout["max_samples"] = size(heldout.get("max_samples", 64))
-        if self.metric("preference") is not None:
-            self.metrics["preference"]["max_pairs"] = size(self.metrics["preference"].get("max_pairs", 64))
+        for opts in self.metrics.values():
+            if hasattr(opts, "limit_rows"):
+                opts.limit_rows(size)
+
+    def required_runs(self) -> list[RunNeed]:
+        """The runs (``run:NAME``) this suite cannot do without, each with the recipe that trains it; a metric's
+        options take part by defining ``required_runs(where)``."""
+        needs = []
+        for name, opts in self.metrics.items():
+            if hasattr(opts, "required_runs"):
+                section = METRICS.get(name).section
+                needs += opts.required_runs(f"suite {self.path}: {'metrics.' if section == 'metrics' else ''}{name}")
+        return needs
 
 
-def _check_keys(data: Any, allowed: set[str], where: str, path: Path) -> dict[str, Any]:
+def _mapping(data: Any, where: str, path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise AlignkitError(f"suite {path}: '{where}' must be a mapping, got {type(data).__name__}")
+    return dict(data)
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str] | list[str], where: str, path: Path) -> None:
     for key in data:
         if key not in allowed:
             raise AlignkitError(
                 f"suite {path}: unknown key '{key}' in '{where}' (allowed: {', '.join(sorted(allowed))})"
             )
-    return dict(data)
+
+
+def _nested_dataclass(hint: Any) -> type | None:
+    """The dataclass in a field's type hint (``X`` or ``X | None``), if any."""
+    for candidate in (hint, *typing.get_args(hint)):
+        if dataclasses.is_dataclass(candidate):
+            return candidate
+    return None
+
+
+def parse_options(cls: type, data: Any, where: str, path: Path) -> Any:
+    """``cls(**data)`` for one suite mapping: unknown keys, missing required keys and values that ``cls`` rejects
+    (``AlignkitError``/``ValueError`` from its ``__post_init__``) are one-line errors naming ``where`` and the file.
+    Fields whose type is a dataclass parse recursively."""
+    data = _mapping(data, where, path)
+    init_fields = [f for f in dataclasses.fields(cls) if f.init]
+    _check_keys(data, [f.name for f in init_fields], where, path)
+    hints = typing.get_type_hints(cls)
+    for f in init_fields:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in data:
+            raise AlignkitError(f"suite {path}: '{where}' needs a '{f.name}'")
+        nested = _nested_dataclass(hints[f.name])
+        if nested is not None and data.get(f.name) is not None:
+            data[f.name] = parse_options(nested, data[f.name], f"{where}.{f.name}", path)
+    try:
+        return cls(**data)
+    except (AlignkitError, ValueError, TypeError) as exc:
+        raise AlignkitError(f"suite {path}: {where}: {exc}") from None
 
 
 def suite_path(name_or_path: str) -> Path:
@@ -109,45 +157,38 @@ def load_suite(name_or_path: str) -> Suite:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise AlignkitError(f"suite {path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    data = _check_keys(raw, TOP_KEYS, "top level", path)
+    data = _mapping(raw, "top level", path)
+    in_metrics = [n for n in METRICS.names() if METRICS.get(n).section == "metrics"]
+    top_level = [n for n in METRICS.names() if METRICS.get(n).section != "metrics"]
+    top_keys = {"name", "description", "prompt_sets", "generation", "metrics", "samples", *top_level}
+    _check_keys(data, top_keys, "top level", path)
+
     sets_raw = data.get("prompt_sets") or []
     if not isinstance(sets_raw, list) or not sets_raw:
         raise AlignkitError(f"suite {path}: 'prompt_sets' must be a non-empty list")
-    prompt_sets = []
-    for i, item in enumerate(sets_raw):
-        ps = _check_keys(item, PROMPT_SET_KEYS, f"prompt_sets[{i}]", path)
-        if "card" not in ps:
-            raise AlignkitError(f"suite {path}: prompt_sets[{i}] needs a 'card'")
-        ps.setdefault("name", ps["card"])
-        if ps.get("grader"):
-            from alignkit.plugins.graders import GRADERS
-
-            if ps["grader"] not in GRADERS:
-                known = ", ".join(sorted(GRADERS))
-                raise AlignkitError(f"suite {path}: prompt_sets[{i}].grader '{ps['grader']}' is not one of {known}")
-        prompt_sets.append(PromptSet(**ps))
+    prompt_sets = [parse_options(PromptSet, item, f"prompt_sets[{i}]", path) for i, item in enumerate(sets_raw)]
     if len({p.name for p in prompt_sets}) != len(prompt_sets):
         raise AlignkitError(f"suite {path}: prompt set names must be unique")
-    metrics = _check_keys(data.get("metrics"), set(METRIC_KEYS), "metrics", path)
-    for name, opts in metrics.items():
-        metrics[name] = _check_keys(opts, METRIC_KEYS[name], f"metrics.{name}", path)
-    ppl = metrics.get("perplexity")
-    if ppl and ppl.get("heldout") is not None:
-        ppl["heldout"] = _check_keys(ppl["heldout"], HELDOUT_KEYS, "metrics.perplexity.heldout", path)
-    wr = metrics.get("win_rate")
-    if wr is not None:
-        judges = wr.setdefault("judges", ["rm", "llm", "grader"])
-        for j in judges:
-            if j not in JUDGES:
-                raise AlignkitError(f"suite {path}: unknown judge '{j}' in metrics.win_rate.judges ({sorted(JUDGES)})")
-    gen = _check_keys(data.get("generation"), set(GenerationConfig.__dataclass_fields__), "generation", path)
+
+    enabled = _mapping(data.get("metrics"), "metrics", path)
+    _check_keys(enabled, in_metrics, "metrics", path)
+    enabled.update({n: data[n] for n in top_level if n in data})
+    metrics = {
+        name: parse_options(METRICS.get(name).options, enabled[name], _where(name, top_level), path)
+        for name in METRICS.names()
+        if name in enabled
+    }
+    generation = parse_options(GenerationConfig, data.get("generation"), "generation", path)
     return Suite(
         name=str(data.get("name") or path.stem),
         path=path,
         prompt_sets=prompt_sets,
-        generation=GenerationConfig.from_dict(gen, f"suite {path}"),
+        generation=generation,
         metrics=metrics,
-        lm_eval=_check_keys(data.get("lm_eval"), LM_EVAL_KEYS, "lm_eval", path),
         samples=int(data.get("samples", 3)),
         description=str(data.get("description") or ""),
     )
+
+
+def _where(name: str, top_level: list[str]) -> str:
+    return name if name in top_level else f"metrics.{name}"

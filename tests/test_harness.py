@@ -176,12 +176,12 @@ def test_compare_and_missing_reward_model(workspace, cache, tiny_model, tmp_path
 
 
 def test_failure_leaves_no_partial_files(workspace, cache, tmp_path, monkeypatch):
-    import alignkit.eval.harness as harness
+    from alignkit.eval.metric_win_rate import WinRateMetric
 
     def boom(*args, **kwargs):
         raise RuntimeError("judge exploded")
 
-    monkeypatch.setattr(harness, "_win_rates", boom)
+    monkeypatch.setattr(WinRateMetric, "score", boom)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="judge exploded"):
         cli.main([str(workspace / "runs" / "dpo-tiny"), *_argv(workspace, "--out", str(out))])
@@ -251,7 +251,7 @@ def test_missing_reward_model_is_trained_once_when_the_suite_asks(workspace, cac
     (tmp_path / "suite.yaml").write_text(suite)
     argv = [str(runs / "dpo-tiny"), "--suite", str(tmp_path / "suite.yaml"), "--runs-root", str(runs)]
 
-    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--train-missing"]) == 0
     assert "training recipe rm-new" in capsys.readouterr().out
     assert json.loads((runs / "rm-new" / "run.json").read_text())["status"] == "finished"
     metrics = json.loads((runs / "dpo-tiny" / "metrics.json").read_text())

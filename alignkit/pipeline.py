@@ -1,0 +1,108 @@
+"""Prerequisite runs: a run that another step needs (``run:NAME``) is trained from its recipe when missing, once.
+
+An eval suite may score with a reward model or judge with a model that is itself a training run (``run:rm-smol`` =
+``runs/rm-smol``). Such a run is a dependency, like a dataset card's build: it is built on first use and reused. The
+step that needs it says so with a :class:`RunNeed` (run name, recipe, who needs it); :func:`ensure_runs` trains the
+missing ones before that step starts. ``alignkit train`` calls it before it evaluates; ``alignkit eval`` calls it
+only when asked (``--train-missing``), and otherwise names the ``alignkit train`` command to run.
+
+The chain is general: name -> recipe -> train. Any step that needs a run (an eval's reward model or judge, a recipe
+that starts from another run) describes it the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alignkit.errors import AlignkitError
+from alignkit.runs import run_is_finished
+
+
+@dataclass(frozen=True)
+class RunNeed:
+    """A run that some step needs: ``<runs_root>/name``, trained by ``recipe`` (a recipe name or YAML path).
+
+    ``purpose`` says who needs it, for messages (e.g. ``suite smol.yaml: metrics.rm_score``); ``trainer``, when
+    set, is the trainer the recipe must use (a reward model must come from a ``reward`` recipe).
+    """
+
+    name: str
+    recipe: str
+    purpose: str
+    trainer: str | None = None
+
+    def train_command(self, runs_root: str | Path) -> str:
+        """The command that trains this run by hand."""
+        final = Path(runs_root) / self.name
+        if self.recipe == self.name and Path(runs_root) == Path("runs"):
+            return f"alignkit train {self.name}"
+        return f"alignkit train {self.recipe} output_dir={final}"
+
+
+@dataclass
+class PendingRun:
+    """A missing run and its parsed recipe (output_dir already pointing at ``<runs_root>/name``)."""
+
+    need: RunNeed
+    recipe: Any  # alignkit.recipe.Recipe
+    final: Path
+
+    @property
+    def interrupted(self) -> bool:
+        """An earlier attempt left ``NAME.partial``: training resumes it."""
+        return self.final.with_name(self.final.name + ".partial").exists()
+
+
+def missing_runs(needs: list[RunNeed], runs_root: str | Path) -> list[PendingRun]:
+    """The needed runs that have not finished, each with its recipe parsed and checked (an unknown recipe, a bad
+    key or the wrong trainer is a one-line error here, before anything trains). A run needed twice counts once."""
+    from alignkit.recipe import load_recipe
+
+    pending: dict[str, PendingRun] = {}
+    for need in needs:
+        final = Path(runs_root) / need.name
+        if need.name in pending or run_is_finished(final):
+            continue
+        recipe = load_recipe(need.recipe, [f"output_dir={final}"])
+        if need.trainer is not None and recipe.args.trainer != need.trainer:
+            raise AlignkitError(
+                f"{need.purpose}: recipe '{need.recipe}' trains '{recipe.args.trainer}', not {need.trainer}"
+            )
+        pending[need.name] = PendingRun(need, recipe, final)
+    return list(pending.values())
+
+
+def missing_run_error(pending: PendingRun, runs_root: str | Path) -> AlignkitError:
+    """The one-line error for a step that may not train ``pending`` itself."""
+    need = pending.need
+    how = need.train_command(runs_root) + (" --resume" if pending.interrupted else "")
+    return AlignkitError(
+        f"{need.purpose} needs run:{need.name}, which is not finished in {Path(runs_root)}/: "
+        f"train it with `{how}` (or pass --train-missing)"
+    )
+
+
+def train_runs(pending: list[PendingRun]) -> list[Path]:
+    """Train each pending run into its directory, saying so on one line; an interrupted attempt is resumed."""
+    if not pending:
+        return []
+    from alignkit.train import train  # here, not at the top: steps that train nothing never import training
+
+    done = []
+    for run in pending:
+        resume = run.interrupted
+        how = "resuming the interrupted attempt" if resume else "once; later steps reuse it"
+        print(
+            f"alignkit: {run.need.purpose} needs run:{run.need.name}, which is missing; "
+            f"training recipe {run.recipe.name} into {run.final} ({how})",
+            flush=True,
+        )
+        done.append(train(run.recipe, resume=resume))
+    return done
+
+
+def ensure_runs(needs: list[RunNeed], runs_root: str | Path) -> list[Path]:
+    """Train every needed run that is missing (see the module docstring); returns the directories trained now."""
+    return train_runs(missing_runs(needs, runs_root))
