@@ -1,6 +1,14 @@
-"""Shared fixtures: a tiny random model with the embedded tokenizer, and the embedded model itself."""
+"""Shared fixtures: a tiny random model with the embedded tokenizer, and the embedded model itself.
 
+Before anything runs, :func:`install_problem` checks that ``alignkit``, ``alignkit.eval`` and ``alignkit.plugins``
+import from this checkout. pyproject maps ``alignkit.eval`` -> ``eval/`` and ``alignkit.plugins`` -> ``plugins/``,
+which only an editable install (``make setup``) provides; without it, or with alignkit installed from another
+checkout, every test would fail (or pass on other code) with a confusing import error instead of one clear line.
+"""
+
+import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +17,36 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+
+ROOT = Path(__file__).resolve().parent.parent
+# import name -> the folder of this checkout it must come from (pyproject's package-dir)
+PACKAGE_DIRS = {"alignkit": "alignkit", "alignkit.eval": "eval", "alignkit.plugins": "plugins"}
+
+
+def install_problem(root: Path = ROOT) -> str | None:
+    """``None`` when every package of :data:`PACKAGE_DIRS` imports from ``root``; else one line saying what is
+    wrong and what to run."""
+    for name, folder in PACKAGE_DIRS.items():
+        try:
+            spec = importlib.util.find_spec(name)
+        except ImportError:
+            spec = None
+        if spec is None or spec.origin is None:
+            return (
+                f"{name} does not import: install this checkout in editable mode first "
+                f"(`make setup`, or `pip install -e {root}`); pyproject maps alignkit.eval -> eval/, "
+                "alignkit.plugins -> plugins/"
+            )
+        found = Path(spec.origin).resolve().parent
+        if found != (root / folder).resolve():
+            return f"{name} imports from {found}, not from {root / folder}: reinstall with `pip install -e {root}`"
+    return None
+
+
+def pytest_configure(config):
+    problem = install_problem()
+    if problem:
+        raise pytest.UsageError(problem)
 
 
 @pytest.fixture(scope="session")
