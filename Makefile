@@ -44,7 +44,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check .
 
 check: lint
-	$(PY) tests/readme_check.py README.md
+	$(PY) tests/readme_check.py README.md bench/README.md
 
 bench: setup
 	$(PY) bench/run.py

@@ -1,8 +1,14 @@
-"""`make check`: every path and command the README mentions must exist and work.
+"""`make check`: every path and command the docs mention must exist and work.
 
-- every `backticked` token that looks like a repository path must exist;
+Checked: the READMEs given on the command line (default: ``README.md`` and ``bench/README.md``) and the header
+comment of every recipe (the lines before its first key, which give the command that runs it).
+
+- every word that looks like a repository path (``eval/suites/smol.yaml``, also inside a command such as
+  ``.venv/bin/python bench/eval_speed.py --n 256``) must exist; in a README below the top level, a path may also be
+  relative to that README's folder (``results/eval_speed.md`` in ``bench/README.md``);
 - every `make TARGET` must be a Makefile target and every `recipe=NAME` a shipped recipe;
-- every `alignkit ...` command must parse (``--help`` of its subcommand runs), and `alignkit list` runs.
+- every `alignkit ...` command must parse (``--help`` of its subcommand runs), `alignkit list` runs, and every
+  ``alignkit train NAME`` names a shipped recipe.
 """
 
 from __future__ import annotations
@@ -15,20 +21,33 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH_PREFIXES = ("recipes/", "plugins/", "eval/", "datasets_cards/", "tests/", "bench/", "alignkit/", "runs/", ".ci/")
+DEFAULT_DOCS = ("README.md", "bench/README.md")
 
 
-def main(readme: str) -> int:
-    text = (ROOT / readme).read_text()
-    problems: list[str] = []
-    makefile = (ROOT / "Makefile").read_text()
-    targets = set(re.findall(r"^([a-zA-Z_-]+):", makefile, flags=re.M))
-    recipes = {p.stem for p in (ROOT / "recipes").glob("*.yaml")}
-    for token in set(re.findall(r"`([^`\n]+)`", text)) | set(re.findall(r"^\s*(make[^\n]*)$", text, flags=re.M)):
-        token = token.strip()
-        if token.startswith(PATH_PREFIXES) and " " not in token:
-            path = token.split("<")[0].rstrip("/")
-            if "<" not in token and not token.startswith("runs/") and not (ROOT / path).exists():
-                problems.append(f"path {token} does not exist")
+def _path_words(token: str, prefixes: tuple[str, ...]) -> list[str]:
+    """Words of ``token`` that look like a path under one of ``prefixes``, trailing punctuation stripped."""
+    words = [w.strip("`'\"()[],;:") for w in token.split()]
+    return [w.rstrip(".") if not w.endswith("/.") else w for w in words if w.startswith(prefixes)]
+
+
+def check_paths(text: str, tokens: set[str], base: Path) -> list[str]:
+    """Paths in ``tokens`` (root-relative, or relative to ``base``, the document's folder) that do not exist."""
+    local = tuple(f"{p.name}/" for p in base.iterdir() if p.is_dir()) if base != ROOT else ()
+    problems = []
+    for token in sorted(tokens):
+        for word in _path_words(token, PATH_PREFIXES + local):
+            if "<" in word or "*" in word or word.startswith("runs/") or "/.venv" in word:
+                continue  # placeholders, globs, run outputs and user-made venvs are not in the tree
+            path = word.rstrip("/")
+            root_relative = word.startswith(PATH_PREFIXES) and (ROOT / path).exists()
+            if not root_relative and not (base / path).exists():
+                problems.append(f"path {word} does not exist")
+    return problems
+
+
+def check_commands(tokens: set[str], targets: set[str], recipes: set[str]) -> list[str]:
+    problems = []
+    for token in sorted(tokens):
         if token.startswith("make"):
             words = shlex.split(token.split(" #", 1)[0])  # drop the trailing comment; keep quoted ARGS together
             for word in words[1:]:
@@ -38,16 +57,68 @@ def main(readme: str) -> int:
                 elif "=" not in word and not word.startswith(("#", "&&")) and word not in targets:
                     if re.fullmatch(r"[a-z-]+", word):
                         problems.append(f"`{token}`: no Makefile target {word}")
+        for name in re.findall(r"alignkit train ([\w./-]+)", token):
+            if "/" not in name and not name.endswith((".yaml", ".yml")) and name not in recipes:
+                problems.append(f"`{token}`: no recipe {name}")
+    return problems
+
+
+def check_cli(text: str) -> list[str]:
+    problems = []
     for sub in sorted(set(re.findall(r"alignkit (train|eval|list)\b", text))):
         cmd = [sys.executable, "-m", "alignkit", sub] + ([] if sub == "list" else ["--help"])
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if result.returncode != 0:
             problems.append(f"`alignkit {sub}` failed: {result.stderr.strip().splitlines()[-1:]}")
+    return problems
+
+
+def doc_tokens(text: str) -> set[str]:
+    """Backticked spans, `make ...` lines and the lines of fenced code blocks."""
+    fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
+    lines = {line.split(" #", 1)[0].strip() for block in fenced for line in block.splitlines()}
+    tokens = set(re.findall(r"`([^`\n]+)`", text)) | set(re.findall(r"^\s*(make[^\n]*)$", text, flags=re.M))
+    return {t.strip() for t in tokens | lines if t.strip()}
+
+
+def recipe_header(path: Path) -> str:
+    """The comment lines a recipe opens with, without their ``#``."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return "\n".join(lines)
+
+
+def main(docs: list[str]) -> int:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-zA-Z_-]+):", makefile, flags=re.M))
+    recipes = {p.stem for p in (ROOT / "recipes").glob("*.yaml")}
+    failed = 0
+    for doc in docs:
+        path = ROOT / doc
+        text = path.read_text()
+        tokens = doc_tokens(text)
+        problems = check_paths(text, tokens, path.parent) + check_commands(tokens, targets, recipes) + check_cli(text)
+        failed += _report(doc, problems)
+    problems = []
+    for recipe in sorted((ROOT / "recipes").glob("*.yaml")):
+        header = recipe_header(recipe)
+        # a header is prose: every word may be a path; commands are `make recipe=NAME` and `alignkit train NAME`
+        commands = set(re.findall(r"(make recipe=[\w-]+|alignkit train (?:[\w./-]+\.ya?ml|[\w-]+))", header))
+        found = check_paths(header, set(header.split()), ROOT) + check_commands(commands, targets, recipes)
+        problems += [f"{recipe.relative_to(ROOT)}: {p}" for p in found]
+    failed += _report("recipe headers", problems)
+    return 1 if failed else 0
+
+
+def _report(what: str, problems: list[str]) -> int:
     for problem in problems:
         print(f"readme_check: {problem}")
-    print(f"readme_check: {readme}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    print(f"readme_check: {what}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "README.md"))
+    sys.exit(main(sys.argv[1:] or list(DEFAULT_DOCS)))
