@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from plugin_runs import CPU, make_trainer
 
-from alignkit.plugins.length_bias import rdpo_logits
+from alignkit.plugins.dpo.rdpo import rdpo_logits
 
 
 def test_rdpo_logits_hand_example():
@@ -54,7 +54,7 @@ def _one_batch_loss(trainer):
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
-    import alignkit.plugins.dpo as dpo
+    import alignkit.plugins.dpo.dpo_trainer as dpo
     from alignkit.plugins import DPOConfig, DPOTrainer
 
     # Off means TRL's code path after one check: no forward hook, no log-prob copies, no completion statistics.
@@ -131,7 +131,7 @@ def test_rdpo_and_adaptive_beta_run_trains_and_logs(tiny_model, tmp_path):
 
 
 def test_left_padded_prompts_hand_example():
-    from alignkit.plugins.policy_samples import left_padded_prompts
+    from alignkit.plugins.dpo.policy_samples import left_padded_prompts
 
     # Row 0: prompt [5, 6, 7], completion [8, 9]; row 1: prompt [3], completion [4], then right padding (0).
     ids = torch.tensor([[5, 6, 7, 8, 9], [3, 4, 0, 0, 0]])
@@ -159,8 +159,8 @@ def test_policy_samples_logged_every_n_steps(tiny_model, tmp_path):
 
 
 def test_kl_controller_state_survives_checkpoint(tmp_path):
+    from alignkit.plugins.common.kl_callback import KLControllerCallback
     from alignkit.plugins.kl import AdaptiveKLController
-    from alignkit.plugins.kl_callback import KLControllerCallback
 
     applied = []
     saved = KLControllerCallback(AdaptiveKLController(0.1, 1.0, 10.0), applied.append)

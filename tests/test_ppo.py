@@ -22,7 +22,7 @@ def test_grpo_seams_still_exist():
     assert trl.__version__.startswith("1.16."), f"PPOTrainer is pinned to TRL 1.16 seams, found {trl.__version__}"
     seams = ["_generate_and_score_completions", "_calculate_rewards", "_compute_loss"]
     seams += ["_get_per_token_logps_and_entropies", "_save_checkpoint", "_load_optimizer_and_scheduler"]
-    seams += ["_generate_single_turn"]  # autocast_generation wraps it (plugins/ppo_forward.py)
+    seams += ["_generate_single_turn"]  # autocast_generation wraps it (plugins/ppo/ppo_forward.py)
     for name in seams:
         assert hasattr(trl.GRPOTrainer, name), f"trl.GRPOTrainer.{name} is gone"
     assert trl.GRPOTrainer.loss_is_scaled_for_ga is True

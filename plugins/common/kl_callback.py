@@ -1,4 +1,4 @@
-"""Glue between a KL controller (:mod:`alignkit.plugins.kl`) and a transformers ``Trainer``.
+"""Glue between a KL controller (:mod:`alignkit.plugins.common.kl_controllers`) and a transformers ``Trainer``.
 
 The trainer records one KL reading per micro-batch with :meth:`KLControllerCallback.record`; the callback turns the
 readings into one controller update (on each optimizer step, or when the trainer calls :meth:`flush`, e.g. once per
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
-from .kl import AdaptiveKLController, FixedKLController
+from .kl_controllers import AdaptiveKLController, FixedKLController
 
 logger = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from collections.abc import Callable, Iterator
 import torch
 import trl
 
+from ..common.kl_callback import KLControllerCallback
+from ..common.kl_controllers import make_kl_controller
+from ..common.repetition_penalty import ngram_repetition_rate
 from .dpo_config import DPOConfig
-from .kl import make_kl_controller
-from .kl_callback import KLControllerCallback
-from .penalties import ngram_repetition_rate
 from .policy_samples import policy_reply_stats
 
 __all__ = ["DPOConfig", "DPOTrainer"]
@@ -32,7 +32,7 @@ class DPOTrainer(trl.DPOTrainer):
         loss = −log σ( β·[log π/π_ref(y_w) − log π/π_ref(y_l)] + α·(|y_w| − |y_l|) )
 
     applied as DPO against the length-tilted reference log π_ref'(y) = log π_ref(y) − (α/β)·|y| (see
-    :func:`alignkit.plugins.length_bias.rdpo_logits`): the tilt is subtracted at the first completion token (weight 1
+    :func:`alignkit.plugins.dpo.rdpo.rdpo_logits`): the tilt is subtracted at the first completion token (weight 1
     under ``ld_alpha``), or from precomputed reference log-probs. For ``sigmoid`` this is exactly R-DPO; the other
     loss types see the same tilted log-ratios, and the logged ``rewards/*`` are the tilted implicit rewards.
 
@@ -45,7 +45,7 @@ class DPOTrainer(trl.DPOTrainer):
     Logged: ``beta``, ``kl_implicit``, ``lengths/chosen``, ``lengths/rejected``, ``repetition_rate/chosen``,
     ``repetition_rate/rejected`` (3-gram rate of the dataset completions); with ``policy_sample_steps`` also
     ``lengths/policy`` and ``repetition_rate/policy``, from greedy replies of the current policy to the batch's first
-    prompts (:func:`alignkit.plugins.policy_samples.policy_reply_stats`), the one view of what DPO does to the
+    prompts (:func:`alignkit.plugins.dpo.policy_samples.policy_reply_stats`), the one view of what DPO does to the
     model's own outputs.
     """
 

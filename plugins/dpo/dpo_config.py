@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trl
 
-from .kl import check_adaptive_kl_fields
+from ..common.kl_controllers import check_adaptive_kl_fields
 
 __all__ = ["DPOConfig"]
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .kl import make_kl_controller
+from ..common.kl_controllers import make_kl_controller
 
 __all__ = ["PPOConfig"]
 
