@@ -24,6 +24,24 @@ def test_rdpo_logits_hand_example():
     assert (-F.logsigmoid(z)).item() == pytest.approx(0.474077, abs=1e-6)
 
 
+def test_rdpo_tilt_is_the_one_the_logits_use():
+    from alignkit.plugins.dpo.rdpo import rdpo_reference_tilt, tilt_reference_logps
+
+    # β = 0.1, α = 0.01 → tilt = (α/β)·|y| = 0.1·|y|: 30 tokens → 3.0, 10 tokens → 1.0.
+    tilt = rdpo_reference_tilt(torch.tensor([30, 10]), beta=0.1, alpha=0.01)
+    assert tilt.tolist() == pytest.approx([3.0, 1.0])
+    # Tilted log-ratios 2 + 3 = 5 and −1 + 1 = 0 → z = 0.1·(5 − 0) = 0.5, the R-DPO argument of the hand example.
+    z = rdpo_logits(torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([30]), torch.tensor([10]), 0.1, 0.01)
+    assert z.item() == pytest.approx(0.1 * ((2.0 + 3.0) - (-1.0 + 1.0)), abs=1e-6)
+    # Per-token reference log-probs (2 rows, L = 5, the last T = 4 columns are the completion window): the tilt is
+    # subtracted once, at each row's first completion token (row 0: window column 1 → column 2; row 1: column 0 → 1).
+    ref = torch.zeros(2, 5)
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])
+    tilted = tilt_reference_logps(ref, mask, tilt)
+    assert tilted.tolist() == [[0.0, 0.0, -3.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0]]
+    assert (tilted.sum(1) - ref.sum(1)).tolist() == pytest.approx([-3.0, -1.0])  # sequence log π_ref − t(y)
+
+
 def _pairs(n=4):
     from datasets import Dataset
 

@@ -16,7 +16,7 @@ from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from ..common.kl_controllers import make_kl_controller
-from ..common.kl_estimators import kl_estimate
+from ..common.kl_estimators import kl_estimate, kl_k2
 from ..common.length_penalty import LengthPenalty
 from ..common.masked import masked_mean
 from ..common.repetition_penalty import RepetitionPenalty
@@ -187,7 +187,7 @@ class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
             ("clip_ratio/policy", clipfrac),
             ("clip_ratio/value", vf_clipfrac),
             ("entropy", masked_mean(entropies.detach(), mask)),
-            ("approx_kl_old", masked_mean(0.5 * (logps.detach() - inputs["old_per_token_logps"]) ** 2, mask)),
+            ("approx_kl_old", masked_mean(kl_k2(logps.detach(), inputs["old_per_token_logps"]), mask)),
         ):
             metrics[name].append(self.accelerator.gather(value.detach()).mean().item())
         # GRPO declares loss_is_scaled_for_ga: the loss scales itself for gradient accumulation.
