@@ -1,12 +1,14 @@
 """PPOTrainer on a tiny model: a 2-step run updates policy + critic and logs every PPO metric; resume restores the
 value head, the critic adapter and the KL controller."""
 
+import json
 import os
 
 import pytest
 import torch
 import trl
 
+from alignkit.plugins.common.kl_callback import STATE_FILE as KL_STATE_FILE
 from alignkit.plugins.graders import MathAnswer
 from alignkit.plugins.ppo import CRITIC_STATE_FILE, PPOConfig, PPOTrainer
 
@@ -93,23 +95,25 @@ def test_adaptive_kl_moved_beta(trained):
     trainer = trained[0]
     betas = [h["kl_coef"] for h in trainer.state.log_history if "kl_coef" in h]
     assert betas == [pytest.approx(0.05), pytest.approx(0.05)]  # β in use during rollouts 1 and 2
-    assert 0 < trainer.kl_ctl.value < 0.05
+    assert 0 < trainer.kl_controller.value < 0.05
 
 
 def test_checkpoint_and_resume_restore_critic_and_kl(trained, tiny_model, tmp_path):
     trainer, _, out = trained
     ckpt = os.path.join(out, "checkpoint-2")  # after rollout 2, the first that moves β
     saved = torch.load(os.path.join(ckpt, CRITIC_STATE_FILE), weights_only=True)
+    with open(os.path.join(ckpt, KL_STATE_FILE)) as f:
+        saved_kl = json.load(f)
     assert any(".value." in n for n in saved["critic"]) and any("ppo_critic.head" in n for n in saved["critic"])
-    assert saved["kl_controller"]["kind"] == "adaptive"
+    assert saved_kl["kind"] == "adaptive"
 
     fresh = _trainer(tiny_model, out, max_steps=3)
     fresh.create_optimizer_and_scheduler(num_training_steps=3)
     fresh._load_optimizer_and_scheduler(ckpt)
     for name, tensor in saved["critic"].items():
         torch.testing.assert_close(fresh._critic_params[name].detach().cpu(), tensor)
-    assert fresh.kl_ctl.value == pytest.approx(saved["kl_controller"]["value"])
-    assert fresh.kl_ctl.value != pytest.approx(0.05)  # i.e. not the config's initial β
+    assert fresh.kl_controller.value == pytest.approx(saved_kl["value"])
+    assert fresh.kl_controller.value != pytest.approx(0.05)  # i.e. not the config's initial β
 
     resumed = _trainer(tiny_model, out, max_steps=3)
     resumed.train(resume_from_checkpoint=ckpt)

@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 import trl
 
-from ..common.kl_callback import KLControllerCallback
-from ..common.kl_controllers import make_kl_controller
+from ..common.kl_callback import AdaptiveKLMixin
 from ..common.kl_estimators import kl_k2
 from ..common.repetition_penalty import ngram_repetition_rate
 from .dpo_config import DPOConfig
@@ -21,7 +20,7 @@ __all__ = ["DPOConfig", "DPOTrainer"]
 REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
 
 
-class DPOTrainer(trl.DPOTrainer):
+class DPOTrainer(AdaptiveKLMixin, trl.DPOTrainer):
     """``trl.DPOTrainer`` with R-DPO and an adaptive β; every TRL loss type, ``ld_alpha`` and metric still apply.
 
     Seam: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook. TRL 1.16 computes the
@@ -43,7 +42,8 @@ class DPOTrainer(trl.DPOTrainer):
     rejected of k2 = ½ (log π(y_t) − log π_ref(y_t))². The tokens come from the data, not from π, so neither k1 nor
     k3 is unbiased here anyway; k2 is ≥ 0, counts drift in both directions (chosen up, rejected down) and grows
     quadratically, not exponentially like k3 on heavily down-weighted rejected tokens. After each optimizer step the
-    Ziegler et al. controller moves β (n = preference pairs seen); β is saved with checkpoints.
+    Ziegler et al. controller moves β (n = preference pairs seen), through the path GRPO, DPO and PPO share
+    (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, checkpointed as ``kl_controller.json``).
 
     Logged: ``beta``, ``kl_implicit``, ``lengths/chosen``, ``lengths/rejected``, ``repetition_rate/chosen``,
     ``repetition_rate/rejected`` (3-gram rate of the dataset completions); with ``policy_sample_steps`` also
@@ -54,11 +54,8 @@ class DPOTrainer(trl.DPOTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._kl_callback, self._policy_sampled_at = None, -1
-        if self.args.kl_target is not None:
-            controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
-            self._kl_callback = KLControllerCallback(controller, apply=lambda beta: setattr(self, "beta", beta))
-            self.add_callback(self._kl_callback)
+        self._policy_sampled_at = -1
+        self._add_kl_controller(update_on_step_end=True)
 
     @contextlib.contextmanager
     def _fused_outputs(self, on_output: Callable[[int, object], object]) -> Iterator[None]:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 import trl
 
 from ..common.advantage_methods import ADVANTAGE_METHODS
-from ..common.kl_controllers import check_adaptive_kl_fields
+from ..common.kl_fields import AdaptiveKLFields
 
 __all__ = ["GRPOConfig"]
 
 
 @dataclass
-class GRPOConfig(trl.GRPOConfig):
+class GRPOConfig(AdaptiveKLFields, trl.GRPOConfig):
     """``trl.GRPOConfig`` plus advantage variants, length/repetition shaping and adaptive KL; all off by default."""
 
     advantage_method: str | None = field(
@@ -50,20 +50,6 @@ class GRPOConfig(trl.GRPOConfig):
     repetition_ngram_size: int = field(
         default=3, metadata={"help": "n of the repetition penalty's n-grams (token ids)."}
     )
-    kl_target: float | None = field(
-        default=None,
-        metadata={
-            "help": "Target per-token KL (TRL's k3 estimate, the `kl` metric) for an adaptive β (Ziegler et al. "
-            "2019 controller starting at `beta`, which must be > 0). None keeps β fixed."
-        },
-    )
-    kl_horizon: float | None = field(
-        default=None,
-        metadata={
-            "help": "Horizon of the adaptive-KL controller, in completions; default 10000 when kl_target is "
-            "set. Must be > 0."
-        },
-    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -87,5 +73,3 @@ class GRPOConfig(trl.GRPOConfig):
             )
         if self.repetition_ngram_size < 1:
             raise ValueError(f"repetition_ngram_size must be >= 1, got {self.repetition_ngram_size!r}")
-        # TRL drops the reference model at beta=0, so the adaptive KL needs beta > 0 from the start too.
-        check_adaptive_kl_fields(self.kl_target, self.kl_horizon, self.beta)

@@ -8,8 +8,7 @@ import torch
 import trl
 
 from ..common.advantage_methods import normalize
-from ..common.kl_callback import KLControllerCallback
-from ..common.kl_controllers import make_kl_controller
+from ..common.kl_callback import AdaptiveKLMixin
 from ..common.length_penalty import LengthPenalty
 from ..common.repetition_penalty import RepetitionPenalty
 from .grpo_config import GRPOConfig
@@ -17,7 +16,7 @@ from .grpo_config import GRPOConfig
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 
-class GRPOTrainer(trl.GRPOTrainer):
+class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
     """``trl.GRPOTrainer`` with advantage variants, penalty shaping and adaptive KL.
 
     Seam: ``_generate_and_score_completions`` (private: TRL computes advantages inline there), with
@@ -37,20 +36,15 @@ class GRPOTrainer(trl.GRPOTrainer):
     Adaptive KL (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, §2.2): TRL's per-token k3 KL (the ``kl``
     metric, the very term β multiplies in the loss) is collected over the micro-batches of a generation batch; before
     the next generation, β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), n = completions in the batch (all
-    processes). β is logged as ``kl_coef`` and saved with checkpoints.
+    processes). β is logged as ``kl_coef``; controller, checkpointing and resume are the path GRPO, DPO and PPO share
+    (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
     """
 
     def __init__(self, model, reward_funcs=None, args: GRPOConfig | None = None, *pos, **kwargs):
         if args is not None and (args.length_penalty_coef > 0 or args.repetition_penalty_weight > 0):
             reward_funcs, args = self._with_penalties(reward_funcs, args)
         super().__init__(model, reward_funcs, args, *pos, **kwargs)
-        self._kl_callback = None
-        if self.args.kl_target is not None:
-            controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
-            self._kl_callback = KLControllerCallback(
-                controller, apply=lambda beta: setattr(self, "beta", beta), update_on_step_end=False
-            )
-            self.add_callback(self._kl_callback)
+        self._add_kl_controller(update_on_step_end=False)  # flushed before each generation batch
 
     @staticmethod
     def _with_penalties(reward_funcs, args: GRPOConfig):

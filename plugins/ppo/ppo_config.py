@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from ..common.kl_controllers import make_kl_controller
+from ..common.kl_fields import AdaptiveKLFields
 
 __all__ = ["PPOConfig"]
 
 
 @dataclass
-class PPOConfig(GRPOConfig):
+class PPOConfig(AdaptiveKLFields, GRPOConfig):
     """GRPOConfig plus the PPO fields. Reused TRL names: ``beta`` (initial/fixed KL coefficient β), ``epsilon`` /
     ``epsilon_high`` (policy clip range), ``num_iterations`` (PPO epochs per rollout), ``steps_per_generation`` ÷
     ``gradient_accumulation_steps`` (minibatches per rollout), ``reward_weights``, ``mask_truncated_completions``.
@@ -22,11 +22,13 @@ class PPOConfig(GRPOConfig):
 
     beta: float = field(default=0.05, metadata={"help": "KL coefficient β (initial value when kl_target is set)."})
     num_generations: int | None = field(default=1, metadata={"help": "Completions sampled per prompt."})
-    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL in the reward: 'k1' or 'k3'."})
-    kl_target: float | None = field(
-        default=None, metadata={"help": "Adaptive KL: target sequence KL (sum over tokens); None keeps β fixed."}
+    kl_estimator: str = field(
+        default="k1",
+        metadata={
+            "help": "Per-token KL in the reward: 'k1' or 'k3'. Summed over a completion it is the sequence KL that "
+            "the `kl` metric and kl_target (nats per sequence) are in."
+        },
     )
-    kl_horizon: float | None = field(default=None, metadata={"help": "Adaptive KL horizon in samples (10000)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over valid tokens."})
@@ -97,9 +99,3 @@ class PPOConfig(GRPOConfig):
             raise ValueError("length_penalty_coef is set but length_penalty_target is None")
         if not self.repetition_penalty_max <= 0:
             raise ValueError(f"repetition_penalty_max must be <= 0, got {self.repetition_penalty_max!r}")
-        for name in ("kl_target", "kl_horizon"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)!r}")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(f"beta must be > 0 with kl_target (adaptive KL multiplies it), got {self.beta!r}")
-        make_kl_controller(self.beta, self.kl_target, self.kl_horizon)  # its own checks (e.g. horizon w/o target)

@@ -106,8 +106,7 @@ class CriticMixin:
         if self.args.should_save:
             folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
-            state = {"critic": critic, "kl_controller": self.kl_ctl.state_dict()}
-            torch.save(state, os.path.join(folder, CRITIC_STATE_FILE))
+            torch.save({"critic": critic}, os.path.join(folder, CRITIC_STATE_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
@@ -115,11 +114,10 @@ class CriticMixin:
             return
         path = os.path.join(checkpoint, CRITIC_STATE_FILE)
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: missing PPO critic/KL state; cannot resume this checkpoint as PPO")
+            raise FileNotFoundError(f"{path}: missing PPO critic state; cannot resume this checkpoint as PPO")
         state = torch.load(path, map_location="cpu", weights_only=True)
         if set(state["critic"]) != set(self._critic_params):
             raise ValueError(f"{path}: critic parameters do not match this model (different critic configuration?)")
         with torch.no_grad():
             for name, tensor in state["critic"].items():
                 self._critic_params[name].copy_(tensor)
-        self.kl_ctl.load_state_dict(state["kl_controller"])

@@ -15,7 +15,7 @@ from torch import nn
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from ..common.kl_controllers import make_kl_controller
+from ..common.kl_callback import AdaptiveKLMixin
 from ..common.kl_estimators import kl_estimate, kl_k2
 from ..common.length_penalty import LengthPenalty
 from ..common.masked import masked_mean
@@ -37,7 +37,7 @@ from .ppo_math import (
 __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 
 
-class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
+class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
     """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
     2019; Huang et al. 2024 "N+ implementation details").
 
@@ -46,14 +46,16 @@ class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
     per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
     last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
     ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
-    for its entropy controller) save and restore the critic and the KL controller. GRPOTrainer rather than
+    for its entropy controller) save and restore the critic. GRPOTrainer rather than
     RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
     advantages; RLOO reduces both to sequence level. :class:`~alignkit.plugins.ppo.ppo_forward.ForwardEconomies` makes
     the forwards cheaper (compact LM head on CPU, π_old from sampling, the shared prompt prefix run once).
 
     PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
-    ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. β is updated once per
-    rollout from the measured sequence KL (mean over sequences of Σ_t KL_t), which is also the ``kl`` metric.
+    ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. With ``kl_target``, β is
+    updated once per rollout from the measured sequence KL (mean over sequences of Σ_t KL_t, nats per sequence; also
+    the ``kl`` metric), except from a rollout sampled before the first policy update, through the adaptive-KL path
+    GRPO and DPO share (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
 
     The critic (:class:`~alignkit.plugins.ppo.ppo_critic.CriticMixin`) is a second LoRA adapter ("value") on the
     policy's frozen base plus a linear head, or a separate backbone. Unscorable completions (all rewards None) score 0.
@@ -95,8 +97,8 @@ class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
             reward_processing_classes, callbacks, optimizers, quantization_config=quantization_config,
             peft_config=peft_config,
         )  # fmt: skip
-        self.kl_ctl = make_kl_controller(args.beta, args.kl_target, args.kl_horizon)
         self._add_critic()
+        self._add_kl_controller(update_on_step_end=False)  # updated once per rollout, in the rollout
 
     # ------------------------------------------------------------------------------------------------ rollout
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -129,7 +131,7 @@ class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
         ended = torch.isin(out["completion_ids"], torch.tensor(self.eos_token_ids, device=mask.device)) & mask.bool()
         scores = apply_missing_eos_penalty(scores, ended.any(1), self.args.missing_eos_penalty)
 
-        beta = self.kl_ctl.value
+        beta = self.beta  # this rollout's β; the controller (if any) sets it
         kl = kl_estimate(out["old_per_token_logps"], ref, self.args.kl_estimator)
         rewards = per_token_rewards(kl, scores, mask, beta)
         advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
@@ -141,8 +143,9 @@ class PPOTrainer(CriticMixin, ForwardEconomies, GRPOTrainer):
         # One controller update per rollout, counted in sequences (Ziegler et al.'s unit). Not from a rollout sampled
         # before the run's first update: a fresh LoRA policy is the reference (B = 0), so its KL ≈ 0 says nothing
         # about β and would only push β down before training starts.
-        if mode == "train" and self.state.global_step > 0:
-            self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
+        if mode == "train" and self.state.global_step > 0 and self._kl_callback is not None:
+            self._kl_callback.record(seq_kl, mask.size(0) * self.accelerator.num_processes)
+            self._kl_callback.flush()
         metrics = self._metrics[mode]
         metrics["kl"].append(seq_kl)
         # Standard error of that reading: one rollout's KL is a noisy sample mean (the controller sees it as is).
