@@ -184,7 +184,6 @@ def parse_recipe_dict(
 _PENALTY_FIELDS = {
     "length_penalty_coef": "length_penalty",
     "repetition_penalty_weight": "repetition_penalty",
-    "repetition_penalty_max": "repetition_penalty",
 }
 
 

@@ -31,7 +31,7 @@ def test_grpo_seams_still_exist():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"kl_estimator": "k9"}, {"lam": 1.5}, {"kl_target": 0.0}, {"repetition_penalty_max": 0.5}]
+    "bad", [{"kl_estimator": "k9"}, {"lam": 1.5}, {"kl_target": 0.0}, {"repetition_penalty_weight": -0.5}]
 )
 def test_config_rejects_bad_fields(tmp_path, bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
@@ -48,7 +48,7 @@ def _trainer(model_path, out, **overrides):
         num_iterations=2, max_completion_length=6, max_steps=2, learning_rate=5e-2, logging_steps=1, save_steps=1,
         bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0,
         kl_target=0.5, kl_horizon=50, missing_eos_penalty=0.5,
-        length_penalty_coef=0.01, length_penalty_target=4, repetition_penalty_max=-0.5,
+        length_penalty_coef=0.01, length_penalty_target=4, repetition_penalty_weight=0.5,
     )  # fmt: skip
     args.update(overrides)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import trl
 
 from ..common.advantage_methods import normalize
 from ..common.kl_callback import AdaptiveKLMixin
-from ..common.length_penalty import LengthPenalty
-from ..common.repetition_penalty import RepetitionPenalty
+from ..common.penalty_fields import add_penalty_rewards
 from .grpo_config import GRPOConfig
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
@@ -30,8 +27,9 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
 
     Shaping: :class:`~alignkit.plugins.penalties.LengthPenalty` (r = −max(0, |y| − target), |y| in completion tokens)
     and :class:`~alignkit.plugins.penalties.RepetitionPenalty` (TRL's n-gram penalty in [−1, 0]) are appended to
-    ``reward_funcs`` with weights ``length_penalty_coef`` / ``repetition_penalty_weight`` in ``reward_weights``, so
-    they enter the weighted sum above and are logged as ``rewards/<name>/mean``.
+    ``reward_funcs`` with weights ``length_penalty_coef`` / ``repetition_penalty_weight`` in ``reward_weights``
+    (:func:`~alignkit.plugins.common.penalty_fields.add_penalty_rewards`, shared with PPO), so they enter the weighted
+    sum above and are logged as ``rewards/<name>/mean``.
 
     Adaptive KL (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, §2.2): TRL's per-token k3 KL (the ``kl``
     metric, the very term β multiplies in the loss) is collected over the micro-batches of a generation batch; before
@@ -40,37 +38,27 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
     (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
     """
 
-    def __init__(self, model, reward_funcs=None, args: GRPOConfig | None = None, *pos, **kwargs):
-        if args is not None and (args.length_penalty_coef > 0 or args.repetition_penalty_weight > 0):
-            reward_funcs, args = self._with_penalties(reward_funcs, args)
-        super().__init__(model, reward_funcs, args, *pos, **kwargs)
+    def __init__(
+        self,
+        model,
+        reward_funcs=None,
+        args: GRPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        reward_processing_classes=None,
+        *pos,
+        **kwargs,
+    ):
+        if args is not None:  # the caller's reward_funcs, args and reward_processing_classes are not edited
+            reward_funcs, args, reward_processing_classes = add_penalty_rewards(
+                reward_funcs, args, reward_processing_classes
+            )
+        super().__init__(
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
+            *pos, **kwargs,
+        )  # fmt: skip
         self._add_kl_controller(update_on_step_end=False)  # flushed before each generation batch
-
-    @staticmethod
-    def _with_penalties(reward_funcs, args: GRPOConfig):
-        """Append the penalty callables and their weights; ``args`` is copied so the caller's config is not edited."""
-        if reward_funcs is None:
-            reward_funcs = []
-        funcs = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
-        for field_name, cls in (
-            ("length_penalty_coef", LengthPenalty),
-            ("repetition_penalty_weight", RepetitionPenalty),
-        ):
-            if getattr(args, field_name) > 0 and any(isinstance(f, cls) for f in funcs):
-                raise ValueError(
-                    f"{field_name} is set and reward_funcs already has a {cls.__name__}: the penalty would count "
-                    "twice; keep one of them"
-                )
-        weights = list(args.reward_weights) if args.reward_weights is not None else [1.0] * len(funcs)
-        if args.length_penalty_coef > 0:
-            funcs.append(LengthPenalty(coef=1.0, target=args.length_penalty_target, unit="tokens"))
-            weights.append(args.length_penalty_coef)
-        if args.repetition_penalty_weight > 0:
-            funcs.append(RepetitionPenalty(ngram_size=args.repetition_ngram_size, max_penalty=-1.0, unit="tokens"))
-            weights.append(args.repetition_penalty_weight)
-        args = copy.copy(args)
-        args.reward_weights = weights
-        return funcs, args
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -17,9 +17,8 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from ..common.kl_callback import AdaptiveKLMixin
 from ..common.kl_estimators import kl_estimate, kl_k2
-from ..common.length_penalty import LengthPenalty
 from ..common.masked import masked_mean
-from ..common.repetition_penalty import RepetitionPenalty
+from ..common.penalty_fields import add_penalty_rewards
 from .ppo_config import PPOConfig
 from .ppo_critic import CRITIC_STATE_FILE, CriticMixin
 from .ppo_forward import ForwardEconomies
@@ -82,18 +81,12 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
             raise TypeError(f"args must be a PPOConfig, got {type(args).__name__}")
         if peft_config is None and not is_peft_model(model) and args.value_model_name_or_path is None:
             raise ValueError("PPOTrainer needs a peft_config (shared-base critic) or args.value_model_name_or_path")
-        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        penalties = []
-        if args.length_penalty_coef > 0:
-            penalties.append(LengthPenalty(args.length_penalty_coef, args.length_penalty_target, unit="tokens"))
-        if args.repetition_penalty_max < 0:
-            penalties.append(RepetitionPenalty(args.repetition_ngram_size, args.repetition_penalty_max, unit="tokens"))
-        if penalties and args.reward_weights is not None:
-            args.reward_weights = [*args.reward_weights, *[1.0] * len(penalties)]
-        if penalties and isinstance(reward_processing_classes, list):
-            reward_processing_classes = [*reward_processing_classes, *[None] * len(penalties)]
+        # The caller's reward_funcs, args and reward_processing_classes are not edited.
+        reward_funcs, args, reward_processing_classes = add_penalty_rewards(
+            reward_funcs, args, reward_processing_classes
+        )
         super().__init__(
-            model, reward_funcs + penalties, args, train_dataset, eval_dataset, processing_class,
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
             reward_processing_classes, callbacks, optimizers, quantization_config=quantization_config,
             peft_config=peft_config,
         )  # fmt: skip
