@@ -47,7 +47,10 @@ class RecipeArguments:
     max_eval_samples: int | None = field(default=64, metadata={"help": "Cap on held-out rows for eval."})
     reward_funcs: list[str] | None = field(
         default=None,
-        metadata={"help": "GRPO/PPO reward functions by name (graders and penalties, see alignkit.plugins.rewards)."},
+        metadata={
+            "help": "GRPO/PPO reward functions by name (graders and penalties, see "
+            "alignkit.plugins.common.reward_funcs)."
+        },
     )
     eval_suite: str | None = field(
         default="smol", metadata={"help": "Eval suite run after training (eval/suites/<name>.yaml); null = none."}
@@ -181,7 +184,6 @@ def parse_recipe_dict(
 _PENALTY_FIELDS = {
     "length_penalty_coef": "length_penalty",
     "repetition_penalty_weight": "repetition_penalty",
-    "repetition_penalty_max": "repetition_penalty",
 }
 
 

@@ -68,7 +68,7 @@ def peft_config_for(recipe: Recipe):
 
 
 def reward_funcs_for(recipe: Recipe) -> list:
-    from alignkit.plugins.rewards import get_reward_func
+    from alignkit.plugins.common.reward_funcs import get_reward_func
 
     try:
         return [get_reward_func(name) for name in recipe.args.reward_funcs or []]

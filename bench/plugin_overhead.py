@@ -84,7 +84,7 @@ WHERE_COST = """## Where the `on` cost comes from
 - SFT `unlikelihood_alpha`: no second forward. Hooks on TRL's fused LM head capture the final hidden states and
   target log-probs of its single forward; the context tokens' logits are a (B, T-1, T) product of hidden states with
   their output-embedding rows, and the softmax normaliser comes from the target's logit and log-prob: O(B T^2 H),
-  small against the forward (plugins/unlikelihood.py). The repetition-rate log projects <= 32 positions per batch.
+  small against the forward (plugins/sft/unlikelihood.py). The repetition-rate log projects <= 32 positions per batch.
 - Reward `length_decorrelation_coef`: a Pearson correlation over 2B scalars and a shared-prefix scan of the token
   ids; microseconds against a forward/backward.
 - DPO `rdpo_alpha` + `kl_target` + `log_completion_stats`: a forward hook that copies the per-token log-probs of

@@ -107,7 +107,7 @@ def render(meta: dict, arms: dict) -> str:
         "include the rollout (sampling, reference/value forwards, reward) on a rollout's first step. The log-prob "
         "gap compares, on the first rollout, each sampled token's log-prob as the sampling pass computed it with "
         "π_old as the training forward (bf16 autocast) recomputes it: the mismatch between the policy that sampled "
-        "and the one PPO's ratio assumes (`sampled_logp_gap`, plugins/ppo_forward.py).",
+        "and the one PPO's ratio assumes (`sampled_logp_gap`, plugins/ppo/ppo_forward.py).",
         "",
         "Step wall times (s): " + "; ".join(f"{n}: " + ", ".join(f"{x:.1f}" for x in arms[n]["wall"]) for n in names),
         "",

@@ -1,39 +1,32 @@
 """alignkit plugins: drop-in TRL config/trainer pairs plus the pure maths they use.
 
 ``from alignkit.plugins import DPOConfig, DPOTrainer`` (same names as TRL's, so switching a TRL script is an import
-change plus the new config fields). Trainer names are resolved lazily (PEP 562), so importing a pure-maths submodule
+change plus the new config fields). Trainer names are resolved lazily (PEP 562), so importing a pure-maths module
 such as ``alignkit.plugins.kl`` never imports transformers or TRL.
+
+Layout: one subpackage per method (``sft``, ``reward``, ``dpo``, ``grpo``, ``ppo``), each with its config, its
+trainer and the maths only it uses; ``common`` holds what several trainers share (KL estimators, controllers and
+the adaptive-KL callback, advantages, penalties, graders, the reward-function registry). ``kl``, ``advantages``,
+``penalties`` and ``graders`` at this level are the stable public names of the shared maths.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ._lazy import lazy_exports
 
 _LAZY = {
-    "SFTConfig": "sft",
-    "SFTTrainer": "sft",
-    "RewardConfig": "reward",
-    "RewardTrainer": "reward",
-    "DPOConfig": "dpo",
-    "DPOTrainer": "dpo",
-    "GRPOConfig": "grpo",
-    "GRPOTrainer": "grpo",
-    "PPOConfig": "ppo",
-    "PPOTrainer": "ppo",
+    "SFTConfig": "sft.sft_config",
+    "SFTTrainer": "sft.sft_trainer",
+    "RewardConfig": "reward.reward_config",
+    "RewardTrainer": "reward.reward_trainer",
+    "DPOConfig": "dpo.dpo_config",
+    "DPOTrainer": "dpo.dpo_trainer",
+    "GRPOConfig": "grpo.grpo_config",
+    "GRPOTrainer": "grpo.grpo_trainer",
+    "PPOConfig": "ppo.ppo_config",
+    "PPOTrainer": "ppo.ppo_trainer",
 }
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -1,32 +1,25 @@
-"""KL control and per-token KL estimators (pure torch, no transformers import).
+"""Public name of the KL maths (pure torch, no transformers import): estimators, controllers and the masked mean.
 
-Controllers
-    The KL coefficient β of the PPO/GRPO objective, either fixed or adapted by the proportional controller of
-    Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences", §2.2
-    (https://arxiv.org/abs/1909.08593). TRL deleted its adaptive controller long ago (upstream issue #4532 asks for
-    it in GRPO); these are small, checkpointable objects that any trainer can drive.
-
-Estimators
-    Monte-Carlo estimators of KL(π‖π_ref) from per-token log-probs of tokens sampled from π, after John Schulman,
-    "Approximating KL Divergence" (http://joschu.net/blog/kl-approx.html).
-    With r = π_ref/π and log r = ref_logp − logp:
-
-    - k1 = −log r                      unbiased, high variance, can be negative per token;
-    - k2 = ½ (log r)²                  biased, low variance, always ≥ 0;
-    - k3 = (r − 1) − log r             unbiased, low variance, always ≥ 0 (GRPO's ``per_token_kl``).
+The code lives in :mod:`alignkit.plugins.common.kl_estimators`, :mod:`~alignkit.plugins.common.kl_controllers` and
+:mod:`~alignkit.plugins.common.masked`; which KL each trainer measures is in
+:mod:`~alignkit.plugins.common.kl_fields`.
 """
 
-from __future__ import annotations
-
-import math
-from typing import Any
-
-import torch
+from .common.kl_controllers import (
+    DEFAULT_HORIZON,
+    AdaptiveKLController,
+    FixedKLController,
+    check_adaptive_kl_fields,
+    make_kl_controller,
+)
+from .common.kl_estimators import KL_ESTIMATORS, kl_estimate, kl_k1, kl_k2, kl_k3
+from .common.masked import masked_mean
 
 __all__ = [
+    "DEFAULT_HORIZON",
+    "KL_ESTIMATORS",
     "AdaptiveKLController",
     "FixedKLController",
-    "KL_ESTIMATORS",
     "check_adaptive_kl_fields",
     "kl_estimate",
     "kl_k1",
@@ -35,208 +28,3 @@ __all__ = [
     "make_kl_controller",
     "masked_mean",
 ]
-
-# Ziegler et al. clip the proportional error so one wild KL reading moves β by a bounded amount.
-_ERROR_CLIP = 0.2
-# Historical TRL PPO default (``horizon=10000``), used when only a target is given.
-DEFAULT_HORIZON = 10_000
-
-
-def _check_kl_reading(current_kl: float, n_steps: int) -> float:
-    current_kl = float(current_kl)
-    if math.isnan(current_kl):
-        raise ValueError("current_kl is NaN; the KL controller cannot update from it (check the KL estimate)")
-    if isinstance(n_steps, bool) or int(n_steps) != n_steps or n_steps < 0:
-        raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
-    return current_kl
-
-
-class FixedKLController:
-    """A constant KL coefficient β; ``update`` validates its input and returns β unchanged.
-
-    Args:
-        kl_coef: β ≥ 0 (0 disables the KL term).
-    """
-
-    kind = "fixed"
-
-    def __init__(self, kl_coef: float):
-        if not math.isfinite(kl_coef) or kl_coef < 0:
-            raise ValueError(f"kl_coef must be a finite number >= 0, got {kl_coef!r}")
-        self.value = float(kl_coef)
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        """Return β unchanged (the reading is still validated, so a NaN KL fails the same way for both kinds)."""
-        _check_kl_reading(current_kl, n_steps)
-        return self.value
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        _check_kind(state, self.kind)
-        self.value = float(state["value"])
-
-    def __repr__(self) -> str:
-        return f"FixedKLController(kl_coef={self.value})"
-
-
-class AdaptiveKLController:
-    """Proportional KL controller of Ziegler et al. 2019 (§2.2, https://arxiv.org/abs/1909.08593).
-
-    On each ``update(current_kl, n_steps)``::
-
-        error = clip(current_kl / target − 1, −0.2, 0.2)
-        β    ← β · (1 + error · n_steps / horizon)
-
-    so β rises when the policy drifts further from the reference than ``target`` and falls when it stays closer.
-
-    ``n_steps`` counts the *samples (sequences) seen since the previous update*, as in the paper (their
-    K_β = 100,000 is in samples); ``horizon`` is in the same unit. Pass the global number of sequences in the batch
-    (e.g. ``per_device_batch × grad_accum × world_size``), not the number of optimizer steps.
-
-    Deviation from the paper: ``n_steps / horizon`` is capped at 1, so a single update moves β by at most ±20 %.
-    Without the cap a badly scaled horizon (``n_steps ≥ 5·horizon``) could drive β to zero or below, after which a
-    multiplicative controller can never recover. With sensible settings (n_steps ≪ horizon) the cap never binds.
-
-    Args:
-        init_kl_coef: initial β > 0.
-        target: desired KL per sequence (same unit as the ``current_kl`` you feed in), > 0.
-        horizon: number of samples over which an error is corrected, > 0.
-    """
-
-    kind = "adaptive"
-
-    def __init__(self, init_kl_coef: float, target: float, horizon: float):
-        if not math.isfinite(init_kl_coef) or init_kl_coef <= 0:
-            raise ValueError(f"init_kl_coef must be a finite number > 0, got {init_kl_coef!r}")
-        if target is None or not math.isfinite(target) or target <= 0:
-            raise ValueError(f"target (KL target) must be a finite number > 0, got {target!r}")
-        if horizon is None or not math.isfinite(horizon) or horizon <= 0:
-            raise ValueError(f"horizon must be a finite number > 0, got {horizon!r}")
-        self.value = float(init_kl_coef)
-        self.target = float(target)
-        self.horizon = float(horizon)
-
-    def update(self, current_kl: float, n_steps: int) -> float:
-        """Move β towards keeping ``current_kl`` at ``target``; returns the new β."""
-        current_kl = _check_kl_reading(current_kl, n_steps)
-        error = min(max(current_kl / self.target - 1.0, -_ERROR_CLIP), _ERROR_CLIP)
-        self.value *= 1.0 + error * min(n_steps / self.horizon, 1.0)
-        return self.value
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "value": self.value, "target": self.target, "horizon": self.horizon}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore β only; target and horizon come from the (possibly edited) config of the resumed run."""
-        _check_kind(state, self.kind)
-        value = float(state["value"])
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"checkpointed KL coefficient 'value' must be a finite number > 0, got {value!r}")
-        self.value = value
-
-    def __repr__(self) -> str:
-        return f"AdaptiveKLController(value={self.value}, target={self.target}, horizon={self.horizon})"
-
-
-def _check_kind(state: dict[str, Any], kind: str) -> None:
-    if state.get("kind", kind) != kind:
-        raise ValueError(f"KL controller state is of kind {state.get('kind')!r}, cannot load it into a {kind!r} one")
-
-
-def check_adaptive_kl_fields(kl_target: float | None, kl_horizon: float | None, beta: float) -> None:
-    """Validate a trainer config's adaptive-KL fields, with errors that name them (``kl_target``, ``kl_horizon``,
-    ``beta``): a target and a horizon must be finite and > 0, a horizon needs a target, and a target needs an
-    initial β > 0 (the controller multiplies β, so it could never leave 0)."""
-    for name, value in (("kl_target", kl_target), ("kl_horizon", kl_horizon)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a finite number > 0 (or None), got {value!r}")
-    if kl_horizon is not None and kl_target is None:
-        raise ValueError("kl_horizon was set without kl_target; set kl_target to enable the adaptive KL")
-    if kl_target is not None and not beta > 0:
-        raise ValueError(f"kl_target (adaptive KL) needs an initial beta > 0, got beta={beta!r}")
-
-
-def make_kl_controller(
-    kl_coef: float, target: float | None = None, horizon: float | None = None
-) -> FixedKLController | AdaptiveKLController:
-    """Build a controller: fixed β when ``target`` is None, else adaptive starting at ``kl_coef``.
-
-    ``horizon`` defaults to 10,000 samples (TRL's historical PPO default) when a target is given; giving a horizon
-    without a target is rejected, since it would silently do nothing.
-    """
-    if target is None:
-        if horizon is not None:
-            raise ValueError("horizon was given without target; set target to use the adaptive KL controller")
-        return FixedKLController(kl_coef)
-    return AdaptiveKLController(kl_coef, target, DEFAULT_HORIZON if horizon is None else horizon)
-
-
-# ---------------------------------------------------------------------------------------------------------- estimators
-
-
-def kl_k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k1 = logp − ref_logp. Shapes: (B, T) → (B, T). Unbiased for KL(π‖π_ref); negative on some tokens."""
-    return logp - ref_logp
-
-
-def kl_k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k2 = ½ (logp − ref_logp)². Shapes: (B, T) → (B, T). Biased (exact to second order), always ≥ 0."""
-    return 0.5 * (logp - ref_logp) ** 2
-
-
-def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
-    """k3 = exp(ref_logp − logp) − (ref_logp − logp) − 1. Shapes: (B, T) → (B, T). Unbiased, always ≥ 0.
-
-    This is the estimator TRL's GRPO uses for ``per_token_kl``.
-    """
-    log_ratio = ref_logp - logp
-    return torch.exp(log_ratio) - log_ratio - 1.0
-
-
-KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
-
-
-def kl_estimate(
-    logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3", clamp: float | None = None
-) -> torch.Tensor:
-    """Per-token KL estimate with one of ``k1``, ``k2``, ``k3``.
-
-    Args:
-        logp: (B, T) log-probs of the sampled tokens under the policy.
-        ref_logp: (B, T) log-probs of the same tokens under the reference model.
-        estimator: ``"k1"``, ``"k2"`` or ``"k3"`` (see the module docstring).
-        clamp: if set, the *log-ratio* ``logp − ref_logp`` is clamped to ``[−clamp, clamp]`` before the estimator is
-            applied (not the result). This bounds k3's ``exp`` so a token the reference finds far likelier than the
-            policy cannot overflow to inf and poison the batch mean; it biases the estimate only on those tokens.
-
-    Returns:
-        (B, T) per-token estimates; reduce with :func:`masked_mean` over the completion mask.
-    """
-    if estimator not in KL_ESTIMATORS:
-        raise ValueError(f"estimator must be one of {sorted(KL_ESTIMATORS)}, got {estimator!r}")
-    if clamp is not None:
-        if not clamp > 0:
-            raise ValueError(f"clamp must be > 0 or None, got {clamp!r}")
-        # Clamping the difference and rebuilding ref_logp keeps each estimator's own formula untouched.
-        ref_logp = logp - (logp - ref_logp).clamp(-clamp, clamp)
-    return KL_ESTIMATORS[estimator](logp, ref_logp)
-
-
-def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Mean of ``x`` over positions where ``mask`` is true/1.
-
-    Args:
-        x: (B, T) values; masked-out positions may hold anything, even inf/NaN (they are selected away, not
-            multiplied by 0, since ``nan * 0 = nan``).
-        mask: (B, T) bool or 0/1 tensor.
-        dim: reduce this dim (e.g. ``-1`` for a per-sequence mean, shape (B,)); ``None`` for a scalar.
-
-    A row or batch with no unmasked position gets 0 rather than NaN.
-    """
-    mask = mask.bool()
-    total = torch.where(mask, x, torch.zeros_like(x))
-    if dim is None:
-        return total.sum() / mask.sum().clamp(min=1)
-    return total.sum(dim) / mask.sum(dim).clamp(min=1)

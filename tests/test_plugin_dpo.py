@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from plugin_runs import CPU, make_trainer
 
-from alignkit.plugins.length_bias import rdpo_logits
+from alignkit.plugins.dpo.rdpo import rdpo_logits
 
 
 def test_rdpo_logits_hand_example():
@@ -22,6 +22,24 @@ def test_rdpo_logits_hand_example():
     )
     assert z.item() == pytest.approx(0.5, abs=1e-6)
     assert (-F.logsigmoid(z)).item() == pytest.approx(0.474077, abs=1e-6)
+
+
+def test_rdpo_tilt_is_the_one_the_logits_use():
+    from alignkit.plugins.dpo.rdpo import rdpo_reference_tilt, tilt_reference_logps
+
+    # β = 0.1, α = 0.01 → tilt = (α/β)·|y| = 0.1·|y|: 30 tokens → 3.0, 10 tokens → 1.0.
+    tilt = rdpo_reference_tilt(torch.tensor([30, 10]), beta=0.1, alpha=0.01)
+    assert tilt.tolist() == pytest.approx([3.0, 1.0])
+    # Tilted log-ratios 2 + 3 = 5 and −1 + 1 = 0 → z = 0.1·(5 − 0) = 0.5, the R-DPO argument of the hand example.
+    z = rdpo_logits(torch.tensor([2.0]), torch.tensor([-1.0]), torch.tensor([30]), torch.tensor([10]), 0.1, 0.01)
+    assert z.item() == pytest.approx(0.1 * ((2.0 + 3.0) - (-1.0 + 1.0)), abs=1e-6)
+    # Per-token reference log-probs (2 rows, L = 5, the last T = 4 columns are the completion window): the tilt is
+    # subtracted once, at each row's first completion token (row 0: window column 1 → column 2; row 1: column 0 → 1).
+    ref = torch.zeros(2, 5)
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 0, 0]])
+    tilted = tilt_reference_logps(ref, mask, tilt)
+    assert tilted.tolist() == [[0.0, 0.0, -3.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0, 0.0]]
+    assert (tilted.sum(1) - ref.sum(1)).tolist() == pytest.approx([-3.0, -1.0])  # sequence log π_ref − t(y)
 
 
 def _pairs(n=4):
@@ -54,7 +72,7 @@ def _one_batch_loss(trainer):
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
-    import alignkit.plugins.dpo as dpo
+    import alignkit.plugins.dpo.dpo_trainer as dpo
     from alignkit.plugins import DPOConfig, DPOTrainer
 
     # Off means TRL's code path after one check: no forward hook, no log-prob copies, no completion statistics.
@@ -131,7 +149,7 @@ def test_rdpo_and_adaptive_beta_run_trains_and_logs(tiny_model, tmp_path):
 
 
 def test_left_padded_prompts_hand_example():
-    from alignkit.plugins.policy_samples import left_padded_prompts
+    from alignkit.plugins.dpo.policy_samples import left_padded_prompts
 
     # Row 0: prompt [5, 6, 7], completion [8, 9]; row 1: prompt [3], completion [4], then right padding (0).
     ids = torch.tensor([[5, 6, 7, 8, 9], [3, 4, 0, 0, 0]])
@@ -159,8 +177,8 @@ def test_policy_samples_logged_every_n_steps(tiny_model, tmp_path):
 
 
 def test_kl_controller_state_survives_checkpoint(tmp_path):
+    from alignkit.plugins.common.kl_callback import KLControllerCallback
     from alignkit.plugins.kl import AdaptiveKLController
-    from alignkit.plugins.kl_callback import KLControllerCallback
 
     applied = []
     saved = KLControllerCallback(AdaptiveKLController(0.1, 1.0, 10.0), applied.append)

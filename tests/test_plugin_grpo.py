@@ -38,7 +38,7 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, reward_funcs=char_re
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
-    import alignkit.plugins.grpo as grpo
+    import alignkit.plugins.grpo.grpo_trainer as grpo
     from alignkit.plugins import GRPOConfig, GRPOTrainer
 
     # Off means TRL's code path: no extra reward functions, no advantage recomputation, no KL controller.

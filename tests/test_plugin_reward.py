@@ -6,7 +6,7 @@ import pytest
 import torch
 from plugin_runs import CPU, make_trainer
 
-from alignkit.plugins.length_bias import length_correlation_penalty, pearson_corr, response_lengths
+from alignkit.plugins.reward.length_decorrelation import length_correlation_penalty, pearson_corr, response_lengths
 
 
 def test_length_correlation_penalty_hand_example():
@@ -59,7 +59,7 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
-    import alignkit.plugins.reward as reward
+    import alignkit.plugins.reward.reward_trainer as reward
     from alignkit.plugins import RewardConfig, RewardTrainer
 
     # Off means TRL's code path after one check: no outputs kept, no lengths, no correlation.

@@ -8,12 +8,8 @@ import pytest
 import torch
 from plugin_runs import CPU, make_trainer
 
-from alignkit.plugins.unlikelihood import (
-    context_logprobs,
-    sampled_repetition_rate,
-    unlikelihood_from_context_logprobs,
-    unlikelihood_loss,
-)
+from alignkit.plugins.sft.fused_head import context_logprobs, sampled_repetition_rate
+from alignkit.plugins.sft.unlikelihood import unlikelihood_from_context_logprobs, unlikelihood_loss
 
 
 def test_unlikelihood_hand_example():
@@ -149,7 +145,7 @@ def _trainer(cls_trainer, cls_config, model_path, tmp_path, **extra):
 def test_off_by_default_matches_trl(tiny_model, tmp_path, monkeypatch):
     import trl
 
-    import alignkit.plugins.sft as sft
+    import alignkit.plugins.sft.sft_trainer as sft
     from alignkit.plugins import SFTConfig, SFTTrainer
 
     # Off means TRL's code path after one check: no hooks, no extra forward, no unlikelihood maths.
@@ -254,7 +250,7 @@ def test_invalid_config(kwargs, tmp_path):
 def test_head_transform_lookup():
     from types import SimpleNamespace
 
-    from alignkit.plugins.sft import head_transform
+    from alignkit.plugins.sft.fused_head import head_transform
 
     assert head_transform(SimpleNamespace()) == (1.0, None)
     assert head_transform(SimpleNamespace(logit_scale=0.25, final_logit_softcapping=30.0)) == (0.25, 30.0)

@@ -1,12 +1,14 @@
 """PPOTrainer on a tiny model: a 2-step run updates policy + critic and logs every PPO metric; resume restores the
 value head, the critic adapter and the KL controller."""
 
+import json
 import os
 
 import pytest
 import torch
 import trl
 
+from alignkit.plugins.common.kl_callback import STATE_FILE as KL_STATE_FILE
 from alignkit.plugins.graders import MathAnswer
 from alignkit.plugins.ppo import CRITIC_STATE_FILE, PPOConfig, PPOTrainer
 
@@ -22,14 +24,14 @@ def test_grpo_seams_still_exist():
     assert trl.__version__.startswith("1.16."), f"PPOTrainer is pinned to TRL 1.16 seams, found {trl.__version__}"
     seams = ["_generate_and_score_completions", "_calculate_rewards", "_compute_loss"]
     seams += ["_get_per_token_logps_and_entropies", "_save_checkpoint", "_load_optimizer_and_scheduler"]
-    seams += ["_generate_single_turn"]  # autocast_generation wraps it (plugins/ppo_forward.py)
+    seams += ["_generate_single_turn"]  # autocast_generation wraps it (plugins/ppo/ppo_forward.py)
     for name in seams:
         assert hasattr(trl.GRPOTrainer, name), f"trl.GRPOTrainer.{name} is gone"
     assert trl.GRPOTrainer.loss_is_scaled_for_ga is True
 
 
 @pytest.mark.parametrize(
-    "bad", [{"kl_estimator": "k9"}, {"lam": 1.5}, {"kl_target": 0.0}, {"repetition_penalty_max": 0.5}]
+    "bad", [{"kl_estimator": "k9"}, {"lam": 1.5}, {"kl_target": 0.0}, {"repetition_penalty_weight": -0.5}]
 )
 def test_config_rejects_bad_fields(tmp_path, bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
@@ -46,7 +48,7 @@ def _trainer(model_path, out, **overrides):
         num_iterations=2, max_completion_length=6, max_steps=2, learning_rate=5e-2, logging_steps=1, save_steps=1,
         bf16=False, use_cpu=True, gradient_checkpointing=False, report_to="none", seed=0,
         kl_target=0.5, kl_horizon=50, missing_eos_penalty=0.5,
-        length_penalty_coef=0.01, length_penalty_target=4, repetition_penalty_max=-0.5,
+        length_penalty_coef=0.01, length_penalty_target=4, repetition_penalty_weight=0.5,
     )  # fmt: skip
     args.update(overrides)
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
@@ -93,23 +95,25 @@ def test_adaptive_kl_moved_beta(trained):
     trainer = trained[0]
     betas = [h["kl_coef"] for h in trainer.state.log_history if "kl_coef" in h]
     assert betas == [pytest.approx(0.05), pytest.approx(0.05)]  # β in use during rollouts 1 and 2
-    assert 0 < trainer.kl_ctl.value < 0.05
+    assert 0 < trainer.kl_controller.value < 0.05
 
 
 def test_checkpoint_and_resume_restore_critic_and_kl(trained, tiny_model, tmp_path):
     trainer, _, out = trained
     ckpt = os.path.join(out, "checkpoint-2")  # after rollout 2, the first that moves β
     saved = torch.load(os.path.join(ckpt, CRITIC_STATE_FILE), weights_only=True)
+    with open(os.path.join(ckpt, KL_STATE_FILE)) as f:
+        saved_kl = json.load(f)
     assert any(".value." in n for n in saved["critic"]) and any("ppo_critic.head" in n for n in saved["critic"])
-    assert saved["kl_controller"]["kind"] == "adaptive"
+    assert saved_kl["kind"] == "adaptive"
 
     fresh = _trainer(tiny_model, out, max_steps=3)
     fresh.create_optimizer_and_scheduler(num_training_steps=3)
     fresh._load_optimizer_and_scheduler(ckpt)
     for name, tensor in saved["critic"].items():
         torch.testing.assert_close(fresh._critic_params[name].detach().cpu(), tensor)
-    assert fresh.kl_ctl.value == pytest.approx(saved["kl_controller"]["value"])
-    assert fresh.kl_ctl.value != pytest.approx(0.05)  # i.e. not the config's initial β
+    assert fresh.kl_controller.value == pytest.approx(saved_kl["value"])
+    assert fresh.kl_controller.value != pytest.approx(0.05)  # i.e. not the config's initial β
 
     resumed = _trainer(tiny_model, out, max_steps=3)
     resumed.train(resume_from_checkpoint=ckpt)

@@ -1,6 +1,7 @@
-"""PPOTrainer's forward economies (plugins/ppo_forward.py): the compact fused head gives the same log-probs,
-entropies and gradients as TRL's all-position CPU path; log-probs captured while sampling equal a recomputation; the
-trainer skips the π_old forward after its check rollout, and keeps recomputing when the check fails or is off."""
+"""PPOTrainer's forward economies (plugins/ppo/ppo_forward.py, plugins/ppo/ppo_logps.py): the compact fused head
+gives the same log-probs, entropies and gradients as TRL's all-position CPU path; log-probs captured while sampling
+equal a recomputation; the trainer skips the π_old forward after its check rollout, and keeps recomputing when the
+check fails or is off."""
 
 import inspect
 
@@ -9,8 +10,8 @@ import torch
 import trl
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import alignkit.plugins.ppo_forward as ppo_forward
-from alignkit.plugins.ppo_forward import SampledLogProbs, compact_fused_head
+import alignkit.plugins.ppo.ppo_forward as ppo_forward
+from alignkit.plugins.ppo.ppo_logps import SampledLogProbs, compact_fused_head
 
 
 def test_fused_head_seam_still_exists():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from alignkit.plugins.kl import AdaptiveKLController, make_kl_controller
-from alignkit.plugins.ppo_math import (
+from alignkit.plugins.ppo.ppo_math import (
     apply_missing_eos_penalty,
     clipped_policy_loss,
     clipped_value_loss,

@@ -1,4 +1,4 @@
-"""Shared-prompt-prefix forwards (plugins/ppo_prefix.py): the split on a hand case, equality with the plain forward
+"""Shared-prompt-prefix forwards (plugins/ppo/ppo_prefix.py): the split on a hand case, equality with the plain forward
 (log-probs, entropies and LoRA gradients) on Llama and Qwen2, and a PPO run that matches one without it."""
 
 import contextlib
@@ -8,8 +8,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignkit.plugins import ppo_prefix
-from alignkit.plugins.ppo_prefix import prefix_supported, shared_prefix, split_at_prefix
+from alignkit.plugins.ppo import ppo_prefix
+from alignkit.plugins.ppo.ppo_prefix import prefix_supported, shared_prefix, split_at_prefix
 
 
 def test_split_hand_case(monkeypatch):

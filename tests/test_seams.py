@@ -21,7 +21,7 @@ def test_trl_minor_version_is_the_reviewed_one():
 
 
 def test_grpo_advantage_seam():
-    """plugins/grpo.py overrides _generate_and_score_completions and wraps _calculate_rewards."""
+    """plugins/grpo/grpo_trainer.py overrides _generate_and_score_completions and wraps _calculate_rewards."""
     from trl import GRPOTrainer
 
     assert list(inspect.signature(GRPOTrainer._generate_and_score_completions).parameters) == ["self", "inputs"]
@@ -43,7 +43,8 @@ def test_grpo_advantage_seam():
 
 
 def test_grpo_beta_and_kl_metric_seam():
-    """plugins/grpo.py moves self.beta and reads the `kl` metric that _compute_loss appends once per call."""
+    """plugins/grpo/grpo_trainer.py moves self.beta and reads the `kl` metric that _compute_loss appends once per
+    call."""
     from trl import GRPOTrainer
 
     src = _src(GRPOTrainer._compute_loss)
@@ -54,7 +55,8 @@ def test_grpo_beta_and_kl_metric_seam():
 
 
 def test_dpo_forward_order_seam():
-    """plugins/dpo.py hooks the fused-head forwards inside _compute_loss: policy first, reference second."""
+    """plugins/dpo/dpo_trainer.py hooks the fused-head forwards inside _compute_loss: policy first, reference
+    second."""
     from trl import DPOTrainer
 
     assert "return self._compute_loss(model, inputs, return_outputs)" in _src(DPOTrainer.compute_loss)
@@ -72,9 +74,9 @@ def test_dpo_forward_order_seam():
 
 
 def test_sft_fused_head_seam():
-    """plugins/sft.py rebuilds log-probs of context tokens from the backbone's hidden states and the fused head's
-    target log-probs, so it needs TRL's head to be: backbone → last_hidden_state[:, :-1] → f(h·Wᵀ + b) with the
-    temperature 1 and the transform that head_transform mirrors, on the forward whose log_probs make the loss."""
+    """plugins/sft/fused_head.py rebuilds log-probs of context tokens from the backbone's hidden states and the fused
+    head's target log-probs, so it needs TRL's head to be: backbone → last_hidden_state[:, :-1] → f(h·Wᵀ + b) with
+    the temperature 1 and the transform that head_transform mirrors, on the forward whose log_probs make the loss."""
     from trl import SFTTrainer
     from trl.trainer.utils import add_fused_lm_head
 
@@ -116,8 +118,8 @@ def test_pure_modules_do_not_import_trl():
     import sys
 
     code = (
-        "import sys, alignkit.plugins, alignkit.plugins.kl, alignkit.plugins.unlikelihood, "
-        "alignkit.plugins.length_bias; print('trl' in sys.modules or 'transformers' in sys.modules)"
+        "import sys, alignkit.plugins, alignkit.plugins.kl, alignkit.plugins.sft.unlikelihood, "
+        "alignkit.plugins.reward.length_decorrelation; print('trl' in sys.modules or 'transformers' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"

@@ -2,35 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-
 import torch
 import trl
 
-from .length_bias import length_correlation_penalty, response_lengths
+from .length_decorrelation import length_correlation_penalty, response_lengths
+from .reward_config import RewardConfig
 
 __all__ = ["RewardConfig", "RewardTrainer"]
-
-
-@dataclass
-class RewardConfig(trl.RewardConfig):
-    """``trl.RewardConfig`` plus ``length_decorrelation_coef`` (0 = off, identical to TRL)."""
-
-    length_decorrelation_coef: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight λ of a batch penalty λ·ρ² on the Pearson correlation ρ between the rewards of the chosen "
-            "and rejected responses and their token lengths, so the reward model cannot score length. 0 disables it. "
-            "Composes with center_rewards_coefficient (both terms are added)."
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        coef = self.length_decorrelation_coef
-        if not math.isfinite(coef) or coef < 0:
-            raise ValueError(f"length_decorrelation_coef must be a finite number >= 0, got {coef!r}")
 
 
 class RewardTrainer(trl.RewardTrainer):
@@ -43,11 +21,11 @@ class RewardTrainer(trl.RewardTrainer):
 
     where |y| is the response length in tokens: the sequence length after the prefix the pair shares (the prompt),
     found from the token ids, so the prompt's length does not count (see
-    :func:`alignkit.plugins.length_bias.response_lengths`). ρ² and not |ρ|: see
-    :func:`alignkit.plugins.length_bias.length_correlation_penalty`. The penalty follows ODIN (Chen et al. 2024,
-    https://arxiv.org/abs/2402.07319), which decorrelates a reward head from length with a Pearson loss; here it is
-    applied to the single reward head. ρ is computed per device and micro-batch, so larger per-device batches give a
-    less noisy estimate; with one pair per device it is ±1 or 0 and only its sign carries information.
+    :func:`alignkit.plugins.reward.length_decorrelation.response_lengths`). ρ² and not |ρ|: see
+    :func:`alignkit.plugins.reward.length_decorrelation.length_correlation_penalty`. The penalty follows ODIN (Chen
+    et al. 2024, https://arxiv.org/abs/2402.07319), which decorrelates a reward head from length with a Pearson loss;
+    here it is applied to the single reward head. ρ is computed per device and micro-batch, so larger per-device
+    batches give a less noisy estimate; with one pair per device it is ±1 or 0 and only its sign carries information.
 
     Logged: ``reward_length_corr`` (ρ, averaged across devices) whenever the coefficient is > 0.
     """

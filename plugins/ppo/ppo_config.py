@@ -1,4 +1,5 @@
-"""Configuration of :class:`alignkit.plugins.ppo.PPOTrainer`: ``trl.GRPOConfig`` plus critic, GAE and KL fields."""
+"""Configuration of :class:`alignkit.plugins.ppo.ppo_trainer.PPOTrainer`: ``trl.GRPOConfig`` plus critic, GAE, KL
+and penalty fields."""
 
 from __future__ import annotations
 
@@ -6,27 +7,33 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from .kl import make_kl_controller
+from ..common.kl_fields import AdaptiveKLFields
+from ..common.penalty_fields import PenaltyFields
 
 __all__ = ["PPOConfig"]
 
 
 @dataclass
-class PPOConfig(GRPOConfig):
+class PPOConfig(PenaltyFields, AdaptiveKLFields, GRPOConfig):
     """GRPOConfig plus the PPO fields. Reused TRL names: ``beta`` (initial/fixed KL coefficient β), ``epsilon`` /
     ``epsilon_high`` (policy clip range), ``num_iterations`` (PPO epochs per rollout), ``steps_per_generation`` ÷
     ``gradient_accumulation_steps`` (minibatches per rollout), ``reward_weights``, ``mask_truncated_completions``.
     GRPO-only knobs (``loss_type``, ``scale_rewards``, ``multi_objective_aggregation``, entropy bonus, ``delta``)
     are ignored. ``num_generations=1`` (the default) needs an even generation batch (GRPOConfig checks divisibility).
+    Shared with GRPO: the penalty fields (:class:`~alignkit.plugins.common.penalty_fields.PenaltyFields`) and the
+    adaptive-KL fields (:class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; here ``kl_target`` is a
+    sequence KL, nats per completion, and ``kl_horizon`` counts sequences).
     """
 
     beta: float = field(default=0.05, metadata={"help": "KL coefficient β (initial value when kl_target is set)."})
     num_generations: int | None = field(default=1, metadata={"help": "Completions sampled per prompt."})
-    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL in the reward: 'k1' or 'k3'."})
-    kl_target: float | None = field(
-        default=None, metadata={"help": "Adaptive KL: target sequence KL (sum over tokens); None keeps β fixed."}
+    kl_estimator: str = field(
+        default="k1",
+        metadata={
+            "help": "Per-token KL in the reward: 'k1' or 'k3'. Summed over a completion it is the sequence KL that "
+            "the `kl` metric and kl_target (nats per sequence) are in."
+        },
     )
-    kl_horizon: float | None = field(default=None, metadata={"help": "Adaptive KL horizon in samples (10000)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over valid tokens."})
@@ -35,14 +42,6 @@ class PPOConfig(GRPOConfig):
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Subtracted from the score of completions without EOS; None disables it."}
     )
-    length_penalty_coef: float = field(
-        default=0.0, metadata={"help": "LengthPenalty coef per token beyond length_penalty_target; 0 disables."}
-    )
-    length_penalty_target: int | None = field(default=None, metadata={"help": "Token budget of the length penalty."})
-    repetition_penalty_max: float = field(
-        default=0.0, metadata={"help": "RepetitionPenalty reward of a fully repetitive completion (<= 0); 0 disables."}
-    )
-    repetition_ngram_size: int = field(default=3, metadata={"help": "n-gram size of the repetition penalty."})
     old_logps_from_sampling: bool = field(
         default=True,
         metadata={
@@ -88,18 +87,7 @@ class PPOConfig(GRPOConfig):
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")
         if not self.cliprange_value > 0:
             raise ValueError(f"cliprange_value must be > 0, got {self.cliprange_value!r}")
-        for name in ("vf_coef", "length_penalty_coef"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not self.vf_coef >= 0:
+            raise ValueError(f"vf_coef must be >= 0, got {self.vf_coef!r}")
         if self.missing_eos_penalty is not None and not self.missing_eos_penalty >= 0:
             raise ValueError(f"missing_eos_penalty must be >= 0 or None, got {self.missing_eos_penalty!r}")
-        if self.length_penalty_coef > 0 and self.length_penalty_target is None:
-            raise ValueError("length_penalty_coef is set but length_penalty_target is None")
-        if not self.repetition_penalty_max <= 0:
-            raise ValueError(f"repetition_penalty_max must be <= 0, got {self.repetition_penalty_max!r}")
-        for name in ("kl_target", "kl_horizon"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0 or None, got {getattr(self, name)!r}")
-        if self.kl_target is not None and not self.beta > 0:
-            raise ValueError(f"beta must be > 0 with kl_target (adaptive KL multiplies it), got {self.beta!r}")
-        make_kl_controller(self.beta, self.kl_target, self.kl_horizon)  # its own checks (e.g. horizon w/o target)

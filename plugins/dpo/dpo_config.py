@@ -8,34 +8,22 @@ from dataclasses import dataclass, field
 
 import trl
 
-from .kl import check_adaptive_kl_fields
+from ..common.kl_fields import AdaptiveKLFields
 
 __all__ = ["DPOConfig"]
 
 
 @dataclass
-class DPOConfig(trl.DPOConfig):
-    """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``) and adaptive β (``kl_target``, ``kl_horizon``); all off."""
+class DPOConfig(AdaptiveKLFields, trl.DPOConfig):
+    """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``), adaptive β (``kl_target``, ``kl_horizon`` from
+    :class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; the target is an implicit per-token k2 on the
+    chosen + rejected tokens, nats per token, horizon in pairs) and policy sampling; all off."""
 
     rdpo_alpha: float = field(
         default=0.0,
         metadata={
             "help": "R-DPO length weight α (Park et al. 2024): the sigmoid argument becomes β·Δ + α·(|y_w| − "
             "|y_l|), lengths in completion tokens. 0 disables it. Requires f_divergence_type='reverse_kl'."
-        },
-    )
-    kl_target: float | None = field(
-        default=None,
-        metadata={
-            "help": "Target implicit KL (nats per completion token, k2 estimator on chosen+rejected tokens) for "
-            "an adaptive β (Ziegler et al. 2019 controller, starting at `beta`). None keeps β fixed."
-        },
-    )
-    kl_horizon: float | None = field(
-        default=None,
-        metadata={
-            "help": "Horizon of the adaptive-β controller, in preference pairs; default 10000 when kl_target "
-            "is set. Must be > 0."
         },
     )
     policy_sample_steps: int = field(
@@ -64,7 +52,6 @@ class DPOConfig(trl.DPOConfig):
             raise ValueError(f"rdpo_alpha must be a finite number >= 0, got {self.rdpo_alpha!r}")
         if self.rdpo_alpha > 0 and self.f_divergence_type != "reverse_kl":
             raise ValueError(f"rdpo_alpha needs f_divergence_type='reverse_kl', got {self.f_divergence_type!r}")
-        check_adaptive_kl_fields(self.kl_target, self.kl_horizon, self.beta)
         for name in ("policy_sample_steps", "policy_sample_size", "policy_sample_max_new_tokens"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < (0 if name.endswith("steps") else 1):
                 raise ValueError(f"{name} must be an integer >= {int(not name.endswith('steps'))}")

@@ -15,22 +15,17 @@ Only the log-probabilities of context tokens enter L_UL, so everything works on 
 O(B·T·T·V). Two ways to get it:
 
 - :func:`unlikelihood_loss` gathers it from full (B, T, V) logits (the reference; used when logits exist anyway).
-- :func:`context_logprobs` builds it from the final hidden states and the LM-head rows of the context tokens only,
-  plus the target log-probs that TRL's fused LM head already returns: the normaliser of the softmax is recovered as
-  log Z_i = z_{i, x_{i+1}} − log p(x_{i+1} | x_{≤i}), so no (B, T, V) projection is needed. Cost O(B·T²·H).
+- :func:`~alignkit.plugins.sft.fused_head.context_logprobs` builds it from the final hidden states and the LM-head
+  rows of the context tokens only, plus the target log-probs that TRL's fused LM head already returns: the
+  normaliser of the softmax is recovered as log Z_i = z_{i, x_{i+1}} − log p(x_{i+1} | x_{≤i}), so no (B, T, V)
+  projection is needed. Cost O(B·T²·H).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = [
-    "candidate_mask",
-    "context_logprobs",
-    "sampled_repetition_rate",
-    "unlikelihood_from_context_logprobs",
-    "unlikelihood_loss",
-]
+__all__ = ["candidate_mask", "unlikelihood_from_context_logprobs", "unlikelihood_loss"]
 
 _MIN_ONE_MINUS_P = 1e-5
 
@@ -118,88 +113,3 @@ def unlikelihood_loss(
         repeats = ((ctx_tokens == top1) & seen).any(dim=2) & target_mask
         repetition_rate = repeats.sum().float() / target_mask.sum().clamp(min=1)
     return penalty, repetition_rate
-
-
-def _head_logits(
-    hidden: torch.Tensor,
-    rows: torch.Tensor,
-    bias: torch.Tensor | None,
-    logit_scale: float,
-    softcap: float | None,
-) -> torch.Tensor:
-    """f(h · wᵀ + b) in fp32 (or wider), f(z) = s·tanh(κz/s) with a softcap s, else κz.
-
-    The matmul runs in the autocast dtype if autocast is on (else ``hidden.dtype``) and is rounded to it, like TRL's
-    fused head. ``hidden`` is (..., M, H), ``rows`` (..., N, H), the result (..., M, N).
-    """
-    autocast = torch.is_autocast_enabled(hidden.device.type)
-    dtype = torch.get_autocast_dtype(hidden.device.type) if autocast else hidden.dtype
-    z = torch.matmul(hidden.to(dtype), rows.to(dtype).transpose(-1, -2))
-    if bias is not None:
-        z = z + bias.to(dtype)
-    z = _at_least_fp32(z) * logit_scale
-    return softcap * torch.tanh(z / softcap) if softcap is not None else z
-
-
-def context_logprobs(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    input_ids: torch.Tensor,
-    target_logprobs: torch.Tensor,
-    logit_scale: float = 1.0,
-    softcap: float | None = None,
-) -> torch.Tensor:
-    """``ctx_logp[b, i, j] = log p(x_j | x_{≤i})`` (B, T−1, T) without the (B, T, V) logits::
-
-        z_ij   = f(h_i · w_{x_j} + b_{x_j})                   logit of context token x_j at prediction position i
-        log Z_i = z_{i,i+1} − log p(x_{i+1} | x_{≤i})         (column i+1 holds the target x_{i+1})
-        ctx_logp_ij = z_ij − log Z_i
-
-    Args:
-        hidden: (B, T−1, H) final hidden states of the prediction positions 0..T−2.
-        weight, bias: the LM head, (V, H) and (V,) or None.
-        input_ids: (B, T) tokens.
-        target_logprobs: (B, T−1) log p(x_{i+1} | x_{≤i}), differentiable: its gradient carries that of log Z
-            (Σ_v p_v ∂z_v), so the full-vocabulary term costs nothing beyond the fused head's own backward. Only
-            rows with a label are meaningful; the others give garbage rows that the loss must ignore.
-        logit_scale, softcap: the head's logit transform f (κ, s above); must match the one that produced
-            ``target_logprobs``.
-
-    Cost: O(B·T²·H) time and O(B·T²) memory for z, plus O(B·T·H) for the gathered head rows.
-    """
-    rows = weight[input_ids]  # (B, T, H): LM-head rows of the context tokens
-    z = _head_logits(hidden, rows, None if bias is None else bias[input_ids].unsqueeze(1), logit_scale, softcap)
-    log_z = z.diagonal(offset=1, dim1=1, dim2=2) - target_logprobs.to(z.dtype)  # (B, T−1)
-    return z - log_z.unsqueeze(2)
-
-
-@torch.no_grad()
-def sampled_repetition_rate(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    input_ids: torch.Tensor,
-    labels: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    max_positions: int = 32,
-) -> torch.Tensor:
-    """The top-1 repetition rate of :func:`unlikelihood_loss`, measured on at most ``max_positions`` target positions.
-
-    The top-1 token needs the full-vocabulary logits of a position; projecting every position would cost as much as
-    the LM head itself, so only ``max_positions`` labelled positions, evenly spaced over the batch in row-major order,
-    are projected (all of them when there are fewer): exact for small batches, a deterministic estimate otherwise.
-    The argmax ignores the head's logit transform, which is monotone (κ > 0, tanh). Shapes as in
-    :func:`context_logprobs`; returns a scalar, 0 with no target.
-    """
-    targets = (labels[:, 1:] != -100).nonzero()  # (M, 2): (row, prediction position)
-    if len(targets) == 0:
-        return hidden.new_zeros((), dtype=torch.float32)
-    if len(targets) > max_positions:
-        targets = targets[torch.linspace(0, len(targets) - 1, max_positions, device=targets.device).round().long()]
-    rows, pos = targets.unbind(1)
-    top1 = _head_logits(hidden[rows, pos], weight, bias, 1.0, None).argmax(dim=-1)  # (K,)
-    seq_len = input_ids.size(1)
-    seen = torch.arange(seq_len, device=input_ids.device).unsqueeze(0) <= pos.unsqueeze(1)  # (K, T): j ≤ i
-    seen &= _valid(input_ids, attention_mask)[rows]
-    return ((input_ids[rows] == top1.unsqueeze(1)) & seen).any(dim=1).float().mean()

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from .penalties import ngram_repetition_rate
+from ..common.repetition_penalty import ngram_repetition_rate
 
 __all__ = ["left_padded_prompts", "policy_reply_stats", "stop_token_ids"]
 

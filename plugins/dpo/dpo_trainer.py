@@ -8,18 +8,19 @@ from collections.abc import Callable, Iterator
 import torch
 import trl
 
+from ..common.kl_callback import AdaptiveKLMixin
+from ..common.kl_estimators import kl_k2
+from ..common.repetition_penalty import ngram_repetition_rate
 from .dpo_config import DPOConfig
-from .kl import make_kl_controller
-from .kl_callback import KLControllerCallback
-from .penalties import ngram_repetition_rate
 from .policy_samples import policy_reply_stats
+from .rdpo import rdpo_reference_tilt, tilt_reference_logps
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 
 REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
 
 
-class DPOTrainer(trl.DPOTrainer):
+class DPOTrainer(AdaptiveKLMixin, trl.DPOTrainer):
     """``trl.DPOTrainer`` with R-DPO and an adaptive β; every TRL loss type, ``ld_alpha`` and metric still apply.
 
     Seam: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook. TRL 1.16 computes the
@@ -31,31 +32,30 @@ class DPOTrainer(trl.DPOTrainer):
 
         loss = −log σ( β·[log π/π_ref(y_w) − log π/π_ref(y_l)] + α·(|y_w| − |y_l|) )
 
-    applied as DPO against the length-tilted reference log π_ref'(y) = log π_ref(y) − (α/β)·|y| (see
-    :func:`alignkit.plugins.length_bias.rdpo_logits`): the tilt is subtracted at the first completion token (weight 1
-    under ``ld_alpha``), or from precomputed reference log-probs. For ``sigmoid`` this is exactly R-DPO; the other
-    loss types see the same tilted log-ratios, and the logged ``rewards/*`` are the tilted implicit rewards.
+    applied as DPO against the length-tilted reference log π_ref'(y) = log π_ref(y) − (α/β)·|y|: the tilt of
+    :func:`~alignkit.plugins.dpo.rdpo.rdpo_reference_tilt` (the one :func:`~alignkit.plugins.dpo.rdpo.rdpo_logits`
+    uses) is subtracted at the first completion token (weight 1 under ``ld_alpha``), or from precomputed reference
+    log-probs. For ``sigmoid`` this is exactly R-DPO; the other loss types see the same tilted log-ratios, and the
+    logged ``rewards/*`` are the tilted implicit rewards.
 
     Adaptive β: per micro-batch the implicit KL is estimated as the mean over completion tokens of chosen and
     rejected of k2 = ½ (log π(y_t) − log π_ref(y_t))². The tokens come from the data, not from π, so neither k1 nor
     k3 is unbiased here anyway; k2 is ≥ 0, counts drift in both directions (chosen up, rejected down) and grows
     quadratically, not exponentially like k3 on heavily down-weighted rejected tokens. After each optimizer step the
-    Ziegler et al. controller moves β (n = preference pairs seen); β is saved with checkpoints.
+    Ziegler et al. controller moves β (n = preference pairs seen), through the path GRPO, DPO and PPO share
+    (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, checkpointed as ``kl_controller.json``).
 
     Logged: ``beta``, ``kl_implicit``, ``lengths/chosen``, ``lengths/rejected``, ``repetition_rate/chosen``,
     ``repetition_rate/rejected`` (3-gram rate of the dataset completions); with ``policy_sample_steps`` also
     ``lengths/policy`` and ``repetition_rate/policy``, from greedy replies of the current policy to the batch's first
-    prompts (:func:`alignkit.plugins.policy_samples.policy_reply_stats`), the one view of what DPO does to the
+    prompts (:func:`alignkit.plugins.dpo.policy_samples.policy_reply_stats`), the one view of what DPO does to the
     model's own outputs.
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._kl_callback, self._policy_sampled_at = None, -1
-        if self.args.kl_target is not None:
-            controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
-            self._kl_callback = KLControllerCallback(controller, apply=lambda beta: setattr(self, "beta", beta))
-            self.add_callback(self._kl_callback)
+        self._policy_sampled_at = -1
+        self._add_kl_controller(update_on_step_end=True)
 
     @contextlib.contextmanager
     def _fused_outputs(self, on_output: Callable[[int, object], object]) -> Iterator[None]:
@@ -101,7 +101,7 @@ class DPOTrainer(trl.DPOTrainer):
         mode = "train" if self.model.training else "eval"
         shift_mask = inputs["completion_mask"][:, 1:]  # (2B, T-1): chosen rows first, then rejected
         lengths = shift_mask.sum(dim=1)  # (2B,) completion tokens
-        tilt = (args.rdpo_alpha / self.beta) * lengths.float()  # subtracted from log π_ref(y)
+        tilt = rdpo_reference_tilt(lengths, self.beta, args.rdpo_alpha)  # subtracted from log π_ref(y)
         if args.rdpo_alpha > 0 and self.precompute_ref_logps:
             tilt_c, tilt_r = tilt.chunk(2)
             inputs = {
@@ -118,10 +118,7 @@ class DPOTrainer(trl.DPOTrainer):
             elif call == 1:
                 captured["ref"] = output.log_probs[:, -seq_len:].detach()
                 if args.rdpo_alpha > 0:
-                    first = shift_mask.float().argmax(dim=1) + (output.log_probs.size(1) - seq_len)
-                    delta = torch.zeros_like(output.log_probs)
-                    delta.scatter_(1, first.unsqueeze(1), tilt.to(delta.dtype).unsqueeze(1))
-                    output.log_probs = output.log_probs - delta
+                    output.log_probs = tilt_reference_logps(output.log_probs, shift_mask, tilt)
             return output
 
         with self._fused_outputs(on_output):
@@ -130,7 +127,7 @@ class DPOTrainer(trl.DPOTrainer):
         metrics = self._metrics[mode]
         n_pairs = shift_mask.size(0) // 2
         if "ref" in captured:
-            k2 = 0.5 * (captured["policy"] - captured["ref"]).float() ** 2
+            k2 = kl_k2(captured["policy"].float(), captured["ref"].float())
             sums = torch.stack([(k2 * shift_mask).sum(), shift_mask.sum().float()])
             sums = self.accelerator.reduce(sums, reduction="sum")
             kl = (sums[0] / sums[1].clamp(min=1)).item()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ..common.masked import masked_mean
+
 __all__ = [
     "apply_missing_eos_penalty",
     "clipped_policy_loss",
@@ -26,15 +28,10 @@ __all__ = [
 ]
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.bool()
-    return torch.where(mask, x, torch.zeros_like(x)).sum() / mask.sum().clamp(min=1)
-
-
 def masked_mean_var(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and population variance of ``x`` over valid tokens: μ = Σ m·x / Σ m, σ² = Σ m·(x − μ)² / Σ m."""
-    mean = _masked_mean(x, mask)
-    return mean, _masked_mean((x - mean) ** 2, mask)
+    mean = masked_mean(x, mask)
+    return mean, masked_mean((x - mean) ** 2, mask)
 
 
 def masked_whiten(
@@ -134,8 +131,8 @@ def clipped_policy_loss(
     ratio = torch.exp(logp - old_logp)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
-    loss = _masked_mean(torch.maximum(unclipped, clipped), mask)
-    return loss, _masked_mean((clipped > unclipped).float(), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    return loss, masked_mean((clipped > unclipped).float(), mask)
 
 
 def clipped_value_loss(
@@ -151,8 +148,8 @@ def clipped_value_loss(
     clipped_values = old_values + torch.clamp(values - old_values, -clip, clip)
     err_unclipped = (values - returns) ** 2
     err_clipped = (clipped_values - returns) ** 2
-    loss = 0.5 * _masked_mean(torch.maximum(err_unclipped, err_clipped), mask)
-    return loss, _masked_mean((err_clipped > err_unclipped).float(), mask)
+    loss = 0.5 * masked_mean(torch.maximum(err_unclipped, err_clipped), mask)
+    return loss, masked_mean((err_clipped > err_unclipped).float(), mask)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

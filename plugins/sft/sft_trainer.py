@@ -2,97 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-
 import torch
 import trl
 
-from .unlikelihood import (
-    context_logprobs,
-    sampled_repetition_rate,
-    unlikelihood_from_context_logprobs,
-    unlikelihood_loss,
-)
+from .fused_head import capture_fused_forward, context_logprobs, head_transform, sampled_repetition_rate
+from .sft_config import SFTConfig
+from .unlikelihood import unlikelihood_from_context_logprobs, unlikelihood_loss
 
 __all__ = ["SFTConfig", "SFTTrainer"]
 
 REPETITION_SAMPLE = 32  # target positions per micro-batch projected through the full head for `repetition_rate`
-
-
-@dataclass
-class SFTConfig(trl.SFTConfig):
-    """``trl.SFTConfig`` plus ``unlikelihood_alpha`` (0 = off, identical to TRL)."""
-
-    unlikelihood_alpha: float = field(
-        default=0.0,
-        metadata={
-            "help": "Weight α of the token-level unlikelihood penalty against repeating context tokens (Welleck et "
-            "al. 2019): loss = NLL + α · mean_t Σ_{c ∈ C_t} −log(1 − p(c|x<t)). 0 disables it. Reuses the hidden "
-            "states and log-probs of TRL's own forward (O(B·T²·H) extra); an extra forward only with "
-            "label_smoothing_factor or compute_loss_func, which bypass TRL's fused LM head."
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not math.isfinite(self.unlikelihood_alpha) or self.unlikelihood_alpha < 0:
-            raise ValueError(f"unlikelihood_alpha must be a finite number >= 0, got {self.unlikelihood_alpha!r}")
-        if self.unlikelihood_alpha > 0 and (self.packing or self.padding_free):
-            raise ValueError(
-                "unlikelihood_alpha > 0 is not supported with packing/padding_free: the candidate set C_t would "
-                "cross document boundaries; set packing=False and padding_free=False"
-            )
-
-
-def head_transform(text_config) -> tuple[float, float | None]:
-    """``(logit_scale, softcap)`` that TRL 1.16's ``add_fused_lm_head`` applies to the raw head logits.
-
-    Same lookup order as TRL (pinned by ``tests/test_seams.py``): ``logit_scale``, else ``output_multiplier``, else
-    ``lm_head_multiplier``, else ``1/logits_scaling`` (× for HyperCLOVA X), else 1; softcap =
-    ``final_logit_softcapping`` (None = none).
-    """
-    scale = None
-    for name in ("logit_scale", "output_multiplier", "lm_head_multiplier"):
-        scale = getattr(text_config, name, None)
-        if scale is not None:
-            break
-    scaling = getattr(text_config, "logits_scaling", None)
-    if scale is None and scaling is not None:
-        scale = scaling if getattr(text_config, "model_type", None) == "hyperclovax" else 1 / scaling
-    return (1.0 if scale is None else scale), getattr(text_config, "final_logit_softcapping", None)
-
-
-@contextlib.contextmanager
-def capture_fused_forward(model: torch.nn.Module, backbone: torch.nn.Module) -> Iterator[dict]:
-    """Scoped forward hooks that keep, from the first fused-head forward, the backbone's ``last_hidden_state``
-    (``"hidden"``, with the autocast state it ran under, ``"autocast"``) and the fused output's per-token
-    ``log_probs`` (``"log_probs"``), both with their graph.
-
-    Later forwards (e.g. TRL's logits-only forward for ``return_outputs``) are ignored. Hooks only read.
-    """
-    captured: dict = {}
-
-    def on_backbone(module, args, output):
-        if "log_probs" not in captured:
-            hidden = captured["hidden"] = output.last_hidden_state
-            # Mixed precision autocasts inside the model's forward only: keep its dtype to project like the fused head.
-            device = hidden.device.type
-            captured["autocast"] = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
-
-    def on_model(module, args, output):
-        log_probs = getattr(output, "log_probs", None)
-        if log_probs is not None and "log_probs" not in captured:
-            captured["log_probs"] = log_probs
-
-    handles = [backbone.register_forward_hook(on_backbone), model.register_forward_hook(on_model)]
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class SFTTrainer(trl.SFTTrainer):
@@ -103,9 +22,9 @@ class SFTTrainer(trl.SFTTrainer):
 
         loss = L_TRL + α · L_UL,   L_UL = mean_t Σ_{c ∈ C_t} −log(1 − p_θ(c | x_{<t})),   C_t = {x_<t} \\ {x_t}
 
-    (formula, shapes and the clamp in :mod:`alignkit.plugins.unlikelihood`). TRL 1.16's fused LM head never builds the
-    (B, T, V) logits, and L_UL does not need them: scoped forward hooks keep the final hidden states and the target
-    log-probs of TRL's own forward, and :func:`~alignkit.plugins.unlikelihood.context_logprobs` gets the candidates'
+    (formula, shapes and the clamp in :mod:`alignkit.plugins.sft.unlikelihood`). TRL 1.16's fused LM head never builds
+    the (B, T, V) logits, and L_UL does not need them: scoped forward hooks keep the final hidden states and the target
+    log-probs of TRL's own forward, and :func:`~alignkit.plugins.sft.fused_head.context_logprobs` gets the candidates'
     log-probs from the head rows of the context tokens, with the softmax normaliser log Z = z_target − log p(target)
     (its gradient flows through the fused head's backward). No second forward; extra cost O(B·T²·H). With
     ``label_smoothing_factor`` or ``compute_loss_func`` TRL's loss bypasses the fused head, and the term falls back to
@@ -115,7 +34,7 @@ class SFTTrainer(trl.SFTTrainer):
 
     Logged: ``unlikelihood`` (L_UL, before α) and ``repetition_rate`` (fraction of target positions whose top-1
     prediction repeats a context token; on the fused path measured on up to 32 evenly spaced target positions per
-    micro-batch, see :func:`~alignkit.plugins.unlikelihood.sampled_repetition_rate`).
+    micro-batch, see :func:`~alignkit.plugins.sft.fused_head.sampled_repetition_rate`).
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -1,29 +1,26 @@
 """RLHF-PPO (policy, critic, frozen reference, reward) on TRL 1.16's GRPOTrainer machinery.
 
 TRL's PPOTrainer went to ``trl.experimental.ppo`` in 1.10 and was deleted in 1.13. This is a fresh implementation
-(not a port of TRL 1.12): the maths lives in :mod:`alignkit.plugins.ppo_math`; this module only wires it into
+(not a port of TRL 1.12): the maths lives in :mod:`alignkit.plugins.ppo.ppo_math`; this module only wires it into
 ``trl.GRPOTrainer``'s rollout and loss seams.
 """
 
 from __future__ import annotations
 
-import os
-from contextlib import nullcontext
 from typing import Any
 
 import torch
 from accelerate.utils import is_peft_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
-from transformers import AutoModel
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from .kl import kl_estimate, make_kl_controller, masked_mean
-from .penalties import LengthPenalty, RepetitionPenalty
+from ..common.kl_callback import AdaptiveKLMixin
+from ..common.kl_estimators import kl_estimate, kl_k2
+from ..common.masked import masked_mean
+from ..common.penalty_fields import add_penalty_rewards
 from .ppo_config import PPOConfig
-from .ppo_critic import ValueCritic, active_adapter
+from .ppo_critic import CRITIC_STATE_FILE, CriticMixin
 from .ppo_forward import ForwardEconomies
 from .ppo_math import (
     apply_missing_eos_penalty,
@@ -38,11 +35,8 @@ from .ppo_math import (
 
 __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 
-CRITIC_STATE_FILE = "ppo_critic.pt"
-VALUE_ADAPTER = "value"
 
-
-class PPOTrainer(ForwardEconomies, GRPOTrainer):
+class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
     """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
     2019; Huang et al. 2024 "N+ implementation details").
 
@@ -51,19 +45,19 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
     per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
     last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
     ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
-    for its entropy controller) save and restore the critic and the KL controller. GRPOTrainer rather than
+    for its entropy controller) save and restore the critic. GRPOTrainer rather than
     RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
-    advantages; RLOO reduces both to sequence level. :class:`~alignkit.plugins.ppo_forward.ForwardEconomies` makes
+    advantages; RLOO reduces both to sequence level. :class:`~alignkit.plugins.ppo.ppo_forward.ForwardEconomies` makes
     the forwards cheaper (compact LM head on CPU, π_old from sampling, the shared prompt prefix run once).
 
     PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
-    ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. β is updated once per
-    rollout from the measured sequence KL (mean over sequences of Σ_t KL_t), which is also the ``kl`` metric.
+    ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. With ``kl_target``, β is
+    updated once per rollout from the measured sequence KL (mean over sequences of Σ_t KL_t, nats per sequence; also
+    the ``kl`` metric), except from a rollout sampled before the first policy update, through the adaptive-KL path
+    GRPO and DPO share (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
 
-    The critic shares the frozen base with the policy through a second LoRA adapter ("value") and a small
-    ``nn.Linear`` head, so there is one copy of the base in memory; ``value_model_name_or_path`` selects a separate,
-    fully trained backbone instead. Its forward always runs without gradient checkpointing, because recomputation in
-    the backward would run under the policy adapter. Unscorable completions (all rewards None) score 0.
+    The critic (:class:`~alignkit.plugins.ppo.ppo_critic.CriticMixin`) is a second LoRA adapter ("value") on the
+    policy's frozen base plus a linear head, or a separate backbone. Unscorable completions (all rewards None) score 0.
     """
 
     _tag_names = ["trl", "ppo", "alignkit"]
@@ -87,61 +81,17 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
             raise TypeError(f"args must be a PPOConfig, got {type(args).__name__}")
         if peft_config is None and not is_peft_model(model) and args.value_model_name_or_path is None:
             raise ValueError("PPOTrainer needs a peft_config (shared-base critic) or args.value_model_name_or_path")
-        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
-        penalties = []
-        if args.length_penalty_coef > 0:
-            penalties.append(LengthPenalty(args.length_penalty_coef, args.length_penalty_target, unit="tokens"))
-        if args.repetition_penalty_max < 0:
-            penalties.append(RepetitionPenalty(args.repetition_ngram_size, args.repetition_penalty_max, unit="tokens"))
-        if penalties and args.reward_weights is not None:
-            args.reward_weights = [*args.reward_weights, *[1.0] * len(penalties)]
-        if penalties and isinstance(reward_processing_classes, list):
-            reward_processing_classes = [*reward_processing_classes, *[None] * len(penalties)]
+        # The caller's reward_funcs, args and reward_processing_classes are not edited.
+        reward_funcs, args, reward_processing_classes = add_penalty_rewards(
+            reward_funcs, args, reward_processing_classes
+        )
         super().__init__(
-            model, reward_funcs + penalties, args, train_dataset, eval_dataset, processing_class,
+            model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
             reward_processing_classes, callbacks, optimizers, quantization_config=quantization_config,
             peft_config=peft_config,
         )  # fmt: skip
-        self.kl_ctl = make_kl_controller(args.beta, args.kl_target, args.kl_horizon)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if args.value_model_name_or_path is not None:
-            backbone = AutoModel.from_pretrained(args.value_model_name_or_path, **(args.model_init_kwargs or {}))
-            hidden = backbone.config.get_text_config().hidden_size
-        else:  # a second LoRA adapter on the policy's frozen base
-            backbone = None
-            hidden = unwrapped.config.get_text_config().hidden_size
-            unwrapped.add_adapter(VALUE_ADAPTER, unwrapped.peft_config["default"])
-        # Attached to the policy model so Trainer's optimizer, device placement and DDP wrapping include it.
-        unwrapped.add_module("ppo_critic", ValueCritic(hidden, backbone).to(unwrapped.device))
-        self._critic_params = {
-            n: p for n, p in unwrapped.named_parameters() if n.startswith("ppo_critic.") or f".{VALUE_ADAPTER}." in n
-        }
-        self._tuner_layers = [m for m in unwrapped.modules() if isinstance(m, BaseTunerLayer)]
-
-    # ------------------------------------------------------------------------------------------------- critic
-    def _unfreeze_critic(self) -> None:
-        # PEFT resets requires_grad of non-active adapters on add_adapter, enable/disable (GRPO's reference forward)
-        # and load_adapter (Trainer's resume), so re-assert it before the optimizer is built and before each forward.
-        for p in self._critic_params.values():
-            p.requires_grad_(True)
-
-    def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
-        self._unfreeze_critic()
-        return super().create_optimizer(*args, **kwargs)
-
-    def _values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int) -> torch.Tensor:
-        """(B, P+C) ids → (B, C) values; V for completion token t is read at the position *before* it."""
-        critic = self.accelerator.unwrap_model(self.model).ppo_critic
-        self._unfreeze_critic()
-        backbone, adapter, shared = critic.backbone, nullcontext(), nullcontext()
-        if critic.backbone is None:  # the shared base; its prompt prefix runs once (ppo_forward.py)
-            backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
-            adapter = active_adapter(self._tuner_layers, VALUE_ADAPTER)
-            input_ids, attention_mask, shared = self._prefix_split(input_ids, attention_mask, n_completion)
-        with adapter, shared, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
-            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        hidden = hidden[:, -n_completion - 1 : -1]
-        return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)
+        self._add_critic()
+        self._add_kl_controller(update_on_step_end=False)  # updated once per rollout, in the rollout
 
     # ------------------------------------------------------------------------------------------------ rollout
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -174,7 +124,7 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
         ended = torch.isin(out["completion_ids"], torch.tensor(self.eos_token_ids, device=mask.device)) & mask.bool()
         scores = apply_missing_eos_penalty(scores, ended.any(1), self.args.missing_eos_penalty)
 
-        beta = self.kl_ctl.value
+        beta = self.beta  # this rollout's β; the controller (if any) sets it
         kl = kl_estimate(out["old_per_token_logps"], ref, self.args.kl_estimator)
         rewards = per_token_rewards(kl, scores, mask, beta)
         advantages, returns = gae(rewards, values, mask, self.args.gamma, self.args.lam)
@@ -186,8 +136,9 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
         # One controller update per rollout, counted in sequences (Ziegler et al.'s unit). Not from a rollout sampled
         # before the run's first update: a fresh LoRA policy is the reference (B = 0), so its KL ≈ 0 says nothing
         # about β and would only push β down before training starts.
-        if mode == "train" and self.state.global_step > 0:
-            self.kl_ctl.update(seq_kl, n_steps=mask.size(0) * self.accelerator.num_processes)
+        if mode == "train" and self.state.global_step > 0 and self._kl_callback is not None:
+            self._kl_callback.record(seq_kl, mask.size(0) * self.accelerator.num_processes)
+            self._kl_callback.flush()
         metrics = self._metrics[mode]
         metrics["kl"].append(seq_kl)
         # Standard error of that reading: one rollout's KL is a noisy sample mean (the controller sees it as is).
@@ -232,32 +183,8 @@ class PPOTrainer(ForwardEconomies, GRPOTrainer):
             ("clip_ratio/policy", clipfrac),
             ("clip_ratio/value", vf_clipfrac),
             ("entropy", masked_mean(entropies.detach(), mask)),
-            ("approx_kl_old", masked_mean(0.5 * (logps.detach() - inputs["old_per_token_logps"]) ** 2, mask)),
+            ("approx_kl_old", masked_mean(kl_k2(logps.detach(), inputs["old_per_token_logps"]), mask)),
         ):
             metrics[name].append(self.accelerator.gather(value.detach()).mean().item())
         # GRPO declares loss_is_scaled_for_ga: the loss scales itself for gradient accumulation.
         return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
-
-    # ------------------------------------------------------------------------------------------- checkpointing
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
-        if self.args.should_save:
-            folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
-            state = {"critic": critic, "kl_controller": self.kl_ctl.state_dict()}
-            torch.save(state, os.path.join(folder, CRITIC_STATE_FILE))
-
-    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
-        super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
-        path = os.path.join(checkpoint, CRITIC_STATE_FILE)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: missing PPO critic/KL state; cannot resume this checkpoint as PPO")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if set(state["critic"]) != set(self._critic_params):
-            raise ValueError(f"{path}: critic parameters do not match this model (different critic configuration?)")
-        with torch.no_grad():
-            for name, tensor in state["critic"].items():
-                self._critic_params[name].copy_(tensor)
-        self.kl_ctl.load_state_dict(state["kl_controller"])

@@ -1,7 +1,5 @@
-"""Length-bias terms for preference training (pure torch, no transformers import).
+"""Reward–length decorrelation for reward modelling (pure torch, no transformers import).
 
-- :func:`rdpo_logits`: the R-DPO sigmoid argument (Park et al. 2024, "Disentangling Length from Quality in Direct
-  Preference Optimization", https://arxiv.org/abs/2403.19159, eq. 9).
 - :func:`pearson_corr` and :func:`length_correlation_penalty`: a batch penalty on the correlation between a reward
   model's scores and response length, in the spirit of ODIN (Chen et al. 2024, https://arxiv.org/abs/2402.07319),
   which decorrelates a reward head from length with a Pearson-correlation loss.
@@ -12,25 +10,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["length_correlation_penalty", "pearson_corr", "rdpo_logits", "response_lengths"]
-
-
-def rdpo_logits(
-    chosen_logratios: torch.Tensor,
-    rejected_logratios: torch.Tensor,
-    chosen_lengths: torch.Tensor,
-    rejected_lengths: torch.Tensor,
-    beta: float,
-    alpha: float,
-) -> torch.Tensor:
-    """R-DPO sigmoid argument z = β·(log π/π_ref(y_w) − log π/π_ref(y_l)) + α·(|y_w| − |y_l|), shapes (B,).
-
-    The loss is −log σ(z). The sign follows the paper's derivation: penalising length in the RLHF objective,
-    max E[r − α|y|] − β·KL, makes the true reward r = β·log π/π_ref + α|y| (+ const), so a length gap in the data is
-    credited to length and the policy's own margin has less reason to grow with length. Equivalently, R-DPO is DPO
-    against a length-tilted reference log π_ref'(y|x) = log π_ref(y|x) − (α/β)·|y|: how the trainer applies it.
-    """
-    return beta * (chosen_logratios - rejected_logratios) + alpha * (chosen_lengths - rejected_lengths)
+__all__ = ["length_correlation_penalty", "pearson_corr", "response_lengths"]
 
 
 def pearson_corr(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -1,0 +1,123 @@
+"""The PPO critic: a scalar value head on a second LoRA adapter of the policy's frozen base (or on a separate
+backbone), its forward, and its checkpointing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from transformers import AutoModel
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from trl.models.utils import disable_gradient_checkpointing
+
+__all__ = ["CRITIC_STATE_FILE", "VALUE_ADAPTER", "CriticMixin", "ValueCritic", "active_adapter"]
+
+CRITIC_STATE_FILE = "ppo_critic.pt"
+VALUE_ADAPTER = "value"
+
+
+class ValueCritic(nn.Module):
+    """Scalar value head V(s_t) = w·h_t + b on hidden states, optionally owning a separate backbone."""
+
+    def __init__(self, hidden_size: int, backbone: nn.Module | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(hidden_size, 1)
+        # Small (|V| ≈ 0.1) rather than zero: with w = 0 and LoRA B = 0 the critic adapter gets no gradient for two
+        # steps, since each blocks the other's gradient.
+        nn.init.normal_(self.head.weight, std=0.1 / hidden_size**0.5)
+        nn.init.zeros_(self.head.bias)
+
+
+@contextmanager
+def active_adapter(layers: list[nn.Module], name: str) -> Iterator[None]:
+    # PEFT's set_adapter also flips requires_grad (freezing the other adapter), so swap the active name only.
+    previous = [layer._active_adapter for layer in layers]
+    for layer in layers:
+        layer._active_adapter = name
+    try:
+        yield
+    finally:
+        for layer, prev in zip(layers, previous, strict=True):
+            layer._active_adapter = prev
+
+
+class CriticMixin:
+    """The critic side of :class:`alignkit.plugins.ppo.ppo_trainer.PPOTrainer` (mixed in before ``GRPOTrainer``).
+
+    The critic shares the frozen base with the policy through a second LoRA adapter ("value") and a small
+    ``nn.Linear`` head, so there is one copy of the base in memory; ``value_model_name_or_path`` selects a separate,
+    fully trained backbone instead. Its forward always runs without gradient checkpointing, because recomputation in
+    the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved
+    by ``_save_checkpoint`` and restored by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy
+    controller).
+    """
+
+    def _add_critic(self) -> None:
+        """Build the critic (call once, after ``GRPOTrainer.__init__``)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self.args.value_model_name_or_path is not None:
+            backbone = AutoModel.from_pretrained(
+                self.args.value_model_name_or_path, **(self.args.model_init_kwargs or {})
+            )
+            hidden = backbone.config.get_text_config().hidden_size
+        else:  # a second LoRA adapter on the policy's frozen base
+            backbone = None
+            hidden = unwrapped.config.get_text_config().hidden_size
+            unwrapped.add_adapter(VALUE_ADAPTER, unwrapped.peft_config["default"])
+        # Attached to the policy model so Trainer's optimizer, device placement and DDP wrapping include it.
+        unwrapped.add_module("ppo_critic", ValueCritic(hidden, backbone).to(unwrapped.device))
+        self._critic_params = {
+            n: p for n, p in unwrapped.named_parameters() if n.startswith("ppo_critic.") or f".{VALUE_ADAPTER}." in n
+        }
+        self._tuner_layers = [m for m in unwrapped.modules() if isinstance(m, BaseTunerLayer)]
+
+    def _unfreeze_critic(self) -> None:
+        # PEFT resets requires_grad of non-active adapters on add_adapter, enable/disable (GRPO's reference forward)
+        # and load_adapter (Trainer's resume), so re-assert it before the optimizer is built and before each forward.
+        for p in self._critic_params.values():
+            p.requires_grad_(True)
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> torch.optim.Optimizer:
+        self._unfreeze_critic()
+        return super().create_optimizer(*args, **kwargs)
+
+    def _values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int) -> torch.Tensor:
+        """(B, P+C) ids → (B, C) values; V for completion token t is read at the position *before* it."""
+        critic = self.accelerator.unwrap_model(self.model).ppo_critic
+        self._unfreeze_critic()
+        backbone, adapter, shared = critic.backbone, nullcontext(), nullcontext()
+        if critic.backbone is None:  # the shared base; its prompt prefix runs once (ppo_forward.py)
+            backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
+            adapter = active_adapter(self._tuner_layers, VALUE_ADAPTER)
+            input_ids, attention_mask, shared = self._prefix_split(input_ids, attention_mask, n_completion)
+        with adapter, shared, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
+            hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        hidden = hidden[:, -n_completion - 1 : -1]
+        return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
+            torch.save({"critic": critic}, os.path.join(folder, CRITIC_STATE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        path = os.path.join(checkpoint, CRITIC_STATE_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing PPO critic state; cannot resume this checkpoint as PPO")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if set(state["critic"]) != set(self._critic_params):
+            raise ValueError(f"{path}: critic parameters do not match this model (different critic configuration?)")
+        with torch.no_grad():
+            for name, tensor in state["critic"].items():
+                self._critic_params[name].copy_(tensor)
