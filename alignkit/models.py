@@ -19,9 +19,6 @@ from pathlib import Path
 from alignkit.cache import cache_dir
 from alignkit.errors import AlignkitError
 
-# Re-exported for plugins/ppo_prefix.py until it imports alignkit.prefix_cache itself (the prefix-cache merge).
-from alignkit.prefix_cache import cache_kwarg  # noqa: F401
-
 logger = logging.getLogger(__name__)
 
 

@@ -12,30 +12,48 @@ tokens gives the per-row forward's numbers, up to fp rounding (the matmuls sum i
 The rows after the prefix keep their own padding. The attention mask spans prefix plus row, so left padding may sit
 between the prefix and a row's tokens.
 
-One module for every user, so that a fix reaches all of them:
+One module for every user (eval's generation, RM scores and perplexity; PPO's training forwards; DPO's policy
+samples), so that a fix reaches all of them:
 
 - :func:`supported` is the one support check, for inference (eval) and, with ``with_gradients=True``, training
   forwards (PPO);
 - :data:`MIN_PREFIX` is the one minimum length and :func:`positions_after_prefix` the one position formula;
-- token-list splitting (:func:`shared_prefix_len`, for eval's Python lists of ids) sits here; a tensor-level split
-  of padded batches (PPO's) belongs beside it, built on the same constant and formula.
+- :func:`shared_prefix_len` is the one prefix search, on Python lists of ids; :func:`split_at_prefix` applies it
+  to a padded (prompt + completion) tensor batch (PPO's);
+- inference builds a cache (:func:`prefix_cache`, :func:`expand`, :func:`prefill_rows`) and passes it to the
+  model; training forwards run the prefix inside the model call (:func:`shared_prefix`), so that it gets its
+  gradient, after :func:`check_against_plain` has compared the mechanism once with the plain forward.
 
 The cache keyword is ``cache`` in recent transformers 5.x and ``past_key_values`` before; :func:`cache_kwarg` asks
-the model's forward which one it takes.
+the model's forward which one it takes. torch and transformers are imported inside the functions, so the constants
+and :func:`shared_prefix_len` import without them.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
 
-# Below this many shared tokens the saving is smaller than the extra forward call and cache copy.
-MIN_PREFIX = 4
+if TYPE_CHECKING:
+    import torch
+
+# Below this many shared tokens the saving is smaller than the extra one-row forward, the cache copy and the masked
+# (not plain causal) attention. Measured on SmolLM2-135M, fp32, 1 thread (Xeon with avx512_bf16, 2 loaded cores,
+# 2026-12 session), B rows of L shared + 14 own (+ 32 completion) tokens, shared/plain time: L=4 1.05-1.07 (slower)
+# in inference (B=8, 16) and LoRA forward+backward (B=8); L=8 0.94-1.03 (break-even); L=12 0.90-0.97; L=16
+# 0.81-0.93. Chat templates share 20+ tokens, so this bound only decides for template-less prompts.
+MIN_PREFIX = 8
 # Rows x width of one prefill forward in :func:`prefill_rows`: on one CPU core a matmul reaches its peak
 # (~100 GFLOPS fp32) from ~500 rows, against ~85 at 32-64 rows, and longest-first runs of this size pad little.
 PREFILL_TOKENS = 512
+# Largest relative difference of the completion positions' hidden states (max |dh| / max |h|) that
+# check_against_plain accepts, by parameter dtype name: rounding is ~1e-6 in fp32, ~1e-2 in bf16; a wrong position or
+# mask is O(1). Other dtypes (bf16, fp16) get PREFIX_TOLERANCE_LOW_PRECISION.
+PREFIX_TOLERANCE = {"float32": 1e-4, "float64": 1e-8}
+PREFIX_TOLERANCE_LOW_PRECISION = 5e-2
 
 
 def cache_kwarg(model: Any) -> str:
@@ -108,6 +126,112 @@ def shared_prefix_len(rows: Sequence[Sequence[int]], limit: int) -> int:
         if n < MIN_PREFIX:
             return 0
     return n if n >= MIN_PREFIX else 0
+
+
+def split_at_prefix(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, n_completion: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Split left-padded prompt + right-padded completion rows at their longest shared prompt prefix
+    (:func:`shared_prefix_len` on the rows' prompt tokens).
+
+    Args:
+        input_ids, attention_mask: (B, P + C); the prompt part (first P columns) is left padded.
+        n_completion: C.
+
+    Returns ``(prefix_ids (1, L), suffix_ids (B, R + C), suffix_mask (B, R + C))``, where every row keeps at least
+    one prompt token after the prefix (the first completion token is scored from the position before it) and
+    R = the longest remainder; a row's suffix is the last R prompt columns, masked before its own remainder, followed
+    by its completion columns. None if the shared prefix is shorter than :data:`MIN_PREFIX`, the batch has one row,
+    or the prompt part is not left padded.
+    """
+    import torch
+
+    batch, width = input_ids.shape
+    p = width - n_completion
+    plen = attention_mask[:, :p].sum(1)
+    cols = torch.arange(p, device=input_ids.device)
+    if batch < 2 or not torch.equal(attention_mask[:, :p].bool(), cols[None] >= (p - plen)[:, None]):
+        return None
+    starts = (p - plen).tolist()
+    prompts = [row[start:] for row, start in zip(input_ids[:, :p].tolist(), starts, strict=True)]
+    length = shared_prefix_len(prompts, int(plen.min()) - 1)
+    if not length:
+        return None
+    rest = plen - length
+    r = int(rest.max())
+    prompt_mask = torch.arange(r, device=input_ids.device)[None] >= (r - rest)[:, None]
+    suffix_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask[:, p:]], dim=1)
+    return input_ids[:1, starts[0] : starts[0] + length], input_ids[:, p - r :], suffix_mask
+
+
+@contextmanager
+def shared_prefix(backbone: torch.nn.Module, prefix_ids: torch.Tensor, suffix_width: int) -> Iterator[None]:
+    """While active, each ``backbone`` call on (b, ``suffix_width``) inputs first runs ``prefix_ids`` (1, L) under the
+    caller's adapter and grad mode, repeats its cache to b rows, and runs the suffix on it: attention mask
+    [1…1 | suffix mask], positions :func:`positions_after_prefix` (suffix mask, L).
+
+    For training forwards (PPO): the prefix runs inside the call, so its gradient is the sum over rows of what each
+    row's own copy would get, which is what autograd gives through the repeated cache."""
+    import torch
+
+    inside = False
+    length = prefix_ids.size(1)
+
+    def pre_hook(module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict] | None:
+        nonlocal inside
+        ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+        if inside or args or ids is None or mask is None or ids.size(1) != suffix_width:
+            return None
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            return None
+        inside = True
+        try:
+            out = module(input_ids=prefix_ids, use_cache=True)
+        finally:
+            inside = False
+        cache = getattr(out, "cache", None) or out.past_key_values
+        cache.batch_repeat_interleave(ids.size(0))
+        full_mask = torch.cat([mask.new_ones(mask.size(0), length), mask], dim=1)
+        positions = positions_after_prefix(mask, length)
+        return args, {**kwargs, cache_kwarg(module): cache, "attention_mask": full_mask, "position_ids": positions}
+
+    handle = backbone.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def prefix_tolerance(dtype: Any) -> float:
+    """:data:`PREFIX_TOLERANCE` for parameters of ``dtype`` (a torch dtype or its name; keys may be either)."""
+    name = str(dtype).removeprefix("torch.")
+    matches = (v for k, v in PREFIX_TOLERANCE.items() if str(k).removeprefix("torch.") == name)
+    return next(matches, PREFIX_TOLERANCE_LOW_PRECISION)
+
+
+def check_against_plain(
+    backbone: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    n_completion: int,
+    split: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+) -> tuple[float, float]:
+    """``(gap, tolerance)``: max |dh| / max |h| between the plain and the prefix-shared ``backbone`` forward over the
+    hidden states that score the completion (positions -C-1 … -2, on valid completion tokens); ``split`` is
+    :func:`split_at_prefix`'s. Runs without gradients and without autocast, so it measures the mechanism (cache,
+    mask, positions), not the precision."""
+    import torch
+
+    prefix, ids, mask = split
+    dtype = next(backbone.parameters()).dtype
+    with torch.no_grad(), torch.autocast(input_ids.device.type, enabled=False):
+        plain = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with shared_prefix(backbone, prefix, ids.size(1)):
+            shared = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+    valid = attention_mask[:, -n_completion:].bool()
+    plain, shared = plain[:, -n_completion - 1 : -1][valid], shared[:, -n_completion - 1 : -1][valid]
+    gap = ((plain - shared).abs().max() / plain.abs().max().clamp(min=1e-12)).item() if valid.any() else 0.0
+    return gap, prefix_tolerance(dtype)
 
 
 def prefix_cache(model: Any, prefix: Sequence[int]) -> Any:

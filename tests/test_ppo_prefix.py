@@ -1,5 +1,6 @@
-"""Shared-prompt-prefix forwards (plugins/ppo/ppo_prefix.py): the split on a hand case, equality with the plain forward
-(log-probs, entropies and LoRA gradients) on Llama and Qwen2, and a PPO run that matches one without it."""
+"""Shared-prompt-prefix forwards (alignkit/prefix_cache.py) as PPO uses them: the split on a hand case, equality with
+the plain forward (log-probs, entropies and LoRA gradients) on Llama and Qwen2, and a PPO run that matches one
+without it."""
 
 import contextlib
 
@@ -8,12 +9,12 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from alignkit.plugins.ppo import ppo_prefix
-from alignkit.plugins.ppo.ppo_prefix import prefix_supported, shared_prefix, split_at_prefix
+from alignkit import prefix_cache
+from alignkit.prefix_cache import shared_prefix, split_at_prefix, supported
 
 
 def test_split_hand_case(monkeypatch):
-    monkeypatch.setattr(ppo_prefix, "MIN_SHARED_PREFIX", 2)
+    monkeypatch.setattr(prefix_cache, "MIN_PREFIX", 2)
     pad = 0
     # Prompts (left padded to P=5): [7 8 9 4], [7 8 9 5 6], [7 8 9 1]; completions (C=2): [2 3], [2 pad], [4 4].
     ids = torch.tensor([[pad, 7, 8, 9, 4, 2, 3], [7, 8, 9, 5, 6, 2, pad], [pad, 7, 8, 9, 1, 4, 4]])
@@ -45,7 +46,7 @@ def test_shared_prefix_equals_plain_forward(arch, request):
     for name, p in model.named_parameters():
         if "lora_B" in name:
             torch.nn.init.normal_(p, std=0.02)
-    assert prefix_supported(model.get_base_model())
+    assert supported(model.get_base_model(), with_gradients=True)
     questions = ["What is 2 + 2?", "What is 13 * 7? Please", "What is 100 - 1?"]
     prompts = [
         tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions
@@ -72,7 +73,7 @@ def test_shared_prefix_equals_plain_forward(arch, request):
 
     plain = run(ids, mask, contextlib.nullcontext())
     prefix, suffix, suffix_mask = split_at_prefix(ids, mask, c)
-    assert prefix.size(1) >= ppo_prefix.MIN_SHARED_PREFIX and suffix.size(1) < ids.size(1)
+    assert prefix.size(1) >= prefix_cache.MIN_PREFIX and suffix.size(1) < ids.size(1)
     shared = run(suffix, suffix_mask, shared_prefix(model.get_base_model().model, prefix, suffix.size(1)))
     valid = completion_mask.bool()
     torch.testing.assert_close(shared[0][valid], plain[0][valid], rtol=0, atol=1e-5)
@@ -103,20 +104,20 @@ def test_supported_only_for_rotary_full_attention_models(tiny_model):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=64, n_positions=32, n_embd=16, n_layer=1, n_head=2))
-    assert not prefix_supported(gpt2)  # learned absolute positions: shifting them changes the result
+    assert not supported(gpt2, with_gradients=True)  # learned absolute positions: shifting them changes the result
     llama = AutoModelForCausalLM.from_pretrained(tiny_model)
-    assert prefix_supported(llama)
+    assert supported(llama, with_gradients=True)
     llama.gradient_checkpointing_enable()
-    assert not prefix_supported(llama)  # a recomputed layer would append to the shared cache twice
+    assert not supported(llama, with_gradients=True)  # a recomputed layer would append to the shared cache twice
 
 
 def test_failed_check_keeps_the_plain_forward(tiny_model, tmp_path, monkeypatch):
     from test_ppo_forward import _two_rollouts
 
-    monkeypatch.setattr(ppo_prefix, "PREFIX_TOLERANCE", {torch.float32: -1.0})
+    monkeypatch.setattr(prefix_cache, "PREFIX_TOLERANCE", {torch.float32: -1.0})
     trainer = _two_rollouts(tiny_model, tmp_path, max_steps=2)
     calls = []
-    monkeypatch.setattr(ppo_prefix, "shared_prefix", lambda *a: calls.append(a) or contextlib.nullcontext())
+    monkeypatch.setattr(prefix_cache, "shared_prefix", lambda *a: calls.append(a) or contextlib.nullcontext())
     trainer.train()
     assert trainer._prefix_trusted is False
     assert len(calls) == 1  # the check itself; no training forward shared the prefix

@@ -27,11 +27,12 @@ ANSWERS = ["Hi!", "4. I added two and two.", "Blue.", "The boats drift home as t
 
 
 def test_shared_prefix_len_hand_examples():
-    assert shared_prefix_len([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 7]], limit=10) == 5
-    assert shared_prefix_len([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]], limit=10) == 6  # capped by the length
-    assert shared_prefix_len([[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6]], limit=5) == 5  # and by the caller's limit
-    assert shared_prefix_len([[1, 2, 3, 9], [1, 2, 3, 8]], limit=10) == 0  # 3 < MIN_PREFIX: not worth a forward
-    assert MIN_PREFIX == 4
+    row = list(range(1, 11))  # 1 … 10
+    assert shared_prefix_len([row, row[:9] + [0]], limit=12) == 9
+    assert shared_prefix_len([row, row], limit=12) == 10  # capped by the length
+    assert shared_prefix_len([row, row], limit=9) == 9  # and by the caller's limit
+    assert shared_prefix_len([row, row[:7] + [0]], limit=12) == 0  # 7 < MIN_PREFIX: not worth a forward
+    assert MIN_PREFIX == 8
     assert shared_prefix_len([], limit=3) == 0
 
 

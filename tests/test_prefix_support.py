@@ -52,3 +52,21 @@ def test_eval_modules_share_the_one_prefix_module():
 
     for module in (generation, perplexity, rm_score):
         assert module.prefix is prefix_cache
+
+
+def test_ppo_shares_the_one_prefix_module():
+    from alignkit.plugins.ppo import ppo_forward
+
+    assert ppo_forward.prefix_cache is prefix_cache
+    assert not hasattr(ppo_forward, "ppo_prefix")  # no second prefix module behind it
+    with pytest.raises(ImportError):
+        __import__("alignkit.plugins.ppo.ppo_prefix")
+
+
+def test_prefix_module_imports_without_torch():
+    import subprocess
+    import sys
+
+    # a torch import at module level would make the pure helpers (shared_prefix_len, MIN_PREFIX) pay for torch
+    code = "import sys, alignkit.prefix_cache as p; assert 'torch' not in sys.modules, 'torch'; print(p.MIN_PREFIX)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()

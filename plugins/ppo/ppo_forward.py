@@ -3,9 +3,9 @@
 1.-2. **Compact LM head on the CPU; π_old from the sampling pass**: :mod:`alignkit.plugins.ppo.ppo_logps`
    (:func:`compact_fused_head`, :class:`SampledLogProbs`); this mixin uses them around each forward and rollout,
    and trusts sampled log-probs only after a check rollout agrees within ``SAMPLED_LOGP_TOLERANCE``.
-3. **The shared prompt prefix once** (:mod:`alignkit.plugins.ppo.ppo_prefix`): reference, value and update forwards run
-   the tokens that open every prompt of the batch once and the rows' remainders on its KV cache, after a one-time
-   check of the mechanism against the plain forward.
+3. **The shared prompt prefix once** (:mod:`alignkit.prefix_cache`, the module eval shares prompts with): reference,
+   value and update forwards run the tokens that open every prompt of the batch once and the rows' remainders on
+   its KV cache, after a one-time check of the mechanism against the plain forward.
 4. **Sampling in the training's precision** (``autocast_generation``). TRL runs its log-prob forwards under
    accelerate's autocast, and accelerate wraps the prepared model's ``forward`` in it; but ``PeftModel.generate``
    steps the base model's own forward, so a LoRA/QLoRA policy samples in fp32 while it trains in bf16.
@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
 
-from . import ppo_prefix
+from alignkit import prefix_cache
+
 from .ppo_logps import SampledLogProbs, compact_fused_head
 
 __all__ = ["SAMPLED_LOGP_TOLERANCE", "ForwardEconomies"]
@@ -51,7 +52,7 @@ class ForwardEconomies:
 
     State: ``_sampled`` is the capture of the running rollout (consumed by the first policy forward on its completion
     ids); ``_sampled_trusted`` is None until the check rollout, then whether sampled log-probs are used;
-    ``_prefix_trusted`` likewise for shared-prefix forwards (:mod:`alignkit.plugins.ppo.ppo_prefix`), checked on the
+    ``_prefix_trusted`` likewise for shared-prefix forwards (:mod:`alignkit.prefix_cache`), checked on the
     first forward that has a shared prefix.
     """
 
@@ -118,16 +119,16 @@ class ForwardEconomies:
         if (
             not self.args.share_prompt_prefix
             or self._prefix_trusted is False
-            or not ppo_prefix.prefix_supported(causal_lm)
+            or not prefix_cache.supported(unwrapped, with_gradients=True)
         ):
             return input_ids, attention_mask, nullcontext()
-        split = ppo_prefix.split_at_prefix(input_ids, attention_mask, n_completion)
+        split = prefix_cache.split_at_prefix(input_ids, attention_mask, n_completion)
         if split is None:
             return input_ids, attention_mask, nullcontext()
         backbone = backbone or causal_lm.base_model
         if self._prefix_trusted is None:  # once per run: does the mechanism reproduce the plain backbone?
             try:
-                gap, tolerance = ppo_prefix.check_against_plain(
+                gap, tolerance = prefix_cache.check_against_plain(
                     backbone, input_ids, attention_mask, n_completion, split
                 )
             except Exception as error:  # e.g. sharded parameters that only the wrapped model's forward gathers
@@ -141,7 +142,7 @@ class ForwardEconomies:
             if not self._prefix_trusted:
                 return input_ids, attention_mask, nullcontext()
         prefix, ids, mask = split
-        return ids, mask, ppo_prefix.shared_prefix(backbone, prefix, ids.size(1))
+        return ids, mask, prefix_cache.shared_prefix(backbone, prefix, ids.size(1))
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         sampled = self._sampled
