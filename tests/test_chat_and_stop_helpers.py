@@ -41,3 +41,15 @@ def test_messages_and_transcripts():
     assert transcript([*chat, {"role": "assistant", "content": "A"}, {"role": "user", "content": "Q2"}]) == (
         "User: Q\nAssistant: A\nUser: Q2"
     )
+
+
+def test_plugins_use_the_one_stop_and_completion_helpers():
+    from alignkit import chat_format, stop_tokens
+    from alignkit.plugins import graders
+    from alignkit.plugins.common import reward_units, text_graders
+    from alignkit.plugins.dpo import policy_samples
+
+    assert graders.completion_text is chat_format.completion_text  # the public name stays importable
+    assert text_graders.completion_text is reward_units.completion_text is chat_format.completion_text
+    assert policy_samples.stop_token_ids is stop_tokens.stop_token_ids
+    assert policy_samples.reply_length is stop_tokens.reply_length

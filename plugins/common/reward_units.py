@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .completions import completion_text
+from alignkit.chat_format import completion_text
 
 __all__ = ["UNITS", "UnitReward"]
 

@@ -21,7 +21,7 @@ import string
 from collections.abc import Sequence
 from typing import Any
 
-from .completions import completion_text
+from alignkit.chat_format import completion_text
 
 __all__ = ["Contains", "EditDistance", "ExactMatch", "Grader", "levenshtein", "normalize_answer"]
 
