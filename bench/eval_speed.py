@@ -93,22 +93,15 @@ def loadavg() -> str:
 # ----------------------------------------------------------------------------------------------- per-sample arm
 
 
-def stop_ids(model: Any, tokenizer: Any) -> list[int]:
-    """Same end-of-turn set the harness uses: tokenizer EOS plus the checkpoint's configured EOS ids."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    ids.update(configured if isinstance(configured, list) else [configured])
-    return sorted(i for i in ids if i is not None)
-
-
 def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy, one prompt at a time, no padding; returns generated ids cut before the first stop token."""
     import torch
     from transformers import GenerationConfig
 
     from alignkit.chat_format import prompt_text
+    from alignkit.stop_tokens import reply_length, stop_token_ids
 
-    stop = stop_ids(model, tokenizer)
+    stop = stop_token_ids(tokenizer, model)  # the harness's end-of-turn set
     config = GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stop, pad_token_id=tokenizer.pad_token_id
     )
@@ -118,8 +111,7 @@ def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
             ids = torch.tensor([tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False)])
             row = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
             row = row[0, ids.shape[1] :].tolist()
-            ends = [k for k, t in enumerate(row) if t in stop]
-            out.append(row[: ends[0]] if ends else row)
+            out.append(row[: reply_length(row, stop)[0]])
     return out
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from ..common.masked import masked_mean
+
 __all__ = ["candidate_mask", "unlikelihood_from_context_logprobs", "unlikelihood_loss"]
 
 _MIN_ONE_MINUS_P = 1e-5
@@ -75,7 +77,7 @@ def unlikelihood_from_context_logprobs(
     # Masked entries become p = 0, i.e. −log(1 − 0) = 0, before exp: no overflow and no NaN gradient through them.
     logp = _at_least_fp32(ctx_logp).masked_fill(~use, float("-inf"))
     one_minus_p = (1.0 - logp.exp()).clamp(min=_MIN_ONE_MINUS_P)
-    return -torch.log(one_minus_p).sum() / target_mask.sum().clamp(min=1)
+    return masked_mean(-torch.log(one_minus_p).sum(dim=2), target_mask)  # Σ over candidates, mean over targets
 
 
 def unlikelihood_loss(
@@ -111,5 +113,5 @@ def unlikelihood_loss(
         top1 = logp.argmax(dim=-1, keepdim=True)  # (B, T−1, 1)
         seen = _visible(seq_len, input_ids.device).unsqueeze(0) & _valid(input_ids, attention_mask).unsqueeze(1)
         repeats = ((ctx_tokens == top1) & seen).any(dim=2) & target_mask
-        repetition_rate = repeats.sum().float() / target_mask.sum().clamp(min=1)
+        repetition_rate = masked_mean(repeats.float(), target_mask)
     return penalty, repetition_rate
