@@ -12,7 +12,7 @@ the adaptive-KL callback, advantages, penalties, graders, the reward-function re
 
 from __future__ import annotations
 
-from ._lazy import lazy_exports
+from alignkit.plugins._lazy import lazy_exports
 
 _LAZY = {
     "SFTConfig": "sft.sft_config",

@@ -4,10 +4,16 @@
 (the one reading of a completion's text for graders, rewards and eval), re-exported here."""
 
 from alignkit.chat_format import completion_text
-
-from .common.math_grader import MathAnswer, extract_math_answer, parse_number
-from .common.reward_funcs import GRADERS, get_grader
-from .common.text_graders import Contains, EditDistance, ExactMatch, Grader, levenshtein, normalize_answer
+from alignkit.plugins.common.math_grader import MathAnswer, extract_math_answer, parse_number
+from alignkit.plugins.common.reward_funcs import GRADERS, get_grader
+from alignkit.plugins.common.text_graders import (
+    Contains,
+    EditDistance,
+    ExactMatch,
+    Grader,
+    levenshtein,
+    normalize_answer,
+)
 
 __all__ = [
     "GRADERS",

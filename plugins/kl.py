@@ -5,15 +5,15 @@ The code lives in :mod:`alignkit.plugins.common.kl_estimators`, :mod:`~alignkit.
 :mod:`~alignkit.plugins.common.kl_fields`.
 """
 
-from .common.kl_controllers import (
+from alignkit.plugins.common.kl_controllers import (
     DEFAULT_HORIZON,
     AdaptiveKLController,
     FixedKLController,
     check_adaptive_kl_fields,
     make_kl_controller,
 )
-from .common.kl_estimators import KL_ESTIMATORS, kl_estimate, kl_k1, kl_k2, kl_k3
-from .common.masked import masked_mean
+from alignkit.plugins.common.kl_estimators import KL_ESTIMATORS, kl_estimate, kl_k1, kl_k2, kl_k3
+from alignkit.plugins.common.masked import masked_mean
 
 __all__ = [
     "DEFAULT_HORIZON",

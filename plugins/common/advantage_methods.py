@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import torch
 
-from .group_stats import average_ranks, finish_advantages, grouped_rewards, nanstd
+from alignkit.plugins.common.group_stats import average_ranks, finish_advantages, grouped_rewards, nanstd
 
 __all__ = ["ADVANTAGE_METHODS", "available_methods", "normalize"]
 

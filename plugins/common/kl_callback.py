@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from transformers import TrainerCallback
 
-from .kl_controllers import AdaptiveKLController, FixedKLController, make_kl_controller
+from alignkit.plugins.common.kl_controllers import AdaptiveKLController, FixedKLController, make_kl_controller
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .kl_controllers import check_adaptive_kl_fields
+from alignkit.plugins.common.kl_controllers import check_adaptive_kl_fields
 
 __all__ = ["AdaptiveKLFields"]
 

@@ -17,7 +17,7 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
-from .reward_units import UnitReward
+from alignkit.plugins.common.reward_units import UnitReward
 
 __all__ = ["LengthPenalty", "length_penalty", "relative_length_penalty"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from .text_graders import Grader
+from alignkit.plugins.common.text_graders import Grader
 
 __all__ = ["MathAnswer", "extract_math_answer", "parse_number"]
 

@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .length_penalty import LengthPenalty
-from .repetition_penalty import RepetitionPenalty
+from alignkit.plugins.common.length_penalty import LengthPenalty
+from alignkit.plugins.common.repetition_penalty import RepetitionPenalty
 
 __all__ = ["PenaltyFields", "add_penalty_rewards"]
 

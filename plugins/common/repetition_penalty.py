@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .reward_units import UnitReward
+from alignkit.plugins.common.reward_units import UnitReward
 
 __all__ = ["RepetitionPenalty", "ngram_repetition_rate"]
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .length_penalty import LengthPenalty
-from .math_grader import MathAnswer
-from .repetition_penalty import RepetitionPenalty
-from .text_graders import Contains, EditDistance, ExactMatch, Grader
+from alignkit.plugins.common.length_penalty import LengthPenalty
+from alignkit.plugins.common.math_grader import MathAnswer
+from alignkit.plugins.common.repetition_penalty import RepetitionPenalty
+from alignkit.plugins.common.text_graders import Contains, EditDistance, ExactMatch, Grader
 
 __all__ = ["GRADERS", "REWARD_FUNCS", "get_grader", "get_reward_func"]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import trl
 
-from ..common.kl_fields import AdaptiveKLFields
+from alignkit.plugins.common.kl_fields import AdaptiveKLFields
 
 __all__ = ["DPOConfig"]
 

@@ -8,12 +8,12 @@ from collections.abc import Callable, Iterator
 import torch
 import trl
 
-from ..common.kl_callback import AdaptiveKLMixin
-from ..common.kl_estimators import kl_k2
-from ..common.repetition_penalty import ngram_repetition_rate
-from .dpo_config import DPOConfig
-from .policy_samples import policy_reply_stats
-from .rdpo import rdpo_reference_tilt, tilt_reference_logps
+from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
+from alignkit.plugins.common.kl_estimators import kl_k2
+from alignkit.plugins.common.repetition_penalty import ngram_repetition_rate
+from alignkit.plugins.dpo.dpo_config import DPOConfig
+from alignkit.plugins.dpo.policy_samples import policy_reply_stats
+from alignkit.plugins.dpo.rdpo import rdpo_reference_tilt, tilt_reference_logps
 
 __all__ = ["DPOConfig", "DPOTrainer"]
 

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
+from alignkit.plugins.common.repetition_penalty import ngram_repetition_rate
 from alignkit.stop_tokens import reply_length, stop_token_ids
-
-from ..common.repetition_penalty import ngram_repetition_rate
 
 __all__ = ["left_padded_prompts", "policy_reply_stats"]
 

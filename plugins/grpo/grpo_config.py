@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 import trl
 
-from ..common.advantage_methods import ADVANTAGE_METHODS
-from ..common.kl_fields import AdaptiveKLFields
-from ..common.penalty_fields import PenaltyFields
+from alignkit.plugins.common.advantage_methods import ADVANTAGE_METHODS
+from alignkit.plugins.common.kl_fields import AdaptiveKLFields
+from alignkit.plugins.common.penalty_fields import PenaltyFields
 
 __all__ = ["GRPOConfig"]
 

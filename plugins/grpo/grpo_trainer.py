@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 import trl
 
-from ..common.advantage_methods import normalize
-from ..common.kl_callback import AdaptiveKLMixin
-from ..common.penalty_fields import add_penalty_rewards
-from .grpo_config import GRPOConfig
+from alignkit.plugins.common.advantage_methods import normalize
+from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
+from alignkit.plugins.common.penalty_fields import add_penalty_rewards
+from alignkit.plugins.grpo.grpo_config import GRPOConfig
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 

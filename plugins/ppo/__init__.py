@@ -1,6 +1,6 @@
 """RLHF-PPO on TRL's GRPO machinery: config, trainer, critic, PPO maths, and the forward-pass economies."""
 
-from .._lazy import lazy_exports
+from alignkit.plugins._lazy import lazy_exports
 
 __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 __getattr__, __dir__ = lazy_exports(

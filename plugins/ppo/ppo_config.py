@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from ..common.kl_fields import AdaptiveKLFields
-from ..common.penalty_fields import PenaltyFields
+from alignkit.plugins.common.kl_fields import AdaptiveKLFields
+from alignkit.plugins.common.penalty_fields import PenaltyFields
 
 __all__ = ["PPOConfig"]
 

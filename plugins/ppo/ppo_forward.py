@@ -29,8 +29,7 @@ from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
 
 from alignkit import prefix_cache
-
-from .ppo_logps import SampledLogProbs, compact_fused_head
+from alignkit.plugins.ppo.ppo_logps import SampledLogProbs, compact_fused_head
 
 __all__ = ["SAMPLED_LOGP_TOLERANCE", "ForwardEconomies"]
 

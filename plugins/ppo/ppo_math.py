@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.masked import masked_mean
+from alignkit.plugins.common.masked import masked_mean
 
 __all__ = [
     "apply_missing_eos_penalty",

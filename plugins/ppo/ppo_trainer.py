@@ -15,14 +15,14 @@ from torch import nn
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from ..common.kl_callback import AdaptiveKLMixin
-from ..common.kl_estimators import kl_estimate, kl_k2
-from ..common.masked import masked_mean
-from ..common.penalty_fields import add_penalty_rewards
-from .ppo_config import PPOConfig
-from .ppo_critic import CRITIC_STATE_FILE, CriticMixin
-from .ppo_forward import ForwardEconomies
-from .ppo_math import (
+from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
+from alignkit.plugins.common.kl_estimators import kl_estimate, kl_k2
+from alignkit.plugins.common.masked import masked_mean
+from alignkit.plugins.common.penalty_fields import add_penalty_rewards
+from alignkit.plugins.ppo.ppo_config import PPOConfig
+from alignkit.plugins.ppo.ppo_critic import CRITIC_STATE_FILE, CriticMixin
+from alignkit.plugins.ppo.ppo_forward import ForwardEconomies
+from alignkit.plugins.ppo.ppo_math import (
     apply_missing_eos_penalty,
     clipped_policy_loss,
     clipped_value_loss,

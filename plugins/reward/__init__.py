@@ -1,6 +1,6 @@
 """Reward modelling with a reward-length decorrelation penalty: config, trainer, and the correlation maths."""
 
-from .._lazy import lazy_exports
+from alignkit.plugins._lazy import lazy_exports
 
 __all__ = ["RewardConfig", "RewardTrainer"]
 __getattr__, __dir__ = lazy_exports(

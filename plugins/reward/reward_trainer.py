@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import trl
 
-from .length_decorrelation import length_correlation_penalty, response_lengths
-from .reward_config import RewardConfig
+from alignkit.plugins.reward.length_decorrelation import length_correlation_penalty, response_lengths
+from alignkit.plugins.reward.reward_config import RewardConfig
 
 __all__ = ["RewardConfig", "RewardTrainer"]
 

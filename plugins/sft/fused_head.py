@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .unlikelihood import _at_least_fp32, _valid
+from alignkit.plugins.sft.unlikelihood import _at_least_fp32, _valid
 
 __all__ = ["capture_fused_forward", "context_logprobs", "head_transform", "sampled_repetition_rate"]
 

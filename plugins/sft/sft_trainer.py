@@ -5,9 +5,14 @@ from __future__ import annotations
 import torch
 import trl
 
-from .fused_head import capture_fused_forward, context_logprobs, head_transform, sampled_repetition_rate
-from .sft_config import SFTConfig
-from .unlikelihood import unlikelihood_from_context_logprobs, unlikelihood_loss
+from alignkit.plugins.sft.fused_head import (
+    capture_fused_forward,
+    context_logprobs,
+    head_transform,
+    sampled_repetition_rate,
+)
+from alignkit.plugins.sft.sft_config import SFTConfig
+from alignkit.plugins.sft.unlikelihood import unlikelihood_from_context_logprobs, unlikelihood_loss
 
 __all__ = ["SFTConfig", "SFTTrainer"]
 

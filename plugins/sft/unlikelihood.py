@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ..common.masked import masked_mean
+from alignkit.plugins.common.masked import masked_mean
 
 __all__ = ["candidate_mask", "unlikelihood_from_context_logprobs", "unlikelihood_loss"]
 
