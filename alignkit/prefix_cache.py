@@ -13,7 +13,7 @@ The rows after the prefix keep their own padding. The attention mask spans prefi
 between the prefix and a row's tokens.
 
 One module for every user (eval's generation, RM scores and perplexity; PPO's training forwards; DPO's policy
-samples), so that a fix reaches all of them:
+samples measured no gain from it, see :mod:`alignkit.plugins.dpo.policy_samples`), so that a fix reaches all of them:
 
 - :func:`supported` is the one support check, for inference (eval) and, with ``with_gradients=True``, training
   forwards (PPO);
