@@ -111,7 +111,7 @@ def _train_round(
         shutil.rmtree(checkpoint, ignore_errors=True)
     record = {
         "round": k,
-        "policy_in": str(policy_in),
+        "policy_in": str(policy_in.relative_to(staging)) if policy_in.is_relative_to(staging) else str(policy_in),
         "policy_out": str(out.relative_to(staging)),
         "pairs": {"directory": str(pairs.directory), "counts": pairs.manifest["counts"]},
         "selection": pairs.manifest.get("selection"),

@@ -202,6 +202,7 @@ def test_cli_builds_writes_a_card_and_reuses(ws, capsys):
         (dict(scorer="grader:bogus"), "unknown grader 'bogus'; graders: contains"),
         (dict(scorer="no-such-scorer"), "unknown scorer 'no-such-scorer'"),
         (dict(prompts="EMPTY"), "the train prompt set is empty"),
+        (dict(n_test=2), "the test prompt set is empty; nothing to sample; a prompt file has no held-out split"),
         (dict(prompts="NOANSWER", scorer="math_answer"), "reference column 'answer', which prompts .* lack"),
         (dict(n_samples=1), "n_samples: must be >= 2"),
         (dict(prompts="role:test"), "role must be one of policy, proxy, judge"),

@@ -105,6 +105,7 @@ def test_two_rounds_make_one_evaluable_run(rounds_setup, tiny_model, tmp_path):
     manifests = [json.loads((out / f"round-{k}" / "pairs_manifest.json").read_text()) for k in (1, 2)]
     assert manifests[0]["policy"]["ref"] == tiny_model  # round 1 samples from the card's policy
     assert manifests[1]["policy"]["ref"].endswith("round-1/policy")  # round 2 from the round-1 model
+    assert [r["policy_in"] for r in run["rounds"]] == [tiny_model, "round-1/policy"]
     firsts = [json.loads((Path(m["samples_directory"]) / "train-00000.json").read_text())["ids"] for m in manifests]
     assert not set(firsts[0]) & set(firsts[1])  # fresh prompts each round (prompt_offset)
     for k in (1, 2):

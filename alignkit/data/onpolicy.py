@@ -225,7 +225,8 @@ def build_onpolicy_pairs(
     for split, n, offset in (("train", n_prompts, prompt_offset), ("test", n_test, 0)):
         pool = load_pool(prompts, split, reference_column, source=source, cache_root=cache_root)
         if n and not pool.rows:
-            raise AlignkitError(f"prompts '{prompts}': the {split} prompt set is empty; nothing to sample")
+            hint = "; a prompt file has no held-out split, set n_test 0" if split == "test" and pool.is_file else ""
+            raise AlignkitError(f"prompts '{prompts}': the {split} prompt set is empty; nothing to sample{hint}")
         if score_with.needs_reference and n and not pool.has_reference:
             raise AlignkitError(
                 f"scorer '{scorer}' grades against a reference column '{reference_column}', which prompts "

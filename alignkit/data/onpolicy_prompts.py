@@ -40,6 +40,7 @@ class PromptPool:
     identity: dict[str, Any]
     has_reference: bool
     columns: list[str]
+    is_file: bool = False  # a prompt file: no held-out split
 
 
 def _hash_id(prompt: Messages) -> str:
@@ -112,7 +113,8 @@ def load_pool(
         columns = sorted(rows[0]) if rows else []
         identity = {"file": str(path), "rows_sha256": _rows_hash(rows)}
     has_reference = bool(rows) and all(reference_column in r for r in rows)
-    return PromptPool(ref, _rows_to_prompts(ref, rows, reference_column), identity, has_reference, columns)
+    prompts = _rows_to_prompts(ref, rows, reference_column)
+    return PromptPool(ref, prompts, identity, has_reference, columns, is_file="file" in identity)
 
 
 def _rows_hash(rows: list[dict[str, Any]]) -> str:
