@@ -16,16 +16,15 @@ Output rows are TRL conversational preference rows ``{id, prompt, chosen, reject
 what was kept and why the rest was dropped. The dataset is cached under a key of every input (prompts, policy and
 scorer identities, sampling, selection rules).
 
-Robustness: prompts are processed in chunks of ``chunk_size``; each finished chunk (samples + scores) is saved under
-``<cache>/onpolicy-pairs/.samples-<key>/``, so an interrupted build resumes where it stopped and gives the same
-dataset. Those samples are keyed without the selection rules: changing only ``min_margin``, ``length_delta`` or
-``drop_truncated`` re-selects without sampling again.
+Robustness: prompts are processed in chunks of ``chunk_size`` (:mod:`alignkit.data.onpolicy_samples`); each
+finished chunk (samples + scores) is saved under ``<cache>/onpolicy-pairs/.samples-<key>/``, so an interrupted build
+resumes where it stopped and gives the same dataset. Those samples are keyed without the selection rules: changing
+only ``min_margin``, ``length_delta`` or ``drop_truncated`` re-selects without sampling again.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -35,10 +34,10 @@ from typing import Any
 
 from alignkit.cache import cache_dir
 from alignkit.data.model_refs import run_needs
+from alignkit.data.onpolicy_samples import sample_and_score
 from alignkit.data.pair_selection import DROP_REASONS, Candidate, SelectionRules, select_pair
 from alignkit.data.store import BuildResult, cached_build, fingerprint_key
 from alignkit.errors import AlignkitError
-from alignkit.io import atomic_write_json
 from alignkit.pipeline import RunNeed
 
 NAME = "onpolicy-pairs"
@@ -71,63 +70,6 @@ def _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chu
     for ok, message in problems:
         if not ok:
             raise AlignkitError(f"on-policy pairs: {message}")
-
-
-def _chunk_seed(seed: int, split: str, chunk: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{split}:{chunk}".encode()).digest()[:4], "big")
-
-
-def sample_and_score(
-    rows: list[dict[str, Any]],
-    split: str,
-    *,
-    spec: Any,
-    model_fn: Any,
-    scorer: Any,
-    generation: dict[str, Any],
-    n_samples: int,
-    seed: int,
-    chunk_size: int,
-    scratch: Path,
-    bar: Any,
-) -> list[dict[str, Any]]:
-    """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each), chunk by chunk; a chunk saved by an
-    earlier, interrupted build is reused."""
-    from alignkit.eval.generation import GenerationConfig, generate
-
-    records: list[dict[str, Any]] = []
-    for c, start in enumerate(range(0, len(rows), chunk_size)):
-        chunk = rows[start : start + chunk_size]
-        ids = [r["id"] for r in chunk]
-        path = scratch / f"{split}-{c:05d}.json"
-        if path.exists():
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            if saved.get("ids") == ids:
-                records += saved["records"]
-                bar.update(len(chunk))
-                continue
-        prompts = [r["prompt"] for r in chunk]
-        config = GenerationConfig(do_sample=True, seed=_chunk_seed(seed, split, c), **generation)
-        gens = generate(
-            spec, [p for p in prompts for _ in range(n_samples)], config, model_fn=model_fn, desc=spec.name
-        )
-
-        def grouped(values: list[Any], n: int = len(chunk)) -> list[list[Any]]:
-            return [values[i * n_samples : (i + 1) * n_samples] for i in range(n)]
-
-        responses = grouped(gens.responses)
-        references = [r["reference"] for r in chunk] if scorer.needs_reference else None
-        scores = scorer.score(prompts, responses, references)
-        new = [
-            {"id": i, "responses": resp, "tokens": tok, "truncated": cut, "scores": sc}
-            for i, resp, tok, cut, sc in zip(
-                ids, responses, grouped(gens.n_tokens), grouped(gens.truncated), scores, strict=True
-            )
-        ]
-        atomic_write_json(path, {"ids": ids, "records": new})
-        records += new
-        bar.update(len(chunk))
-    return records
 
 
 def select_pairs(
