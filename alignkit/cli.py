@@ -1,4 +1,4 @@
-"""The ``alignkit`` command: ``train``, ``list``, ``eval``.
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``.
 
 User errors (AlignkitError) print one line and exit with code 2; no traceback.
 """
@@ -49,6 +49,12 @@ def _cmd_eval(argv: list[str]) -> int:
     return eval_main(argv)
 
 
+def _cmd_pairs(argv: list[str]) -> int:
+    from alignkit.data.onpolicy_cli import main as pairs_main
+
+    return pairs_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_list = sub.add_parser("list", help="list the recipes with a one-line description")
     p_list.set_defaults(func=_cmd_list)
     sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
+    sub.add_parser("pairs", help="build on-policy preference pairs (alignkit pairs --help)", add_help=False)
     return parser
 
 
@@ -88,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv[:1] == ["eval"]:
             return _cmd_eval(argv[1:])
+        if argv[:1] == ["pairs"]:
+            return _cmd_pairs(argv[1:])
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         # `train R --no-eval k=v`: argparse stops filling the positional list at the first option; later key=value

@@ -148,17 +148,48 @@ def load_tokenizer(path: str, padding_side: str = "right"):
     return tokenizer
 
 
-def build_tiny_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0) -> Path:
+def build_tiny_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0, tied: bool = True) -> Path:
     """Write a tiny randomly initialized causal LM (Llama or Qwen2) with the embedded tokenizer to ``path``.
 
     For fast tests: ~3.3M parameters (mostly the 49152x64 embedding), builds in about a second once the embedded
-    checkpoint is materialized.
+    checkpoint is materialized. With tied embeddings (the default, as SmolLM2) the random model's greedy reply
+    repeats the prompt's last token, a newline, which strips to an empty reply; ``tied=False`` gives it its own
+    random LM head, and greedy replies of random words (~3.1M more parameters).
     """
     import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+    from transformers import AutoModelForCausalLM
 
     path = Path(path)
     tokenizer = load_tokenizer(str(materialize_embedded(DEFAULT_MODEL)))
+    config = _tiny_config(tokenizer, arch)
+    config.tie_word_embeddings = tied
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_tiny_reward_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0) -> Path:
+    """Write a tiny randomly initialized reward model (``AutoModelForSequenceClassification``, one label) with the
+    embedded tokenizer to ``path``, built as :func:`build_tiny_model` builds the causal one (for fast tests)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    path = Path(path)
+    tokenizer = load_tokenizer(str(materialize_embedded(DEFAULT_MODEL)))
+    config = _tiny_config(tokenizer, arch)
+    config.num_labels = 1
+    torch.manual_seed(seed)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _tiny_config(tokenizer, arch: str):
+    from transformers import LlamaConfig, Qwen2Config
+
     common = dict(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -175,8 +206,4 @@ def build_tiny_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0
     configs = {"llama": LlamaConfig, "qwen2": Qwen2Config}
     if arch not in configs:
         raise AlignkitError(f"tiny model arch '{arch}' is not one of {sorted(configs)}")
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(configs[arch](**common), dtype=torch.float32)
-    model.save_pretrained(path, safe_serialization=True)
-    tokenizer.save_pretrained(path)
-    return path
+    return configs[arch](**common)

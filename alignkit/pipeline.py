@@ -7,7 +7,10 @@ missing ones before that step starts. ``alignkit train`` calls it before it eval
 only when asked (``--train-missing``), and otherwise names the ``alignkit train`` command to run.
 
 The chain is general: name -> recipe -> train. Any step that needs a run (an eval's reward model or judge, a recipe
-that starts from another run) describes it the same way.
+that starts from another run) describes it the same way. A dataset card does too: a card whose builder samples
+from or scores with a run (``policy: run:NAME``, ``scorer: run:rm-smol`` of an on-policy pair card) declares those
+runs with a ``required_runs(args, purpose)`` attribute on its builder function; :func:`dataset_runs` reads it, and
+``alignkit train`` trains them before it builds the recipe's data.
 """
 
 from __future__ import annotations
@@ -106,3 +109,28 @@ def train_runs(pending: list[PendingRun]) -> list[Path]:
 def ensure_runs(needs: list[RunNeed], runs_root: str | Path) -> list[Path]:
     """Train every needed run that is missing (see the module docstring); returns the directories trained now."""
     return train_runs(missing_runs(needs, runs_root))
+
+
+def dataset_runs(card_ref: Any, overrides: dict[str, Any] | None = None) -> list[RunNeed]:
+    """The runs a dataset card's builder needs with its ``source.args`` (updated by ``overrides``); ``[]`` for a
+    card that needs none (every hub, file and plain builder card)."""
+    from alignkit.data.cards import DatasetCard, import_object, load_card
+
+    card = card_ref if isinstance(card_ref, DatasetCard) else load_card(card_ref)
+    if card.source_kind != "builder":
+        return []
+    declare = getattr(import_object(card.source["builder"], card), "required_runs", None)
+    if declare is None:
+        return []
+    return declare({**card.source.get("args", {}), **(overrides or {})}, f"dataset card {card.name}")
+
+
+def dataset_builder_args(card_ref: Any, runs_root: str | Path) -> dict[str, Any]:
+    """Builder arguments that tie a card's build to this run tree: ``runs_root`` for a builder that reads runs."""
+    from alignkit.data.cards import DatasetCard, import_object, load_card
+
+    card = card_ref if isinstance(card_ref, DatasetCard) else load_card(card_ref)
+    if card.source_kind != "builder":
+        return {}
+    builder = import_object(card.source["builder"], card)
+    return {"runs_root": str(runs_root)} if hasattr(builder, "required_runs") else {}

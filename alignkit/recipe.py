@@ -55,6 +55,13 @@ class RecipeArguments:
     eval_suite: str | None = field(
         default="smol", metadata={"help": "Eval suite run after training (eval/suites/<name>.yaml); null = none."}
     )
+    onpolicy_rounds: int = field(
+        default=1,
+        metadata={
+            "help": "Iterative on-policy DPO: rounds of (build pairs with the current policy, train on them, merge). "
+            "Needs a DPO recipe on an on-policy pair card (a builder with a 'policy' argument); 1 = one plain run."
+        },
+    )
 
     def __post_init__(self):
         if self.trainer not in TRAINERS:
@@ -65,6 +72,10 @@ class RecipeArguments:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key}: must be >= 1 or null, got {value}")
+        if self.onpolicy_rounds < 1:
+            raise ValueError(f"onpolicy_rounds: must be >= 1, got {self.onpolicy_rounds}")
+        if self.onpolicy_rounds > 1 and self.trainer != "dpo":
+            raise ValueError(f"onpolicy_rounds: {self.onpolicy_rounds} rounds need trainer dpo, not {self.trainer}")
         if self.trainer in ("grpo", "ppo") and not self.reward_funcs:
             raise ValueError(f"reward_funcs: a {self.trainer} recipe needs at least one reward function")
 

@@ -15,6 +15,7 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
+from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
 from alignkit.recipe import Recipe
 from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
 
@@ -130,15 +131,23 @@ class BuiltTrainer:
     peft_config: Any  # None: the whole model trains
 
 
-def build_trainer(recipe: Recipe, model_path: str, tokenizer, callbacks: list | None = None) -> BuiltTrainer:
+def build_trainer(
+    recipe: Recipe,
+    model_path: str,
+    tokenizer,
+    callbacks: list | None = None,
+    builder_args: dict[str, Any] | None = None,
+) -> BuiltTrainer:
     """The recipe's trainer on its card's train (and, with evaluation on, test) split, as ``alignkit train`` runs it;
-    benchmarks build their arms here too."""
+    benchmarks build their arms here too. ``builder_args`` override a builder card's arguments (an on-policy
+    round's policy, the run tree its runs live in)."""
     from alignkit.data.cards import load_card, load_split
 
     card = load_card(recipe.args.dataset)
     seed = recipe.training_args.seed
-    train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, seed=seed)
-    eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, seed=seed)
+    data = dict(seed=seed, builder_args=builder_args)
+    train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, **data)
+    eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, **data)
     reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
     model = load_model(recipe, model_path, tokenizer)
     peft_config = peft_config_for(recipe)
@@ -165,16 +174,35 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     final = Path(recipe.training_args.output_dir)
     twin = recipe.name.replace("-qwen", "-smol")
     model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
-    load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
+    card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
+    needs = dataset_runs(card)
+    for need in needs:
+        if need.name == final.name:
+            raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
+    if recipe.args.onpolicy_rounds > 1:
+        from alignkit.onpolicy_rounds import check_rounds
+
+        check_rounds(recipe, card)
     paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
     recipe.training_args.output_dir = str(paths.staging)
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     for key, why in recipe.hardware_reasons.items():
         print(f"alignkit: {key}: {why}", flush=True)
+    if recipe.args.onpolicy_rounds > 1:
+        from alignkit.onpolicy_rounds import train_rounds
+
+        return train_rounds(recipe, model_path, paths, card, needs)
     try:
+        ensure_runs(needs, final.parent)  # the runs the card samples from or scores with, trained first
         tokenizer = load_tokenizer(model_path)
         write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
-        built = build_trainer(recipe, model_path, tokenizer, [_JsonlLogCallback(paths.staging / "train_log.jsonl")])
+        built = build_trainer(
+            recipe,
+            model_path,
+            tokenizer,
+            [_JsonlLogCallback(paths.staging / "train_log.jsonl")],
+            builder_args=dataset_builder_args(card, final.parent),
+        )
         trainer = built.trainer
         start = time.time()
         trainer.train(resume_from_checkpoint=paths.resume_from)

@@ -58,6 +58,14 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_rm(tmp_path_factory) -> str:
+    """Path to a tiny random reward model (sequence classification, one label) with the embedded tokenizer."""
+    from alignkit.models import build_tiny_reward_model
+
+    return str(build_tiny_reward_model(tmp_path_factory.mktemp("tiny-rm")))
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen(tmp_path_factory) -> str:
     """Same, with the Qwen2 architecture (the qwen recipes' family)."""
     from alignkit.models import build_tiny_model

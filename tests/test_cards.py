@@ -10,6 +10,8 @@ from alignkit.errors import AlignkitError
 SHIPPED = {
     "sharegpt-sft-smol",
     "sharegpt-pairs-smol",
+    "sharegpt-judge-pairs-smol",
+    "sharegpt-onpolicy-smol",
     "arith-smol",
     "ultrachat_200k",
     "ultrafeedback_binarized",

@@ -99,10 +99,11 @@ def test_build_sft_split_is_deterministic_disjoint_and_cached(tmp_path):
     source = tmp_path / "sg.json"
     source.write_text(pretty([record(f"id{i}_0", f"prompt {i}", f"reply {i}") for i in range(200)]))
     first = build_sft(source, cache_root=tmp_path / "cache")
-    train, test = first.rows("train"), first.rows("test")
-    assert len(train) + len(test) == 200 and 5 < len(test) < 40  # ~10%
+    train, test, judge = first.rows("train"), first.rows("test"), first.rows("judge")
+    assert len(train) + len(test) + len(judge) == 200 and 5 < len(test) < 40  # ~10%
     assert not {r["id"] for r in train} & {r["id"] for r in test}
-    row = next(r for r in train + test if r["id"] == "id7_0")
+    assert not {r["id"] for r in judge} & {r["id"] for r in train + test}
+    row = next(r for r in train + test + judge if r["id"] == "id7_0")
     assert row["messages"] == [{"role": "user", "content": "prompt 7"}, {"role": "assistant", "content": "reply 7"}]
     again = build_sft(source, cache_root=tmp_path / "cache")
     assert again.reused and again.directory == first.directory

@@ -58,7 +58,7 @@ class DatasetCard:
     format: str
     conversational: bool
     columns: dict[str, str]
-    splits: dict[str, str]  # {"train": <source split>, "test": <source split>}
+    splits: dict[str, str]  # {"train": <source split>, "test": <source split>, ...any further named split}
     license: str
     size: str
     rebuild: str
@@ -144,8 +144,8 @@ def _parse(raw: dict[str, Any], path: Path) -> DatasetCard:
     for key, value in (("columns", columns), ("splits", splits), ("transforms", transforms)):
         if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
             raise fail(f"field '{key}' must be a mapping of strings")
-    if set(splits) != {"train", "test"}:
-        raise fail(f"field 'splits' must name exactly 'train' and 'test', got {sorted(splits)}")
+    if not {"train", "test"} <= set(splits):
+        raise fail(f"field 'splits' must name 'train' and 'test' (and may name more), got {sorted(splits)}")
     for column in required_columns(fmt["type"], fmt["conversational"]):
         if column not in columns.values():
             raise fail(f"field 'columns' maps nothing to '{column}', which a {fmt['type']} dataset needs")
@@ -200,24 +200,35 @@ def build(card: DatasetCard, force: bool = False, **overrides: Any):
     return builder(**kwargs)
 
 
-def load_split(card: DatasetCard | str, split: str = "train", max_samples: int | None = None, seed: int = 42) -> Any:
-    """The card's ``split`` ("train" or "test") as a ``datasets.Dataset`` with the card's TRL columns only.
+def load_split(
+    card: DatasetCard | str,
+    split: str = "train",
+    max_samples: int | None = None,
+    seed: int = 42,
+    builder_args: dict[str, Any] | None = None,
+) -> Any:
+    """The card's ``split`` (``train``, ``test`` or another split the card names) as a ``datasets.Dataset`` with the
+    card's TRL columns only.
 
-    ``max_samples`` takes a seeded random subset. Hub sources fail fast (one line, no retries) when the hub is
-    unreachable and the dataset is not cached."""
+    ``max_samples`` takes a seeded random subset; ``builder_args`` override a builder card's ``source.args`` (e.g.
+    the policy of an on-policy round). Hub sources fail fast (one line, no retries) when the hub is unreachable and
+    the dataset is not cached. An empty split is an empty dataset with the card's columns."""
     import datasets
 
     card = card if isinstance(card, DatasetCard) else load_card(card)
     if split not in card.splits:
-        raise AlignkitError(f"card '{card.name}': split must be 'train' or 'test', got {split!r}")
+        raise AlignkitError(f"card '{card.name}': split must be one of {', '.join(card.splits)}, got {split!r}")
     source_split = card.splits[split]
     if card.source_kind == "hub":
         dataset = _load_hub(card, source_split)
     elif card.source_kind == "file":
         dataset = _load_file(card, source_split)
     else:
-        result = build(card)
-        dataset = datasets.Dataset.from_list(result.rows(source_split))
+        rows = build(card, **(builder_args or {})).rows(source_split)
+        # from_list([]) has no columns at all; an empty split still has the card's columns
+        dataset = (
+            datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({c: [] for c in card.columns})
+        )
     dataset = apply_columns(card, dataset)
     if max_samples is not None and max_samples < len(dataset):
         dataset = dataset.shuffle(seed=seed).select(range(max_samples))

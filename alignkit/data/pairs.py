@@ -1,9 +1,12 @@
 """Embedded preference pairs: chosen = ShareGPT's reference answer, rejected = the embedded model's own answer.
 
 Prompts come from the ShareGPT SFT set (:mod:`alignkit.data.sharegpt`) and keep its split, so a prompt held out
-from SFT is also held out from DPO/reward training. The model answers greedily (see :mod:`alignkit.data.generate`
-for why), which makes "rejected" the model's single most likely answer: the one a preference update should move
-away from.
+from SFT is also held out from DPO/reward training. Train prompts come from one prompt role (``train_role``):
+``proxy`` for ``sharegpt-pairs-smol`` (the proxy reward model ``rm-smol``), ``judge`` for
+``sharegpt-judge-pairs-smol`` (the held-out judge ``rm-judge-smol``), so the two reward models never share a training
+prompt, and neither shares one with the policy (role ``policy``). Test pairs come from the test split for both.
+The model answers greedily (see :mod:`alignkit.data.generate` for why), which makes "rejected" the model's single
+most likely answer: the one a preference update should move away from.
 
 Known bias: rejected answers are cut at ``max_new_tokens`` (96 tokens ~ 400 characters) while references are under
 800 characters, so many rejected answers end mid-sentence (and greedy decoding of a 135M model often loops); the
@@ -19,13 +22,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.sharegpt import build_sft
+from alignkit.data.sharegpt import build_sft, rows_of_role
 from alignkit.data.splits import unit_interval
 from alignkit.data.store import BuildResult, cached_build
 from alignkit.errors import AlignkitError
 
 NAME = "sharegpt-pairs-smol"
-BUILDER_VERSION = 1
+JUDGE_NAME = "sharegpt-judge-pairs-smol"
+CARD_OF_ROLE = {"proxy": NAME, "judge": JUDGE_NAME}  # the cache name of each train role's pairs
+BUILDER_VERSION = 2  # 2: train prompts from one prompt role (proxy or judge) instead of the whole train split
 
 
 def model_identity(model_path: str | os.PathLike) -> dict[str, Any]:
@@ -87,15 +92,20 @@ def build_pairs(
     batch_size: int = 16,
     max_new_tokens: int = 96,
     seed: int = 0,
+    train_role: str = "proxy",
     cache_root: str | os.PathLike | None = None,
     force: bool = False,
 ) -> BuildResult:
     """Build (or reuse) conversational preference pairs ``{id, prompt, chosen, rejected}``.
 
     ``model_path`` defaults to the embedded SmolLM2-135M-Instruct; ``source`` is the ShareGPT file (default: the
-    wheel's). The cache key covers the SFT set, the model, the sizes and the generation settings."""
+    wheel's); train prompts come from the prompt role ``train_role`` (``proxy`` or ``judge``). The cache key covers
+    the SFT set, the model, the sizes, the role and the generation settings."""
     from alignkit.models import materialize_embedded
 
+    if train_role not in CARD_OF_ROLE:
+        raise AlignkitError(f"train_role: must be one of {', '.join(CARD_OF_ROLE)}, got {train_role!r}")
+    name = CARD_OF_ROLE[train_role]
     path = Path(model_path) if model_path is not None else materialize_embedded()
     sft = build_sft(source, cache_root=cache_root)
     generation = {"do_sample": False, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
@@ -107,17 +117,21 @@ def build_pairs(
         "n_train": n_train,
         "n_test": n_test,
         "seed": seed,
+        "train_role": train_role,
         "generation": generation,
     }
 
     def produce() -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
         from alignkit.data.generate import generate_replies
 
-        picked = {"train": _pick(sft.rows("train"), n_train, seed), "test": _pick(sft.rows("test"), n_test, seed)}
-        for split, want in (("train", n_train), ("test", n_test)):
+        picked = {
+            "train": _pick(rows_of_role(sft, train_role), n_train, seed),
+            "test": _pick(sft.rows("test"), n_test, seed),
+        }
+        for split, want, pool in (("train", n_train, f"role {train_role}"), ("test", n_test, "test split")):
             if len(picked[split]) < want:
                 raise AlignkitError(
-                    f"{NAME}: asked for {want} {split} pairs but the ShareGPT SFT {split} split has only "
+                    f"{name}: asked for {want} {split} pairs but the ShareGPT SFT {pool} has only "
                     f"{len(picked[split])} prompts"
                 )
         everything = picked["train"] + picked["test"]
@@ -126,7 +140,7 @@ def build_pairs(
             [row["messages"][:1] for row in everything],
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
-            desc=f"{NAME}: rejected answers",
+            desc=f"{name}: rejected answers",
         )
         splits, dropped = assemble_pairs(picked, dict(zip((row["id"] for row in everything), replies, strict=True)))
         report = [
@@ -147,4 +161,4 @@ def build_pairs(
         }
         return splits, extra
 
-    return cached_build(NAME, fingerprint, produce, cache_root=cache_root, force=force)
+    return cached_build(name, fingerprint, produce, cache_root=cache_root, force=force)

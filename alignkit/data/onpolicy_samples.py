@@ -1,0 +1,73 @@
+"""Sampling and scoring for on-policy pairs, in resumable chunks of prompts (see :mod:`alignkit.data.onpolicy`).
+
+Each chunk's prompts are repeated N times in one :func:`alignkit.eval.generation.generate` call, so the N samples of
+a prompt are different rows of the same seeded batch; the chunk's seed is a hash of (seed, split, chunk index), so
+the samples are a pure function of the inputs. A finished chunk (samples + scores) is written atomically to the
+scratch directory, and a rerun reuses it instead of sampling and scoring again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from alignkit.io import atomic_write_json
+
+
+def _chunk_seed(seed: int, split: str, chunk: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{split}:{chunk}".encode()).digest()[:4], "big")
+
+
+def sample_and_score(
+    rows: list[dict[str, Any]],
+    split: str,
+    *,
+    spec: Any,
+    model_fn: Any,
+    scorer: Any,
+    generation: dict[str, Any],
+    n_samples: int,
+    seed: int,
+    chunk_size: int,
+    scratch: Path,
+    bar: Any,
+) -> list[dict[str, Any]]:
+    """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each), chunk by chunk; a chunk saved by an
+    earlier, interrupted build is reused."""
+    from alignkit.eval.generation import GenerationConfig, generate
+
+    records: list[dict[str, Any]] = []
+    for c, start in enumerate(range(0, len(rows), chunk_size)):
+        chunk = rows[start : start + chunk_size]
+        ids = [r["id"] for r in chunk]
+        path = scratch / f"{split}-{c:05d}.json"
+        if path.exists():
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("ids") == ids:
+                records += saved["records"]
+                bar.update(len(chunk))
+                continue
+        prompts = [r["prompt"] for r in chunk]
+        config = GenerationConfig(do_sample=True, seed=_chunk_seed(seed, split, c), **generation)
+        gens = generate(
+            spec, [p for p in prompts for _ in range(n_samples)], config, model_fn=model_fn, desc=spec.name
+        )
+
+        def grouped(values: list[Any], n: int = len(chunk)) -> list[list[Any]]:
+            return [values[i * n_samples : (i + 1) * n_samples] for i in range(n)]
+
+        responses = grouped(gens.responses)
+        references = [r["reference"] for r in chunk] if scorer.needs_reference else None
+        scores = scorer.score(prompts, responses, references)
+        new = [
+            {"id": i, "responses": resp, "tokens": tok, "truncated": cut, "scores": sc}
+            for i, resp, tok, cut, sc in zip(
+                ids, responses, grouped(gens.n_tokens), grouped(gens.truncated), scores, strict=True
+            )
+        ]
+        atomic_write_json(path, {"ids": ids, "records": new})
+        records += new
+        bar.update(len(chunk))
+    return records
