@@ -88,7 +88,7 @@ def _agreement(r: dict[str, Any]) -> str:
 
 def win_rate_section(report: dict[str, Any]) -> list[str]:
     """Every win rate with its judge: who, whether it saw a training prompt, its held-out pair accuracy, agreement;
-    bold caveats where a judge is the proxy or saw training prompts."""
+    bold caveats where a judge is the proxy, saw training prompts, or trained on the prompts it judges."""
     if not report["win_rates"]:
         return []
     lines = ["## Win rates (vs the baseline; > 0.5 means the model wins, a tie counts ½)", ""]
@@ -110,6 +110,11 @@ def win_rate_section(report: dict[str, Any]) -> list[str]:
                     caveats[(judge["model"], comp)] = (
                         f"**Caveat: judge `{judge['model']}` saw training prompts of `{comp}`: "
                         f"{judge.get('saw_training_detail')}.**"
+                    )
+                if judge.get("eval_prompts_in_judge_training"):
+                    caveats[(judge["model"], ps)] = (
+                        f"**Caveat: judge `{judge['model']}` trained on {judge['eval_prompts_in_judge_training']} of "
+                        f"the {raw['n']} `{ps}` prompts it judges here.**"
                     )
                 if judge.get("model"):
                     seen[judge["model"]] = judge

@@ -125,7 +125,8 @@ def test_a_held_out_judge_is_named_measured_and_checked(workspace, monkeypatch, 
 
     md = render_markdown(report, [])
     assert "| dpo-tiny vs base | chat | rm: `run:rm-judge` | no |" in md
-    assert "RM score (judge)" in md and "RM score (proxy)" in md and "Caveat" not in md
+    assert "RM score (judge)" in md and "RM score (proxy)" in md and "same model as the proxy" not in md
+    assert "**Caveat: judge `run:rm-judge` trained on 1 of the 3 `chat` prompts it judges here.**" in md
 
 
 def test_the_proxy_as_judge_is_flagged(workspace, monkeypatch, tmp_path):

@@ -179,6 +179,8 @@ def test_goals_reach_report_md_metrics_json_and_every_win_rate_names_its_judge()
     assert "**Caveat: judge `run:rm-smol` saw training prompts of `dpo vs base`" in proxy
     unknown = render_markdown(_report(judge=_judge(model="/models/rm", saw=None)), [])
     assert "rm: `/models/rm` | unknown |" in unknown
+    knows = render_markdown(_report(judge={**_judge(), "eval_prompts_in_judge_training": 2}), [])
+    assert "**Caveat: judge `run:rm-judge-smol` trained on 2 of the 64 `chat` prompts it judges here.**" in knows
 
 
 def test_judged_replies_show_truncation_per_model_and_set_and_looping_when_present():
