@@ -8,7 +8,8 @@ so it is computed per comparison (:mod:`alignkit.eval.provenance`).
 
 Held-out pair accuracy (:func:`heldout_pair_accuracy`) is measured, not assumed: the share of the judge's own card's
 test pairs on which it scores chosen strictly above rejected, with a 95% bootstrap interval. It is cached on disk by
-the judge's weights identity and the pairs, so only the first eval with a given judge pays for it.
+the judge's weights identity and the pairs, so only the first eval with a given judge pays for it. The card is read
+from its existing build (built when the judge trained), never rebuilt here.
 """
 
 from __future__ import annotations
@@ -70,10 +71,12 @@ def heldout_pair_accuracy(
     import numpy as np
 
     from alignkit.chat_format import completion_text
+    from alignkit.data.store import reuse_only
     from alignkit.eval.prompt_sets import load_rows
     from alignkit.eval.stats import bootstrap_ci
 
-    rows = load_rows(card, split, max_pairs)
+    with reuse_only():  # the judge's own card was built when it trained; a missing build is not rebuilt here
+        rows = load_rows(card, split, max_pairs)
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected") if k in r} for r in rows]
     if not rows or any(set(r) != {"prompt", "chosen", "rejected"} for r in rows):
         return not_measured(f"card '{card}' split '{split}' has no prompt/chosen/rejected pairs")

@@ -10,7 +10,8 @@
   the card's ``source`` (e.g. the scorer that labelled on-policy pairs, or the policy that sampled them) and a
   ``model_name_or_path`` of ``run:NAME`` (a warm start).
 
-Prompts are compared twice: by the rows' ``id`` column (where both sides have one) and by the first user turn's
+Builder cards are read from their existing build, never rebuilt (:func:`alignkit.data.store.reuse_only`). Prompts
+are compared twice: by the rows' ``id`` column (where both sides have one) and by the first user turn's
 text, whitespace-normalized and case-folded (so a prompt copied under a new id still counts). Anything that cannot be
 read (no ``run.json``, a card that does not load, a model path with no run behind it) makes the answer *unknown*,
 with the reason; an overlap found elsewhere still answers *yes*.
@@ -83,17 +84,21 @@ def _train_subset(run_dir: Path) -> tuple[int | None, int, str]:
 
 
 def card_prompts(card_ref: str, split: str, max_samples: int | None = None, seed: int = 42) -> TrainingPrompts:
-    """Ids and prompt texts of a card's split (the ``max_samples`` subset that :func:`load_split` draws)."""
+    """Ids and prompt texts of a card's split (the ``max_samples`` subset that :func:`load_split` draws). A builder
+    card is read from its existing build only (:func:`alignkit.data.store.reuse_only`): a missing build is an error
+    here, never minutes of generation."""
     from alignkit.data.cards import load_card, load_split
+    from alignkit.data.store import reuse_only
 
     card = load_card(card_ref)
-    try:  # the card keeps only mapped columns; map the source's 'id' too when it has one
-        with_ids = dataclasses.replace(card, columns={**card.columns, "id": "id"})
-        rows = list(load_split(with_ids, split, max_samples=max_samples, seed=seed))
-    except AlignkitError as exc:
-        if "'id'" not in str(exc):
-            raise
-        rows = list(load_split(card, split, max_samples=max_samples, seed=seed))
+    with reuse_only():
+        try:  # the card keeps only mapped columns; map the source's 'id' too when it has one
+            with_ids = dataclasses.replace(card, columns={**card.columns, "id": "id"})
+            rows = list(load_split(with_ids, split, max_samples=max_samples, seed=seed))
+        except AlignkitError as exc:
+            if "'id'" not in str(exc):
+                raise
+            rows = list(load_split(card, split, max_samples=max_samples, seed=seed))
     out = TrainingPrompts()
     for row in rows:
         if row.get("id") is not None:

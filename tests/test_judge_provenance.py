@@ -144,6 +144,24 @@ def test_lineage_follows_the_scorer_run_that_labelled_the_data(runs, tmp_path, m
     assert judge_saw_training(runs / "judge", runs / "dpo-onpolicy", runs).value is True  # via the scorer's j1, j2
 
 
+def test_a_card_that_is_not_built_is_unknown_never_rebuilt(runs, tmp_path, monkeypatch):
+    (tmp_path / "unbuilt_builder.py").write_text(
+        "from alignkit.data.store import cached_build\n"
+        "def build(force=False):\n"
+        "    def produce():\n"
+        "        raise AssertionError('the eval must not build a dataset')\n"
+        "    return cached_build('unbuilt', {'v': 1}, produce)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    card = yaml.safe_load((tmp_path / "policy.yaml").read_text())
+    card.update(name="unbuilt", source={"package": "alignkit", "builder": "unbuilt_builder:build"})
+    (tmp_path / "unbuilt.yaml").write_text(yaml.safe_dump(card))
+    _run(runs, "dpo-unbuilt", str(tmp_path / "unbuilt.yaml"), trainer="dpo")
+    result = judge_saw_training(runs / "judge", runs / "dpo-unbuilt", runs)
+    assert result.value is None and "is not built on this machine" in result.detail
+
+
 def test_lineage_uses_the_rows_the_run_trained_on(runs):
     """``max_train_samples`` and ``seed`` from resolved_config.json: the same subset build_trainer draws."""
     from alignkit.data.cards import load_split
