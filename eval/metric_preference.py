@@ -17,7 +17,7 @@ from alignkit.eval.prompt_sets import load_rows
 from alignkit.eval.registries import METRICS
 
 UNDEFINED_IMPLICIT_REWARD = (
-    "not a DPO policy: with itself as the reference every implicit reward is 0, so its accuracy would read 0"
+    "not a DPO policy: with itself as the reference every implicit reward is 0, so accuracy and margin would read 0"
 )
 
 

@@ -2,6 +2,7 @@
 rates, judged replies."""
 
 import math
+import types
 
 import pytest
 
@@ -181,6 +182,22 @@ def test_goals_reach_report_md_metrics_json_and_every_win_rate_names_its_judge()
     assert "rm: `/models/rm` | unknown |" in unknown
     knows = render_markdown(_report(judge={**_judge(), "eval_prompts_in_judge_training": 2}), [])
     assert "**Caveat: judge `run:rm-judge-smol` trained on 2 of the 64 `chat` prompts it judges here.**" in knows
+
+
+def test_response_stats_count_looping_replies_only_when_the_generations_say():
+    from alignkit.eval.metric_base import EvalContext
+    from alignkit.eval.metric_responses import response_stats
+
+    gen = types.SimpleNamespace(n_tokens=[3, 64, 64, 10], truncated=[False, True, True, False])
+    looped = types.SimpleNamespace(**vars(gen), looping=[False, False, True, True])
+    specs = [types.SimpleNamespace(name="old"), types.SimpleNamespace(name="new")]
+    ctx = EvalContext(suite=None, specs=specs, data={"chat": types.SimpleNamespace(references=None)}, runs_root=".")
+    ctx.gens = {"old": {"chat": gen}, "new": {"chat": looped}}
+    response_stats(ctx)
+    assert ctx.set_metrics("old", "chat")["truncated_rate"] == 0.5 and "looping_rate" not in ctx.set_metrics(
+        "old", "chat"
+    )
+    assert ctx.set_metrics("new", "chat")["looping_rate"] == 0.5
 
 
 def test_judged_replies_show_truncation_per_model_and_set_and_looping_when_present():
