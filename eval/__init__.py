@@ -6,7 +6,10 @@ Modules (importing this package loads neither torch nor transformers):
 - :mod:`~alignkit.eval.suite`: suites parsed into dataclasses; :mod:`~alignkit.eval.registries`: metrics, judges
   and prompt sources by name;
 - :mod:`~alignkit.eval.harness`: generate once per model, run every metric, write the report
-  (:mod:`~alignkit.eval.report`);
+  (:mod:`~alignkit.eval.report`; its rows and the dead-metric rule in :mod:`~alignkit.eval.report_rows`, the goals
+  table in :mod:`~alignkit.eval.goals`, the judge and replies sections in :mod:`~alignkit.eval.report_sections`);
+- :mod:`~alignkit.eval.judge_info` (who a judge is, its held-out pair accuracy) and
+  :mod:`~alignkit.eval.provenance` (which prompts a run trained on; did a judge see any);
 - :mod:`~alignkit.eval.metric_base` (what a metric is), and the registered metrics: ``metric_responses``
   (lengths, grader accuracy, diversity), ``metric_rm_score``, ``metric_perplexity``, ``metric_preference``,
   ``metric_win_rate``, ``metric_lm_eval``; :mod:`~alignkit.eval.judge_builders`: the judges by name;

@@ -28,11 +28,13 @@ from typing import Any
 from alignkit.chat_format import transcript
 from alignkit.errors import AlignkitError
 from alignkit.eval.generation import generate
+from alignkit.eval.goals import goal_table
 from alignkit.eval.metric_base import EvalContext, LazyModel
 from alignkit.eval.metric_responses import response_stats
 from alignkit.eval.model_spec import ModelSpec
 from alignkit.eval.prompt_sets import load_prompt_set
 from alignkit.eval.registries import METRICS
+from alignkit.eval.report_rows import cannot_move_metrics, undefined_metrics
 from alignkit.eval.suite import Suite
 
 
@@ -93,7 +95,7 @@ def run_eval(
         metric.score(ctx)
         clock.lap(name)
 
-    return {
+    report = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "suite": {"name": suite.name, "path": str(suite.path), "description": suite.description},
         "run_dir": str(run_dir) if run_dir else None,
@@ -108,10 +110,15 @@ def run_eval(
         "win_rates": ctx.win_rates,
         "lengths": {s.name: {n: g.n_tokens for n, g in ctx.gens[s.name].items()} for s in specs},
         "samples": _samples(ctx),
+        **ctx.sections,
         "notes": ctx.notes,
         "timing_s": clock.total(clock.wall),
         "cpu_s": clock.total(clock.cpu),
     }
+    report["cannot_move"] = cannot_move_metrics(report)
+    report["undefined"] = undefined_metrics(report)
+    report["goals"] = goal_table(report)
+    return report
 
 
 def _samples(ctx: EvalContext) -> list[dict[str, Any]]:

@@ -60,6 +60,8 @@ class EvalContext:
     notes: list[str] = field(default_factory=list)
     reward_scorer: Callable[..., list[float]] | None = None  # set by rm_score, reused by the rm judge
     aux_models: dict[str, LazyModel] = field(default_factory=dict)  # loaded models other than the evaluated ones
+    judges: dict[str, Any] = field(default_factory=dict)  # judges built once per eval (a loaded judge RM), by name
+    sections: dict[str, Any] = field(default_factory=dict)  # extra top-level report keys a metric contributes
 
     def __post_init__(self) -> None:
         for spec in self.specs:
@@ -81,6 +83,8 @@ class EvalContext:
         for lazy in self.aux_models.values():
             lazy.release()
         self.aux_models.clear()
+        self.judges.clear()
+        gc.collect()
 
 
 class Metric:

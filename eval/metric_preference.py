@@ -16,6 +16,10 @@ from alignkit.eval.model_spec import ModelSpec, spec_key
 from alignkit.eval.prompt_sets import load_rows
 from alignkit.eval.registries import METRICS
 
+UNDEFINED_IMPLICIT_REWARD = (
+    "not a DPO policy: with itself as the reference every implicit reward is 0, so accuracy and margin would read 0"
+)
+
 
 @dataclass
 class PreferenceOptions:
@@ -61,4 +65,7 @@ class PreferenceMetric(Metric):
                 ref_lazy = LazyModel(spec.without_adapter("reference"))
                 ref = pair_logps(*ref_lazy(), *self.columns, **size)
                 ref_lazy.release()
-        ctx.per_model[spec.name]["preference"] = preference_from_logps(policy, ref, beta)
+        result = preference_from_logps(policy, ref, beta)
+        if spec.trainer != "dpo" and any(s.trainer == "dpo" for s in ctx.specs):  # say why it is missing here
+            result["implicit_reward"] = {"undefined": UNDEFINED_IMPLICIT_REWARD}
+        ctx.per_model[spec.name]["preference"] = result

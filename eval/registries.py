@@ -76,9 +76,14 @@ class Registry:
         return self._entries[name]
 
     def names(self) -> list[str]:
-        """Registered names, in registration order."""
+        """Registered names: the built-ins in :data:`_BUILTIN_MODULES` order, then the rest in registration order.
+
+        Not plain registration order: importing one metric module first (``from alignkit.eval.metric_win_rate
+        import ...``) registers it before the built-ins load, and the harness runs metrics in this order (the
+        reward model must score before the judge that reuses its scores)."""
         _load_builtins()
-        return list(self._entries)
+        rank = {module: i for i, module in enumerate(_BUILTIN_MODULES)}
+        return sorted(self._entries, key=lambda n: rank.get(getattr(self._entries[n], "__module__", ""), len(rank)))
 
     def __contains__(self, name: object) -> bool:
         _load_builtins()

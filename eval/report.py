@@ -1,10 +1,17 @@
 """Render an eval result (the dict from :func:`alignkit.eval.harness.run_eval`) as files, in memory.
 
-:func:`render_files` returns ``{filename: content}``: ``report.json`` (everything), ``report.md`` (tables with 95%
-bootstrap intervals, win rates raw and length-controlled, sample generations side by side), ``metrics.png`` (bars with
-CI whiskers), ``lengths.png`` (response-length distributions) and, for a run directory, ``metrics.json`` (flat
-``{"base": {...}, "trained": {...}, "win_rate": {...}}`` for machines). The caller writes them atomically; nothing here
-touches the disk, so a rendering error cannot leave half a report.
+:func:`render_files` returns ``{filename: content}``:
+
+- ``report.json``: everything, including ``goals`` (:mod:`alignkit.eval.goals`), ``cannot_move`` and ``undefined``
+  (:mod:`alignkit.eval.report_rows`) and each win rate's ``judge``;
+- ``report.md``: "Does alignment work?" (the goals, met or missed), tables with 95% bootstrap intervals (metrics that
+  cannot move here are listed with their reason instead), win rates raw and length-controlled with their judges, the
+  share of judged replies cut off (:mod:`alignkit.eval.report_sections`), sample generations side by side;
+- ``metrics.png`` (bars with CI whiskers), ``lengths.png`` (response-length distributions);
+- for a run directory, ``metrics.json`` (flat ``{"base": {...}, "trained": {...}, "win_rate": {...}, "goals": {...}}``
+  for machines).
+
+The caller writes them atomically; nothing here touches the disk, so a rendering error cannot leave half a report.
 """
 
 from __future__ import annotations
@@ -14,59 +21,25 @@ import json
 import math
 from typing import Any
 
-# (label, path inside a prompt set's metrics, value key) -- the per-prompt-set table rows
-SET_ROWS = [
-    ("RM score", ("rm_score",), "mean"),
-    ("Perplexity of responses (under reference)", ("perplexity_responses",), "perplexity"),
-    ("Response length (tokens)", ("length_tokens",), "mean"),
-    ("Truncated at max_new_tokens", ("truncated_rate",), None),
-    ("Grader accuracy", ("grader_accuracy",), "mean"),
-    ("Distinct-1", ("diversity", "distinct_1"), None),
-    ("Distinct-2", ("diversity", "distinct_2"), None),
-    ("Distinct-3", ("diversity", "distinct_3"), None),
-    ("Self-BLEU (lower = more diverse)", ("diversity", "self_bleu"), None),
-    ("Repetition rate (3-gram)", ("diversity", "repetition_rate"), None),
-]
-MODEL_ROWS = [
-    ("Held-out perplexity (reference answers)", ("perplexity_heldout",), "perplexity"),
-    ("Preference accuracy, length-normalized logp", ("preference", "length_normalized"), "value"),
-    ("Preference accuracy, DPO implicit reward", ("preference", "implicit_reward", "accuracy"), "value"),
-    ("DPO implicit reward margin", ("preference", "implicit_reward", "margin"), "mean"),
-]
-
-
-def _get(d: Any, path: tuple[str, ...]) -> Any:
-    for key in path:
-        if not isinstance(d, dict) or d.get(key) is None:
-            return None
-        d = d[key]
-    return d
-
-
-def _fmt(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.3f}" if abs(x) < 1000 else f"{x:.1f}"
-    return str(x)
-
-
-def _cell(node: Any, key: str | None) -> str:
-    """``value [low, high]`` when the node carries an interval, else the bare value."""
-    if node is None:
-        return "–"
-    if key is None or not isinstance(node, dict):
-        return _fmt(node)
-    value = node.get(key)
-    if "ci_low" in node:
-        return f"{_fmt(value)} [{_fmt(node['ci_low'])}, {_fmt(node['ci_high'])}]"
-    return _fmt(value)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out + [""]
+from alignkit.eval.goals import goal_table
+from alignkit.eval.report_rows import (
+    MODEL_ROWS,
+    SET_ROWS,
+    Row,
+    cannot_move_metrics,
+    get_path,
+    undefined_metrics,
+    undefined_reason,
+)
+from alignkit.eval.report_sections import (
+    cannot_move_section,
+    cell,
+    fmt,
+    goals_section,
+    replies_section,
+    table,
+    win_rate_section,
+)
 
 
 def _escape(text: str, limit: int = 600) -> str:
@@ -74,15 +47,42 @@ def _escape(text: str, limit: int = 600) -> str:
     return text.replace("|", "\\|").replace("\r", "").replace("\n", "<br>") or "*(empty)*"
 
 
+def _derived(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any] | None]:
+    """``(cannot_move, undefined, goals)``: from the report when the harness computed them, else computed now."""
+    dead = report["cannot_move"] if "cannot_move" in report else cannot_move_metrics(report)
+    undefined = report["undefined"] if "undefined" in report else undefined_metrics(report)
+    goals = report["goals"] if "goals" in report else goal_table(report)
+    return dead, undefined, goals
+
+
+def _metric_rows(rows: list[Row], node_of: Any, names: list[str], dead: set[str]) -> list[list[str]]:
+    """Table rows: a computed metric keeps its row even when NaN (distinct-n of all-empty responses); a metric the
+    suite did not ask for, or one that cannot move here (``dead`` labels), is left out; undefined cells read n/a."""
+    out = []
+    for row in rows:
+        if row.label in dead:
+            continue
+        nodes = [get_path(node_of(n), row.path) for n in names]
+        undefined = [undefined_reason(node_of(n), row.path) for n in names]
+        if any(node is not None for node in nodes):
+            cells = [
+                "n/a" if why and node is None else cell(node, row.key, row.ci)
+                for node, why in zip(nodes, undefined, strict=True)
+            ]
+            out.append([row.label, *cells])
+    return out
+
+
 def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
     names = [m["name"] for m in report["models"]]
     metrics = report["metrics"]
+    dead, undefined, goals = _derived(report)
     lines = [f"# Eval report: {' vs '.join(names)}", ""]
     lines += [f"Suite `{report['suite']['name']}` ({report['suite']['path']}), created {report['created']}.", ""]
     if report.get("run_dir"):
         lines += [f"Run directory: `{report['run_dir']}`.", ""]
     lines += ["Values are `point [95% bootstrap CI]` over prompts (pairs, texts).", ""]
-    lines += _table(
+    lines += table(
         ["model", "base", "adapter", "trainer"],
         [[m["name"], f"`{m['base']}`", f"`{m.get('adapter', '–')}`", m.get("trainer", "–")] for m in report["models"]],
     )
@@ -92,57 +92,34 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
         f"batch_size={g['batch_size']}, seed={g['seed']}.",
         "",
     ]
+    lines += goals_section(goals)
     for ps in report["prompt_sets"]:
         lines += [f"## Prompt set `{ps['name']}` (card `{ps['card']}`, split `{ps['split']}`, n={ps['n']})", ""]
-        rows = []
-        for label, path, key in SET_ROWS:
-            nodes = [_get(metrics[n]["sets"][ps["name"]], path) for n in names]
-            # A computed metric keeps its row even when undefined (e.g. distinct-n of all-empty responses is NaN);
-            # only metrics the suite did not ask for are left out.
-            if any(node is not None for node in nodes):
-                rows.append([label, *(_cell(node, key) for node in nodes)])
-        lines += _table(["metric", *names], rows)
-    rows = []
-    for label, path, key in MODEL_ROWS:
-        nodes = [_get(metrics[n], path) for n in names]
-        if any(node is not None for node in nodes):
-            rows.append([label, *(_cell(node, key) for node in nodes)])
+        gone = {d["metric"] for d in dead if d["prompt_set"] == ps["name"]}
+        rows = _metric_rows(SET_ROWS, lambda n, s=ps["name"]: metrics[n]["sets"][s], names, gone)
+        lines += table(["metric", *names], rows)
+    rows = _metric_rows(MODEL_ROWS, lambda n: metrics[n], names, {d["metric"] for d in dead if not d["prompt_set"]})
     if rows:
-        lines += ["## Model-level metrics", ""] + _table(["metric", *names], rows)
-    if report["win_rates"]:
-        lines += ["## Win rates (vs the baseline; > 0.5 means the model wins, a tie counts ½)", ""]
-        rows = []
-        for comp, sets in report["win_rates"].items():
-            for ps, judges in sets.items():
-                for judge, r in judges.items():
-                    raw, lc = r["raw"], r["lc"]
-                    rows.append(
-                        [
-                            comp,
-                            ps,
-                            judge,
-                            _cell(raw, "win_rate"),
-                            _cell(lc, "lc_win_rate"),
-                            f"{raw['wins']}/{raw['ties']}/{raw['losses']}",
-                        ]
-                    )
-        lines += _table(["comparison", "prompt set", "judge", "win rate", "LC win rate", "W/T/L"], rows)
+        lines += ["## Model-level metrics", ""] + table(["metric", *names], rows)
+    lines += cannot_move_section(dead, undefined)
+    lines += win_rate_section(report)
+    lines += replies_section(report)
     lm_rows = []
     for n in names:
         for task, task_metrics in (metrics[n].get("lm_eval") or {}).items():
             for metric, v in task_metrics.items():
                 value = v.get("value") if isinstance(v, dict) else v
                 err = v.get("stderr") if isinstance(v, dict) else None
-                lm_rows.append([n, task, metric, _fmt(value) + (f" ± {_fmt(err)}" if err is not None else "")])
+                lm_rows.append([n, task, metric, fmt(value) + (f" ± {fmt(err)}" if err is not None else "")])
     if lm_rows:
-        lines += ["## lm-eval", ""] + _table(["model", "task", "metric", "value ± stderr"], lm_rows)
+        lines += ["## lm-eval", ""] + table(["model", "task", "metric", "value ± stderr"], lm_rows)
     if charts:
         lines += ["## Charts", ""] + [f"![{c}]({c})" for c in charts] + [""]
     if report["samples"]:
         lines += ["## Sample generations", ""]
         for s in report["samples"]:
             lines += [f"### {s['prompt_set']} #{s['index'] + 1}", "", "> " + _escape(s["prompt"], 400), ""]
-            lines += _table(["model", "response"], [[n, _escape(r)] for n, r in s["responses"].items()])
+            lines += table(["model", "response"], [[n, _escape(r)] for n, r in s["responses"].items()])
     if report["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in report["notes"]] + [""]
     lines += ["## Timing", "", "Wall seconds: " + ", ".join(f"{k} {v}" for k, v in report["timing_s"].items()), ""]
@@ -152,25 +129,33 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
 
 
 def _bar_panels(report: dict[str, Any]) -> list[tuple[str, list[tuple[float, float | None, float | None]]]]:
-    """``[(title, [(value, low, high) per model])]`` for every metric present for at least one model."""
+    """``[(title, [(value, low, high) per model])]`` for every metric present for at least one model, except facts
+    of the generations (truncation, looping: the replies table has them) and metrics that cannot move here."""
     names = [m["name"] for m in report["models"]]
     metrics = report["metrics"]
+    dead, _, _ = _derived(report)
     panels = []
     first = report["prompt_sets"][0]["name"]
+    gone = {(d["metric"], d["prompt_set"]) for d in dead}
     candidates = [
-        (f"{label} [{first}]", lambda n, p=path: _get(metrics[n]["sets"][first], p), key)
-        for label, path, key in SET_ROWS
-        if label != "Truncated at max_new_tokens"
+        (f"{row.label} [{first}]", lambda n, p=row.path: get_path(metrics[n]["sets"][first], p), row)
+        for row in SET_ROWS
+        if row.label not in ("Truncated at max_new_tokens", "Stopped as looping") and (row.label, first) not in gone
     ]
-    candidates += [(label, lambda n, p=path: _get(metrics[n], p), key) for label, path, key in MODEL_ROWS]
-    for title, getter, key in candidates:
+    candidates += [
+        (row.label, lambda n, p=row.path: get_path(metrics[n], p), row)
+        for row in MODEL_ROWS
+        if (row.label, None) not in gone
+    ]
+    for title, getter, row in candidates:
         values = []
         for n in names:
             node = getter(n)
             if node is None:
                 values.append((math.nan, None, None))
             elif isinstance(node, dict):
-                values.append((float(node[key]), node.get("ci_low"), node.get("ci_high")))
+                ci = (node.get("ci_low"), node.get("ci_high")) if row.ci else (None, None)
+                values.append((float(node[row.key]), *ci))
             else:
                 values.append((float(node), None, None))
         if any(not math.isnan(v[0]) for v in values):
@@ -283,10 +268,22 @@ def metrics_json(report: dict[str, Any]) -> dict[str, Any]:
         part: dict[str, Any] = {}
         for ps, judges in sets.items():
             for judge, r in judges.items():
-                _flatten({"raw": r["raw"], "lc": r["lc"]}, f"{ps}/{judge}", part)
+                facts = r.get("judge") or {}
+                extra = {
+                    "judge_heldout_accuracy": (facts.get("heldout_accuracy") or {}).get("value"),
+                    "judge_saw_training_prompts": facts.get("saw_training_prompts"),
+                    "judge_same_as_proxy": facts.get("same_as_proxy"),
+                    "agreement_with_grader": (r.get("agreement_with_grader") or {}).get("value"),
+                    "order_agreement": r.get("order_agreement"),
+                }
+                _flatten({"raw": r["raw"], "lc": r["lc"], **extra}, f"{ps}/{judge}", part)
         prefix = "" if len(report["win_rates"]) == 1 else f"{comp}/"  # one comparison (a run): short keys
         flat.update({prefix + k: v for k, v in part.items()})
     out["win_rate"] = flat
+    goals = _derived(report)[2]
+    if goals:
+        out["goals"] = dict(goals["figures"])
+        out["goals_status"] = {r["key"]: r["status"] for r in goals["rows"]}
     return out
 
 

@@ -179,3 +179,27 @@ def length_controlled_win_rate(
         "slope": float(b),
         "length_sd": length_sd,
     }
+
+
+def verdict_agreement(verdicts: Sequence[float], reference: Sequence[float]) -> dict[str, float | int | None]:
+    """How often a judge gives the same signed verdict as a reference judge (e.g. the grader) on the same pairs.
+
+    Rows are aligned from the start; a judge that read fewer rows (``llm_max_prompts``) is compared on those::
+
+        value          = mean_i [v_i == r_i]                     over n = min(len(v), len(r)) pairs
+        decisive_value = mean_i [v_i == r_i  |  r_i != 0]        over the pairs the reference did not tie
+
+    A binary grader ties whenever both answers are right (or both wrong), and a reward model almost never ties, so
+    ``value`` is bounded by the grader's decisive share; ``decisive_value`` asks the sharper question. Returns
+    ``{"value", "n", "decisive_value", "decisive_n"}`` (a value is None when its n is 0).
+    """
+    n = min(len(verdicts), len(reference))
+    v, r = np.asarray(verdicts[:n], dtype=float), np.asarray(reference[:n], dtype=float)
+    decisive = r != 0
+    same = v == r
+    return {
+        "value": float(same.mean()) if n else None,
+        "n": int(n),
+        "decisive_value": float(same[decisive].mean()) if decisive.any() else None,
+        "decisive_n": int(decisive.sum()),
+    }

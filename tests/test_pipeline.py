@@ -122,4 +122,7 @@ def test_alignkit_train_trains_the_suites_runs_before_it_evaluates(monkeypatch, 
     assert main(["train", "dpo-smol"]) == 0
     assert calls[0] == "train" and calls[2] == "eval"
     _, needs, root = calls[1]
-    assert [(n.name, n.recipe, n.trainer) for n in needs] == [("rm-smol", "rm-smol", "reward")] and root == tmp_path
+    assert [(n.name, n.recipe, n.trainer) for n in needs] == [
+        ("rm-smol", "rm-smol", "reward"),  # the proxy (metrics.rm_score)
+        ("rm-judge-smol", "rm-judge-smol", "reward"),  # the held-out judge (win_rate.rm_judge)
+    ] and root == tmp_path

@@ -8,13 +8,15 @@ reader either sees a complete build (manifest written last) or none.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,19 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json
 
 SPLITS = ("train", "test")
+_BUILDS_ALLOWED = contextvars.ContextVar("alignkit_builds_allowed", default=True)
+
+
+@contextmanager
+def reuse_only() -> Iterator[None]:
+    """Inside this block :func:`cached_build` returns existing builds only, and raises instead of producing one: for
+    readers that must neither spend minutes rebuilding (pair builders generate) nor read data made after the fact
+    (the eval's check of which prompts a run trained on, :mod:`alignkit.eval.provenance`)."""
+    token = _BUILDS_ALLOWED.set(False)
+    try:
+        yield
+    finally:
+        _BUILDS_ALLOWED.reset(token)
 
 
 @dataclass
@@ -100,6 +115,10 @@ def cached_build(
         files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
         if all(p.exists() for p in files.values()):
             return BuildResult(name, target, files, manifest, reused=True)
+    if not _BUILDS_ALLOWED.get():
+        raise AlignkitError(
+            f"dataset '{name}' is not built on this machine for these inputs (key {key}); nothing is built here"
+        )
     start = time.perf_counter()
     splits, extra = produce()
     parent.mkdir(parents=True, exist_ok=True)

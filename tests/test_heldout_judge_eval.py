@@ -1,0 +1,142 @@
+"""An eval on the tiny model with a proxy reward run and a separate held-out judge run (fake runs, real adapters):
+the judge is named beside every win rate, its held-out pair accuracy is measured, its training prompts are checked
+against the evaluated run's, and it agrees (or not) with the grader on the graded set."""
+
+import json
+
+import pytest
+
+pytest.importorskip("torch")
+
+from alignkit.eval.harness import run_eval  # noqa: E402
+from alignkit.eval.model_spec import run_specs  # noqa: E402
+from alignkit.eval.report import render_markdown  # noqa: E402
+from alignkit.eval.suite import load_suite  # noqa: E402
+
+
+def _pairs(prefix: str, prompts: list[str]) -> list[dict]:
+    return [
+        {
+            "id": f"{prefix}{i}",
+            "prompt": [{"role": "user", "content": p}],
+            "chosen": [{"role": "assistant", "content": "A fine answer."}],
+            "rejected": [{"role": "assistant", "content": "No."}],
+        }
+        for i, p in enumerate(prompts)
+    ]
+
+
+def _card(root, name: str, rows: list[dict]) -> str:
+    for split in ("train", "test"):
+        (root / f"{name}-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / f"{name}.yaml").write_text(
+        f"name: {name}\ndescription: test pairs\nsource: {{file: '{name}-{{split}}.jsonl'}}\n"
+        "format: {type: preference, conversational: true}\n"
+        "columns: {prompt: prompt, chosen: chosen, rejected: rejected}\nsplits: {train: train, test: test}\n"
+        "license: test\nsize: 3 rows\nrebuild: written by the test\n"
+    )
+    return str(root / f"{name}.yaml")
+
+
+def _run(run_dir, base: str, trainer: str, dataset: str, **extra) -> None:
+    meta = {
+        "recipe": run_dir.name,
+        "trainer": trainer,
+        "model_name_or_path": base,
+        "base_model": base,
+        "adapter_dir": "adapter",
+        "dataset": dataset,
+        "status": "finished",
+        **extra,
+    }
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+@pytest.fixture(scope="module")
+def workspace(tiny_model, tmp_path_factory):
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    root = tmp_path_factory.mktemp("heldout")
+    runs = root / "runs"
+    policy = _card(root, "policy", _pairs("p", ["Say hi.", "Name a colour.", "Give me a word."]))
+    judged = _card(root, "judged", _pairs("j", ["Write a haiku.", "Explain rain.", "Name a fruit."]))
+    lora = LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), lora).save_pretrained(
+        runs / "dpo-tiny" / "adapter"
+    )
+    _run(runs / "dpo-tiny", tiny_model, "dpo", policy, beta=0.1)
+    for name, card, seed in (("rm-proxy", policy, 0), ("rm-judge", judged, 1)):
+        import torch
+
+        torch.manual_seed(seed)  # two different reward models
+        seq = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=1)
+        rm_lora = LoraConfig(r=4, target_modules=["q_proj"], task_type=TaskType.SEQ_CLS, init_lora_weights=False)
+        get_peft_model(seq, rm_lora).save_pretrained(runs / name / "adapter")
+        _run(runs / name, tiny_model, "reward", card)
+    chat = [{"prompt": [{"role": "user", "content": q}]} for q in ("Say hi.", "Write a haiku.", "Tell me a joke.")]
+    arith = [
+        {"prompt": [{"role": "user", "content": f"What is {a} + {b}?"}], "answer": str(a + b)}
+        for a, b in ((1, 2), (3, 4))
+    ]
+    for name, rows in (("chat", chat), ("arith", arith)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def _suite(root, rm_judge: str) -> object:
+    path = root / f"suite-{rm_judge.replace(':', '-')}.yaml"
+    path.write_text(
+        f"""
+name: heldout
+prompt_sets:
+  - {{name: chat, card: {root / "chat.jsonl"}}}
+  - {{name: arith, card: {root / "arith.jsonl"}, grader: math_answer}}
+generation: {{max_new_tokens: 4, batch_size: 4}}
+metrics:
+  rm_score: {{reward_model: "run:rm-proxy"}}
+  win_rate: {{judges: [rm, grader], rm_judge: "{rm_judge}", heldout_pairs: 3}}
+samples: 1
+"""
+    )
+    return load_suite(str(path))
+
+
+def test_a_held_out_judge_is_named_measured_and_checked(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    runs = workspace / "runs"
+    report = run_eval(list(run_specs(runs / "dpo-tiny")), _suite(workspace, "run:rm-judge"), runs_root=runs)
+
+    chat = report["win_rates"]["dpo-tiny vs base"]["chat"]["rm"]
+    judge = chat["judge"]
+    assert judge["model"] == "run:rm-judge" and judge["proxy"] == "run:rm-proxy" and not judge["same_as_proxy"]
+    assert judge["saw_training_prompts"] is False and judge["held_out"] is True  # p* vs j* prompts: disjoint
+    assert judge["eval_prompts_in_judge_training"] == 1  # "Write a haiku." is one of the judge's training prompts
+    accuracy = judge["heldout_accuracy"]
+    assert accuracy["n"] == 3 and 0.0 <= accuracy["value"] <= 1.0 and accuracy["card"].endswith("judged.yaml")
+    assert report["judges"]["rm"]["heldout_accuracy"] == accuracy
+    # the judge's own scores sit beside the proxy's: two different reward models, two different numbers
+    base_chat = report["metrics"]["base"]["sets"]["chat"]
+    assert base_chat["rm_judge_score"]["judge"] == "run:rm-judge"
+    assert base_chat["rm_judge_score"]["scores"] != base_chat["rm_score"]["scores"]
+    agreement = report["win_rates"]["dpo-tiny vs base"]["arith"]["rm"]["agreement_with_grader"]
+    assert agreement["n"] == 2 and 0.0 <= agreement["value"] <= 1.0
+    assert report["goals"]["judge"]["model"] == "run:rm-judge" and report["goals"]["prompt_set"] == "chat"
+
+    md = render_markdown(report, [])
+    assert "| dpo-tiny vs base | chat | rm: `run:rm-judge` | no |" in md
+    assert "RM score (judge)" in md and "RM score (proxy)" in md and "same model as the proxy" not in md
+    assert "**Caveat: judge `run:rm-judge` trained on 1 of the 3 `chat` prompts it judges here.**" in md
+
+
+def test_the_proxy_as_judge_is_flagged(workspace, monkeypatch, tmp_path):
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    runs = workspace / "runs"
+    report = run_eval(list(run_specs(runs / "dpo-tiny")), _suite(workspace, "run:rm-proxy"), runs_root=runs)
+    judge = report["win_rates"]["dpo-tiny vs base"]["chat"]["rm"]["judge"]
+    assert judge["same_as_proxy"] is True and judge["saw_training_prompts"] is True and not judge["held_out"]
+    assert judge["shared_prompt_ids"] == 3  # the proxy trained on the policy's own card
+    assert "rm_judge_score" not in report["metrics"]["base"]["sets"]["chat"]  # same scores as rm_score
+    md = render_markdown(report, [])
+    assert "(**= proxy**) | **yes** (3 prompts)" in md and "**Caveat: the rm judge `run:rm-proxy`" in md
+    assert {r["key"]: r for r in report["goals"]["rows"]}["win_rate"]["status"] in ("unverified", "missed")
