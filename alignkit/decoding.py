@@ -100,6 +100,12 @@ def supported(model: Any) -> bool:
     return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
 
 
+def _new_buffer(like: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Uninitialised: zero-filling the whole cache up front doubled its page-fault cost. Every column a row attends
+    to is written first (prefix, prefill, gap, decode columns); tests fill this with NaN to prove it."""
+    return like.new_empty(shape)
+
+
 class _Window:
     """What the next forward sees of the slot buffers: ``rows`` live rows, ``cols`` cached columns."""
 
@@ -121,8 +127,7 @@ class SlotLayer(DynamicLayer):
 
     def _allocate(self, like: torch.Tensor) -> None:
         shape = (self.window.slots, like.shape[1], self.window.capacity, like.shape[-1])
-        # zeros, not empty: a masked column still enters the attention product as 0 x value, and garbage may be NaN
-        self.kbuf, self.vbuf = like.new_zeros(shape), like.new_zeros(shape)
+        self.kbuf, self.vbuf = _new_buffer(like, shape), _new_buffer(like, shape)
         self.device, self.is_initialized = like.device, True
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple:
@@ -140,8 +145,8 @@ class SlotLayer(DynamicLayer):
     def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
         return self.window.cols + query_length, 0
 
-    def place(self, slots: slice, cols: slice, keys: torch.Tensor, values: torch.Tensor) -> None:
-        """Write prefilled states into ``[slots, :, cols]`` (broadcasting a batch-1 prefix)."""
+    def place(self, slots: slice, cols: slice, keys: torch.Tensor | float, values: torch.Tensor | float) -> None:
+        """Write prefilled states into ``[slots, :, cols]`` (broadcasting a batch-1 prefix, or a scalar)."""
         if self.kbuf is None:
             self._allocate(keys)
         self.kbuf[slots, :, cols] = keys
@@ -160,7 +165,7 @@ class SlotLayer(DynamicLayer):
             return
         old_k, old_v = self.kbuf, self.vbuf
         shape = (old_k.shape[0], old_k.shape[1], capacity, old_k.shape[-1])
-        self.kbuf, self.vbuf = old_k.new_zeros(shape), old_v.new_zeros(shape)
+        self.kbuf, self.vbuf = _new_buffer(old_k, shape), _new_buffer(old_v, shape)
         width, gather = index.shape[1], index[:, None, :, None]
         if rows:
             self.kbuf[:rows, :, :width] = torch.take_along_dim(old_k[:rows], gather, dim=2)
@@ -244,6 +249,9 @@ class _Engine:
             if filled is not None:  # [prefix | pads | row], right-aligned at P + width; the pads land masked
                 src = filled.layers[i]
                 layer.place(slice(lo, hi), slice(t - width, t), src.keys[:, :, p:], src.values[:, :, p:])
+            gap_end = t - width if filled is not None else t
+            if layer.kbuf is not None and gap_end > p:  # masked, but 0 x NaN would still poison the attention
+                layer.place(slice(lo, hi), slice(p, gap_end), 0.0, 0.0)
         dev = self.device
         self.start[lo:hi] = t - torch.tensor(own, device=dev)
         self.pos[lo:hi] = torch.tensor([len(self.prompts[i]) - 1 for i in rows], device=dev)

@@ -94,6 +94,16 @@ def test_rows_entering_and_leaving_keep_outputs_and_logprobs(varied):
         assert a == pytest.approx(b, abs=1e-4)
 
 
+def test_no_attended_column_is_left_unwritten(varied, monkeypatch):
+    """The slot buffers are allocated uninitialised; filled with NaN instead, any column attended before being
+    written (even masked: 0 x NaN = NaN) would turn the replies into garbage."""
+    model, _, enc, stop, ref = varied
+    monkeypatch.setattr(decoding, "_new_buffer", lambda like, shape: like.new_full(shape, float("nan")))
+    for slots in (2, 5):
+        out = decoding.decode(model, enc, NEW, stop, slots=slots)
+        assert out.relayouts >= 1 and out.tokens == ref
+
+
 def test_logprobs_are_raw_log_softmax_of_the_chosen_tokens(varied):
     model, _, enc, stop, _ = varied
     out = decoding.decode(
