@@ -131,3 +131,28 @@ def test_logprobs_are_stored_only_when_asked_for(tiny_model, counted):
     again = generate(spec, PROMPTS, cfg, return_logprobs=True)
     assert counted == [3, 3] and again.from_cache and again.logprobs == rich.logprobs
     assert generate(spec, PROMPTS, cfg).from_cache and counted == [3, 3]
+
+
+def test_looping_rate_is_reported_when_the_loop_stop_is_on(tmp_path):
+    from types import SimpleNamespace
+
+    from alignkit.eval.generation import Generations
+    from alignkit.eval.metric_responses import response_stats
+
+    gens = Generations(
+        ["a", "b", "c", "d"], [3, 60, 60, 2], [False, True, True, False], [False, True, False, False], tmp_path
+    )
+    for stop_loops, expected in (
+        (True, {"truncated_rate": 0.5, "looping_rate": 0.25}),
+        (False, {"truncated_rate": 0.5}),
+    ):
+        metrics: dict = {}
+        ctx = SimpleNamespace(
+            specs=[SimpleNamespace(name="m")],
+            data={"chat": SimpleNamespace(references=None)},
+            gens={"m": {"chat": gens}},
+            set_metrics=lambda model, prompt_set, out=metrics: out,
+            suite=SimpleNamespace(generation=GenerationConfig(stop_loops=stop_loops)),
+        )
+        response_stats(ctx)
+        assert {k: v for k, v in metrics.items() if k != "length_tokens"} == expected
