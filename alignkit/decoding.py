@@ -405,10 +405,12 @@ def decode(
         raise ValueError("stop_loops applies to greedy decoding only")
     if any(len(p) == 0 for p in prompts):
         raise ValueError(f"prompt {next(i for i, p in enumerate(prompts) if not p)} is empty")
+    if slots < 1:
+        raise ValueError(f"slots must be >= 1, got {slots}")
     if not supported(model):
         raise ValueError("decode() does not support this model (see alignkit.decoding.supported); use model.generate")
-    engine = _Engine(
-        model, prompts, max_new_tokens, stop_ids, slots, sampler, stop_loops, return_logprobs, pad_id, share_prefix
-    )
     with torch.inference_mode():
+        engine = _Engine(
+            model, prompts, max_new_tokens, stop_ids, slots, sampler, stop_loops, return_logprobs, pad_id, share_prefix
+        )
         return engine.run(on_done)

@@ -229,16 +229,16 @@ def _run_generation(
                 pad_id=tokenizer.pad_token_id or 0,
                 on_done=bar.update,
             )
-            rows, logprobs, looping = out.tokens, out.logprobs, out.looping
+            rows, logprobs, looping, cut_after = out.tokens, out.logprobs, out.looping, False
         else:
             rows, logprobs = _generate_with_hf(model, tokenizer, encoded, config, stop, return_logprobs, bar.update)
-            looping = [False] * len(rows)
+            looping, cut_after = [False] * len(rows), config.stop_loops
     finally:
         bar.close()
     responses, n_tokens, truncated, token_ids = [], [], [], []
     for i, row in enumerate(rows):
         n, ended = reply_length(row, stop)
-        cut = loop_stop_length(row[:n]) if config.stop_loops and not looping[i] else None
+        cut = loop_stop_length(row[:n]) if cut_after else None
         if cut is not None:  # model.generate ran on past the loop; the engine would have stopped here
             n, ended, looping[i] = cut, False, True
         responses.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
