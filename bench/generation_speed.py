@@ -163,8 +163,19 @@ def write_md(path: Path, result: dict) -> None:
         lines += ["", f"Greedy rows token-identical to model.generate: {same}/{m['n_prompts']}."]
     lines += [
         "",
-        "Also in the JSON: per-round seconds and CPU seconds of every arm, ratio of medians, CPU-time ratio, "
-        "determinism across rounds, mean reply length.",
+        "| mode | per-round speed-ups | A/A per round | ratio of medians (wall) | ratio of medians (process CPU "
+        "time) | same outputs every round |",
+        "|---|---|---|---|---|---|",
+    ]
+    for mode, s in result["modes"].items():
+        lines.append(
+            f"| {mode} | {', '.join(f'{x:.2f}' for x in s['speedup_per_round'])} | "
+            f"{', '.join(f'{x:.2f}' for x in s['aa_per_round'])} | {s['speedup_ratio_of_medians']:.2f} | "
+            f"{s['cpu_speedup_ratio_of_medians']:.2f} | {all(s['deterministic_across_rounds'].values())} |"
+        )
+    lines += [
+        "",
+        "Also in the JSON: per-round seconds and CPU seconds of every arm, tokens, mean reply length.",
     ]
     path.write_text("\n".join(lines) + "\n")
 
@@ -179,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
     parser.add_argument("--quick", action="store_true", help="8 prompts x 16 tokens, 1 round; prints only")
     parser.add_argument("--out", default="bench/results/generation_speed")
+    parser.add_argument("--from-json", help="rewrite the .md of --out from this result JSON, without measuring")
     args = parser.parse_args(argv)
+    if args.from_json:
+        write_md(Path(args.out).with_suffix(".md"), json.loads(Path(args.from_json).read_text()))
+        return 0
     if args.quick:
         args.prompts, args.new, args.batch, args.rounds = 8, 16, 8, 1
     set_offline_env()
