@@ -23,6 +23,7 @@ BENCHMARKS = [
     ("precision.py", [], ["--quick"]),
     # lora_vs_qlora.py has no --quick; a short run still measures both arms, written to /tmp rather than results/.
     ("lora_vs_qlora.py", [], ["--steps", "2", "--batch", "2", "--seq", "128", "--out", "/tmp/lora_vs_qlora.quick.md"]),
+    ("generation_speed.py", [], ["--quick"]),
 ]
 
 

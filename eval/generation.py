@@ -10,10 +10,20 @@ generations, so they are produced once per (model weights, prompt set, generatio
 * the full :class:`GenerationConfig` (batch size included: left padding changes fp rounding, so a greedy output may
   differ in rare near-ties between batch sizes, and the cache must never mix them).
 
-Decoding is greedy by default. Sampling is seeded per batch from ``(seed, batch index)`` over a deterministic
-(length-sorted) order, so the same inputs give the same outputs. We pass an explicit ``transformers.GenerationConfig``
-rather than the checkpoint's ``generation_config.json``: instruct checkpoints ship sampling defaults (temperature,
-top-k, repetition penalty) that would otherwise leak into an eval that claims to be greedy.
+Decoding runs in the decode engine (:mod:`alignkit.decoding`: preallocated KV cache, finished rows leave the batch and
+waiting rows take their place, exact top-p without a full sort). It is greedy by default, and token-identical to
+``model.generate`` up to fp rounding. Sampling draws from one stream per prompt, seeded from ``(seed, prompt index)``,
+so the same inputs give the same outputs whatever the batch. Models the engine does not support
+(:func:`alignkit.decoding.supported`: sliding-window or hybrid caches, prompt-learning adapters) fall back to
+``model.generate`` with an explicit ``transformers.GenerationConfig`` (sampling there is seeded per batch from
+``(seed, batch index)``). Never the checkpoint's ``generation_config.json``: instruct checkpoints ship sampling
+defaults (temperature, top-k, repetition penalty) that would otherwise leak into an eval that claims to be greedy.
+
+``stop_loops`` (off by default) stops a greedy reply once it ends in a repeated cycle
+(:func:`alignkit.stop_tokens.loop_stop_length`) and marks it ``looping``. ``generate(..., return_logprobs=True)``
+also returns each generated token's id and log-probability under the model's raw distribution (a DPO pair builder
+can reuse them as reference log-probs); they are stored in the cache only when asked for, and are not part of the key
+(the tokens do not depend on them).
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alignkit import prefix_cache as prefix
 from alignkit.cache import cache_dir
@@ -32,9 +42,11 @@ from alignkit.errors import AlignkitError
 from alignkit.eval.model_spec import ModelSpec, load_model
 from alignkit.io import atomic_write_text
 from alignkit.prefix_cache import shared_prefix_len
-from alignkit.stop_tokens import reply_length, stop_token_ids
+from alignkit.stop_tokens import loop_stop_length, reply_length, stop_token_ids
 
-CACHE_VERSION = 2  # 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.prefix_cache)
+# 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.prefix_cache)
+# 3: decode engine (alignkit.decoding): per-prompt sampling streams, stop_loops, looping / log-probs in the rows
+CACHE_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,7 @@ class GenerationConfig:
     top_k: int = 0
     seed: int = 0
     batch_size: int = 16
+    stop_loops: bool = False  # greedy only: stop a reply that ends in a repeated cycle, marked `looping`
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -56,6 +69,12 @@ class GenerationConfig:
             raise AlignkitError(f"generation.batch_size: must be >= 1, got {self.batch_size}")
         if self.do_sample and self.temperature <= 0:
             raise AlignkitError(f"generation.temperature: must be > 0 when sampling, got {self.temperature}")
+        if self.do_sample and not 0 < self.top_p <= 1:
+            raise AlignkitError(f"generation.top_p: must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise AlignkitError(f"generation.top_k: must be >= 0 (0 = off), got {self.top_k}")
+        if self.stop_loops and self.do_sample:
+            raise AlignkitError("generation.stop_loops: greedy decoding only (do_sample: false); samples leave loops")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "generation") -> GenerationConfig:
@@ -68,13 +87,31 @@ class GenerationConfig:
 
 @dataclass
 class Generations:
-    """Responses for one prompt set, aligned with the prompts; ``n_tokens`` counts generated tokens before EOS."""
+    """Responses for one prompt set, aligned with the prompts; ``n_tokens`` counts generated tokens before EOS.
+
+    ``token_ids`` and ``logprobs`` (only with ``return_logprobs=True``): every generated id, the end-of-turn id
+    included when the reply has one, and its log-probability under the model's raw (untempered) distribution.
+    """
 
     responses: list[str]
     n_tokens: list[int]
-    truncated: list[bool]  # hit max_new_tokens without an end-of-turn token
+    truncated: list[bool]  # no end-of-turn token: cut at max_new_tokens, or by the loop stop
+    looping: list[bool]  # cut by the loop stop (generation.stop_loops); always False without it
     cache_path: Path
     from_cache: bool = field(default=False)
+    token_ids: list[list[int]] | None = None
+    logprobs: list[list[float]] | None = None
+
+
+class Decoded(NamedTuple):
+    """What :func:`_run_generation` returns, in the prompts' order."""
+
+    responses: list[str]
+    n_tokens: list[int]
+    truncated: list[bool]
+    looping: list[bool]
+    token_ids: list[list[int]]
+    logprobs: list[list[float]] | None
 
 
 def cache_key(spec: ModelSpec, prompts: Sequence[Prompt], config: GenerationConfig) -> str:
@@ -87,20 +124,26 @@ def cache_key(spec: ModelSpec, prompts: Sequence[Prompt], config: GenerationConf
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def _read_cache(path: Path, n: int) -> Generations | None:
+def _read_cache(path: Path, n: int, need_logprobs: bool = False) -> Generations | None:
     if not path.exists():
         return None
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if "meta" not in r]
     if len(rows) != n:  # cannot happen with atomic writes, unless someone edited the file: regenerate
         return None
+    if need_logprobs and not all("logprobs" in r for r in rows):  # stored without them: regenerate with them
+        return None
     rows.sort(key=lambda r: r["index"])
+    stored = all("logprobs" in r for r in rows)
     return Generations(
         responses=[r["response"] for r in rows],
         n_tokens=[r["n_tokens"] for r in rows],
         truncated=[r["truncated"] for r in rows],
+        looping=[r["looping"] for r in rows],
         cache_path=path,
         from_cache=True,
+        token_ids=[r["token_ids"] for r in rows] if stored else None,
+        logprobs=[r["logprobs"] for r in rows] if stored else None,
     )
 
 
@@ -111,6 +154,7 @@ def generate(
     use_cache: bool = True,
     model_fn: Callable[[], tuple[Any, Any]] | None = None,
     desc: str | None = None,
+    return_logprobs: bool = False,
 ) -> Generations:
     """Responses of ``spec`` to ``prompts`` (strings or chat messages), from the cache when possible.
 
@@ -119,45 +163,123 @@ def generate(
             model across prompt sets without loading it when everything is cached. Defaults to
             :func:`alignkit.eval.model_spec.load_model`.
         use_cache: ``False`` ignores an existing entry (the fresh result still replaces it).
+        return_logprobs: also fill ``token_ids`` and ``logprobs`` (and store them); a cached entry without them is
+            regenerated.
     """
     if not prompts:
         raise AlignkitError(f"model '{spec.name}': the prompt set is empty; nothing to generate")
     key = cache_key(spec, prompts, config)
     path = cache_dir("generations") / f"{key}.jsonl"
     if use_cache:
-        cached = _read_cache(path, len(prompts))
+        cached = _read_cache(path, len(prompts), return_logprobs)
         if cached is not None:
             return cached
     model, tokenizer = (model_fn or (lambda: load_model(spec)))()
-    responses, n_tokens, truncated = _run_generation(model, tokenizer, prompts, config, desc or spec.name)
+    run = _run_generation(model, tokenizer, prompts, config, desc or spec.name, return_logprobs=return_logprobs)
     meta = {"meta": {"model": spec.name, "base": spec.base, "adapter": spec.adapter, "config": asdict(config)}}
-    rows = [
-        {"index": i, "prompt": as_messages(p), "response": r, "n_tokens": k, "truncated": t}
-        for i, (p, r, k, t) in enumerate(zip(prompts, responses, n_tokens, truncated, strict=True))
-    ]
+    rows = []
+    for i, p in enumerate(prompts):
+        row = {"index": i, "prompt": as_messages(p), "response": run.responses[i], "n_tokens": run.n_tokens[i]}
+        row.update(truncated=run.truncated[i], looping=run.looping[i])
+        if return_logprobs:
+            row.update(token_ids=run.token_ids[i], logprobs=run.logprobs[i])
+        rows.append(row)
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [meta, *rows]))
-    return Generations(responses, n_tokens, truncated, path, from_cache=False)
+    return Generations(
+        run.responses,
+        run.n_tokens,
+        run.truncated,
+        run.looping,
+        path,
+        from_cache=False,
+        token_ids=run.token_ids if return_logprobs else None,
+        logprobs=run.logprobs if return_logprobs else None,
+    )
 
 
 def _run_generation(
-    model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: GenerationConfig, desc: str
-) -> tuple[list[str], list[int], list[bool]]:
-    """Batched, left-padded generation; returns ``(responses, n_tokens, truncated)`` in the prompts' order."""
-    import torch
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Prompt],
+    config: GenerationConfig,
+    desc: str,
+    return_logprobs: bool = False,
+) -> Decoded:
+    """Generation for ``prompts`` in their order: the decode engine when it supports ``model``, else
+    ``model.generate`` (:func:`_generate_with_hf`)."""
     from tqdm.auto import tqdm
+
+    from alignkit import decoding
+
+    encoded = [tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False) for p in prompts]
+    stop = stop_token_ids(tokenizer, model)
+    bar = tqdm(total=len(prompts), desc=f"generate {desc}", unit="prompt", leave=False)
+    try:
+        if decoding.supported(model):
+            sampler = decoding.Sampler(config.do_sample, config.temperature, config.top_p, config.top_k, config.seed)
+            out = decoding.decode(
+                model,
+                encoded,
+                config.max_new_tokens,
+                stop,
+                slots=config.batch_size,
+                sampler=sampler,
+                stop_loops=config.stop_loops,
+                return_logprobs=return_logprobs,
+                pad_id=tokenizer.pad_token_id or 0,
+                on_done=bar.update,
+            )
+            rows, logprobs, looping, cut_after = out.tokens, out.logprobs, out.looping, False
+        else:
+            rows, logprobs = _generate_with_hf(model, tokenizer, encoded, config, stop, return_logprobs, bar.update)
+            looping, cut_after = [False] * len(rows), config.stop_loops
+    finally:
+        bar.close()
+    responses, n_tokens, truncated, token_ids = [], [], [], []
+    for i, row in enumerate(rows):
+        n, ended = reply_length(row, stop)
+        cut = loop_stop_length(row[:n]) if cut_after else None
+        if cut is not None:  # model.generate ran on past the loop; the engine would have stopped here
+            n, ended, looping[i] = cut, False, True
+        responses.append(tokenizer.decode(row[:n], skip_special_tokens=True).strip())
+        n_tokens.append(n)
+        truncated.append(not ended)
+        token_ids.append(list(row[: n + ended]))
+        if logprobs is not None:
+            logprobs[i] = logprobs[i][: n + ended]
+    return Decoded(responses, n_tokens, truncated, looping, token_ids, logprobs)
+
+
+def _generate_with_hf(
+    model: Any,
+    tokenizer: Any,
+    encoded: Sequence[Sequence[int]],
+    config: GenerationConfig,
+    stop: Sequence[int],
+    return_logprobs: bool = False,
+    on_done: Callable[[int], None] | None = None,
+) -> tuple[list[list[int]], list[list[float]] | None]:
+    """``model.generate`` in left-padded batches of ``config.batch_size``, longest prompts first, with the shared
+    chat-template prefix prefilled once (and, on a CPU, the rows prefilled unpadded: :func:`prefix.prefill_rows`).
+
+    Returns every row's generated ids (padding after the end-of-turn id included) and, if asked, their raw
+    log-probs. The path for models the decode engine does not support, and the baseline of
+    ``bench/generation_speed.py``.
+    """
+    import torch
     from transformers import GenerationConfig as HFGenerationConfig
 
     tokenizer.padding_side = "left"  # decoder-only models continue from the last position of every row
-    encoded = [tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False) for p in prompts]
     # Longest first: similar lengths share a batch (less padding), and an out-of-memory shows up on batch one.
-    order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-    stop = stop_token_ids(tokenizer, model)
+    order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     sampling = dict(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k) if config.do_sample else {}
     hf_config = HFGenerationConfig(
         max_new_tokens=config.max_new_tokens,
         do_sample=config.do_sample,
-        eos_token_id=stop,
+        eos_token_id=list(stop),
         pad_token_id=tokenizer.pad_token_id,
+        return_dict_in_generate=True,
+        output_logits=return_logprobs,
         **sampling,
     )
     device = next(model.parameters()).device
@@ -166,8 +288,8 @@ def _run_generation(
     prefix_kv = prefix.prefix_cache(model, encoded[0][:n_prefix]) if n_prefix else None
     # On a GPU one padded prefill beats many small forwards; on a CPU padding costs compute like real tokens.
     ragged = device.type == "cpu" and prefix.supported(model)
-    out: dict[int, tuple[str, int, bool]] = {}
-    bar = tqdm(total=len(prompts), desc=f"generate {desc}", unit="prompt", leave=False)
+    rows: dict[int, list[int]] = {}
+    logprobs: dict[int, list[float]] = {}
     with torch.inference_mode():
         for b, start in enumerate(range(0, len(order), config.batch_size)):
             idx = order[start : start + config.batch_size]
@@ -185,16 +307,16 @@ def _run_generation(
             extra = {prefix.cache_kwarg(model): cache} if cache is not None else {}
             if config.do_sample:
                 torch.manual_seed(config.seed * 100_003 + b)
-            generated = model.generate(**batch, **extra, generation_config=hf_config)
-            generated = generated[:, batch["input_ids"].shape[1] :]
-            for row, i in zip(generated.tolist(), idx, strict=True):
-                n, ended = reply_length(row, stop)
-                text = tokenizer.decode(row[:n], skip_special_tokens=True).strip()
-                out[i] = (text, n, not ended)
-            bar.update(len(idx))
-    bar.close()
-    return (
-        [out[i][0] for i in range(len(prompts))],
-        [out[i][1] for i in range(len(prompts))],
-        [out[i][2] for i in range(len(prompts))],
-    )
+            out = model.generate(**batch, **extra, generation_config=hf_config)
+            generated = out.sequences[:, batch["input_ids"].shape[1] :]
+            if return_logprobs:  # raw logits of every step, (rows, steps, vocab) -> log p of the chosen ids
+                logits = torch.stack(out.logits, dim=1).float()
+                chosen = torch.log_softmax(logits, -1).gather(2, generated[:, :, None]).squeeze(2)
+            for j, i in enumerate(idx):
+                rows[i] = generated[j].tolist()
+                if return_logprobs:
+                    logprobs[i] = chosen[j].tolist()
+            if on_done is not None:
+                on_done(len(idx))
+    ordered = [rows[i] for i in range(len(encoded))]
+    return ordered, ([logprobs[i] for i in range(len(encoded))] if return_logprobs else None)

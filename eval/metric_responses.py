@@ -17,16 +17,15 @@ from alignkit.eval.stats import mean_std_ci
 
 
 def response_stats(ctx: EvalContext) -> None:
-    """``length_tokens``, ``truncated_rate`` (share cut at ``max_new_tokens``), ``looping_rate`` (share stopped as a
-    loop, when the generations say so) and (graded sets) ``grader_accuracy`` of every model on every set."""
+    """``length_tokens``, ``truncated_rate``, ``looping_rate`` (with ``generation.stop_loops``) and (graded sets)
+    ``grader_accuracy`` of every model on every set."""
     for spec in ctx.specs:
         for name, pd in ctx.data.items():
             gen, out = ctx.gens[spec.name][name], ctx.set_metrics(spec.name, name)
             out["length_tokens"] = mean_std_ci(gen.n_tokens)
             out["truncated_rate"] = float(np.mean(gen.truncated))
-            looping = getattr(gen, "looping", None)  # a generation engine that detects loops stops them early
-            if looping is not None:
-                out["looping_rate"] = float(np.mean(looping))
+            if ctx.suite.generation.stop_loops:  # replies cut by the loop stop (they count as truncated too)
+                out["looping_rate"] = float(np.mean(gen.looping))
             if pd.references is not None:
                 from alignkit.plugins.graders import get_grader
 

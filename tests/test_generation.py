@@ -20,9 +20,9 @@ def counted(monkeypatch, tmp_path):
     calls = []
     real = gen_mod._run_generation
 
-    def spy(model, tokenizer, prompts, config, desc):
+    def spy(model, tokenizer, prompts, config, desc, **kwargs):
         calls.append(len(prompts))
-        return real(model, tokenizer, prompts, config, desc)
+        return real(model, tokenizer, prompts, config, desc, **kwargs)
 
     monkeypatch.setattr(gen_mod, "_run_generation", spy)
     return calls
@@ -98,3 +98,61 @@ def test_bad_config_is_a_one_line_error():
         GenerationConfig.from_dict({"max_tokens": 5})
     with pytest.raises(AlignkitError, match="max_new_tokens"):
         GenerationConfig(max_new_tokens=0)
+    with pytest.raises(AlignkitError, match="generation.stop_loops: greedy decoding only"):
+        GenerationConfig(do_sample=True, stop_loops=True)
+    with pytest.raises(AlignkitError, match="generation.top_p"):
+        GenerationConfig(do_sample=True, top_p=0)
+    assert GenerationConfig.from_dict({"stop_loops": True}).stop_loops  # the suite key
+
+
+def test_cache_key_covers_the_new_fields_but_not_logprobs():
+    spec = ModelSpec(name="tiny", base="/nowhere")
+    keys = {
+        gen_mod.cache_key(spec, PROMPTS, GenerationConfig()),
+        gen_mod.cache_key(spec, PROMPTS, GenerationConfig(stop_loops=True)),
+        gen_mod.cache_key(spec, PROMPTS, GenerationConfig(do_sample=True, top_p=0.9)),
+    }
+    assert len(keys) == 3
+    assert gen_mod.CACHE_VERSION == 3  # the decode engine changed sampled outputs: old entries must miss
+
+
+def test_logprobs_are_stored_only_when_asked_for(tiny_model, counted):
+    spec = ModelSpec(name="tiny", base=tiny_model)
+    cfg = GenerationConfig(max_new_tokens=5, batch_size=2)
+    plain = generate(spec, PROMPTS, cfg)
+    assert plain.logprobs is None and plain.looping == [False] * 3
+    assert not any("logprobs" in json.loads(x) for x in plain.cache_path.read_text().splitlines())
+    rich = generate(spec, PROMPTS, cfg, return_logprobs=True)  # stored without them: generated again
+    assert counted == [3, 3] and not rich.from_cache and rich.cache_path == plain.cache_path
+    assert rich.responses == plain.responses
+    for ids, logprobs, n, truncated in zip(rich.token_ids, rich.logprobs, rich.n_tokens, rich.truncated, strict=True):
+        assert len(ids) == len(logprobs) == n + (not truncated)  # the end-of-turn token's log-prob is included
+        assert all(lp <= 0 for lp in logprobs)
+    again = generate(spec, PROMPTS, cfg, return_logprobs=True)
+    assert counted == [3, 3] and again.from_cache and again.logprobs == rich.logprobs
+    assert generate(spec, PROMPTS, cfg).from_cache and counted == [3, 3]
+
+
+def test_looping_rate_is_reported_when_the_loop_stop_is_on(tmp_path):
+    from types import SimpleNamespace
+
+    from alignkit.eval.generation import Generations
+    from alignkit.eval.metric_responses import response_stats
+
+    gens = Generations(
+        ["a", "b", "c", "d"], [3, 60, 60, 2], [False, True, True, False], [False, True, False, False], tmp_path
+    )
+    for stop_loops, expected in (
+        (True, {"truncated_rate": 0.5, "looping_rate": 0.25}),
+        (False, {"truncated_rate": 0.5}),
+    ):
+        metrics: dict = {}
+        ctx = SimpleNamespace(
+            specs=[SimpleNamespace(name="m")],
+            data={"chat": SimpleNamespace(references=None)},
+            gens={"m": {"chat": gens}},
+            set_metrics=lambda model, prompt_set, out=metrics: out,
+            suite=SimpleNamespace(generation=GenerationConfig(stop_loops=stop_loops)),
+        )
+        response_stats(ctx)
+        assert {k: v for k, v in metrics.items() if k != "length_tokens"} == expected

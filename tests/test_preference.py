@@ -39,7 +39,7 @@ def test_model_prefers_its_own_greedy_answer(tiny_model):
 
     model, tok = load_model(ModelSpec(name="tiny", base=tiny_model))
     prompts = ["Tell me a story.", "What is love?", "Explain gravity."]
-    own, _, _ = _run_generation(model, tok, prompts, GenerationConfig(max_new_tokens=12), "tiny")
+    own = _run_generation(model, tok, prompts, GenerationConfig(max_new_tokens=12), "tiny").responses
     foreign = ["Colorless green ideas sleep furiously tonight indeed."] * 3
     m = preference_metrics(model, tok, prompts, own, foreign)
     assert m["length_normalized"]["value"] == 1.0 and m["implicit_reward"] is None
