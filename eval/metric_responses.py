@@ -24,8 +24,10 @@ def response_stats(ctx: EvalContext) -> None:
             gen, out = ctx.gens[spec.name][name], ctx.set_metrics(spec.name, name)
             out["length_tokens"] = mean_std_ci(gen.n_tokens)
             out["truncated_rate"] = float(np.mean(gen.truncated))
-            if ctx.suite.generation.stop_loops:  # replies cut by the loop stop (they count as truncated too)
-                out["looping_rate"] = float(np.mean(gen.looping))
+            # Replies cut by the loop stop (they count as truncated too): only detected when the suite turns it on.
+            looping = getattr(gen, "looping", None)
+            if looping is not None and ctx.suite.generation.stop_loops:
+                out["looping_rate"] = float(np.mean(looping))
             if pd.references is not None:
                 from alignkit.plugins.graders import get_grader
 

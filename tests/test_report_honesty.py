@@ -191,7 +191,8 @@ def test_response_stats_count_looping_replies_only_when_the_generations_say():
     gen = types.SimpleNamespace(n_tokens=[3, 64, 64, 10], truncated=[False, True, True, False])
     looped = types.SimpleNamespace(**vars(gen), looping=[False, False, True, True])
     specs = [types.SimpleNamespace(name="old"), types.SimpleNamespace(name="new")]
-    ctx = EvalContext(suite=None, specs=specs, data={"chat": types.SimpleNamespace(references=None)}, runs_root=".")
+    suite = types.SimpleNamespace(generation=types.SimpleNamespace(stop_loops=True))
+    ctx = EvalContext(suite=suite, specs=specs, data={"chat": types.SimpleNamespace(references=None)}, runs_root=".")
     ctx.gens = {"old": {"chat": gen}, "new": {"chat": looped}}
     response_stats(ctx)
     assert ctx.set_metrics("old", "chat")["truncated_rate"] == 0.5 and "looping_rate" not in ctx.set_metrics(
