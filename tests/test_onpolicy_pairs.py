@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.data.onpolicy import build_onpolicy_pairs
+from alignkit.data.pair_selection import DROP_REASONS
 from alignkit.data.response_scorers import GraderResponses, LLMJudgeResponses
 from alignkit.errors import AlignkitError
 from alignkit.eval.model_spec import ModelSpec
@@ -61,7 +62,7 @@ def test_n_samples_per_prompt_scored_by_the_reward_model(ws):
     rows, manifest = result.rows("train"), result.manifest
     selection = manifest["selection"]["train"]
     assert selection["prompts"] == 5 and selection["kept"] == len(rows) > 0
-    assert selection["kept"] + sum(selection[k] for k in ("empty", "truncated", "length", "tie", "small_margin")) == 5
+    assert selection["kept"] + sum(selection[k] for k in DROP_REASONS) == 5
     assert manifest["scorer"]["kind"] == "reward_model" and manifest["scorer"]["ref"] == ws["rm"]
     assert manifest["policy"]["ref"] == ws["policy"] and manifest["counts"] == {"train": len(rows), "test": 0}
     rm = load_reward_scorer(ws["rm"])
@@ -87,6 +88,21 @@ def test_n_samples_per_prompt_scored_by_the_reward_model(ws):
     assert reselected.rows("train") == rows
     reseeded = build(ws, seed=1)
     assert reseeded.manifest["samples_directory"] != manifest["samples_directory"]
+
+
+def test_greedy_candidate_adds_the_greedy_reply_last(ws):
+    plain = build(ws)
+    result = build(ws, greedy_candidate=True)
+    assert result.manifest["samples_directory"] != plain.manifest["samples_directory"]  # its own samples key
+    assert result.manifest["generation"]["greedy_candidate"] is True
+    records = chunk_records(result)
+    assert all(len(rec["responses"]) == len(rec["scores"]) == 4 for rec in records)  # 3 samples + greedy
+    # the other rows are the same seeded samples as without the option
+    assert [rec["responses"][:3] for rec in records] == [rec["responses"] for rec in chunk_records(plain)]
+    # the last candidate is greedy: another sampling seed changes the samples but not it
+    reseeded = {rec["id"]: rec for rec in chunk_records(build(ws, greedy_candidate=True, seed=1))}
+    assert all(reseeded[rec["id"]]["responses"][-1] == rec["responses"][-1] for rec in records)
+    assert any(reseeded[rec["id"]]["responses"][:3] != rec["responses"][:3] for rec in records)
 
 
 def test_no_pair_left_is_a_one_line_error_and_the_samples_stay(ws):

@@ -52,6 +52,20 @@ def test_empty_and_truncated_replies():
     assert (kept.chosen, kept.rejected) == (2, 1)  # the truncated best reply is excluded
 
 
+def test_chosen_complete_only_chooses_a_reply_that_ended_by_itself():
+    # best #0 was cut at the limit; with chosen_complete the best complete reply (#2) is chosen, while the cut
+    # worst reply (#1) may still be rejected -- unlike drop_truncated, which would drop it too
+    samples = cands((0.9, 64, True), (0.1, 64, True), (0.5, 30))
+    assert select_pair(samples).chosen == 0
+    kept = select_pair(samples, SelectionRules(chosen_complete=True))
+    assert (kept.chosen, kept.rejected) == (2, 1)
+    assert select_pair(samples, SelectionRules(drop_truncated=True)).dropped == "truncated"
+    # no complete reply besides the rejected one: dropped as incomplete (one reason per prompt)
+    assert select_pair(cands((0.9, 64, True), (0.1, 20)), SelectionRules(chosen_complete=True)).dropped == (
+        "incomplete"
+    )
+
+
 @pytest.mark.parametrize("rules", [dict(min_margin=-0.1), dict(length_delta=-1), dict(min_margin=float("nan"))])
 def test_bad_rules(rules):
     with pytest.raises(ValueError):

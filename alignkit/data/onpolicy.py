@@ -19,7 +19,11 @@ scorer identities, sampling, selection rules).
 Robustness: prompts are processed in chunks of ``chunk_size`` (:mod:`alignkit.data.onpolicy_samples`); each
 finished chunk (samples + scores) is saved under ``<cache>/onpolicy-pairs/.samples-<key>/``, so an interrupted build
 resumes where it stopped and gives the same dataset. Those samples are keyed without the selection rules: changing
-only ``min_margin``, ``length_delta`` or ``drop_truncated`` re-selects without sampling again.
+only ``min_margin``, ``length_delta``, ``drop_truncated`` or ``chosen_complete`` re-selects without sampling again.
+
+With ``greedy_candidate`` the policy's greedy reply joins the N samples as candidate N+1. Greedy decoding is how
+the policy is evaluated, and a 135M model's greedy replies loop far more often than its samples do, so a pair whose
+rejected side is the greedy loop teaches exactly what the evaluation sees.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from alignkit.errors import AlignkitError
 from alignkit.pipeline import RunNeed
 
 NAME = "onpolicy-pairs"
-BUILDER_VERSION = 1
+BUILDER_VERSION = 1  # greedy_candidate/chosen_complete default off: version-1 keys are unchanged
 DEFAULT_SCORER = "run:rm-smol"
 
 
@@ -126,6 +130,8 @@ def build_onpolicy_pairs(
     min_margin: float = 0.0,
     length_delta: int | None = None,
     drop_truncated: bool = False,
+    chosen_complete: bool = False,
+    greedy_candidate: bool = False,
     seed: int = 0,
     prompt_offset: int = 0,
     batch_size: int = 64,
@@ -147,7 +153,8 @@ def build_onpolicy_pairs(
         scorer: ``run:NAME``/a reward-model path, ``grader:NAME``, or ``llm:MODEL`` (:mod:`~alignkit.data.
             response_scorers`); a grader reads ``reference_column``.
         n_samples, temperature, top_p, max_new_tokens, seed: sampling (N replies per prompt).
-        min_margin, length_delta, drop_truncated: selection (:mod:`alignkit.data.pair_selection`).
+        greedy_candidate: also decode each prompt greedily and add that reply as one more candidate.
+        min_margin, length_delta, drop_truncated, chosen_complete: selection (:mod:`alignkit.data.pair_selection`).
         batch_size: generation rows per batch; chunk_size: prompts per saved chunk (both shape the seeded batches,
             so both are part of the key).
         source: the ShareGPT file for ``role:`` prompts (default: the wheel's); runs_root: where ``run:NAME`` lives.
@@ -158,7 +165,12 @@ def build_onpolicy_pairs(
 
     _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset)
     try:
-        rules = SelectionRules(min_margin=min_margin, length_delta=length_delta, drop_truncated=drop_truncated)
+        rules = SelectionRules(
+            min_margin=min_margin,
+            length_delta=length_delta,
+            drop_truncated=drop_truncated,
+            chosen_complete=chosen_complete,
+        )
     except ValueError as exc:
         raise AlignkitError(f"on-policy pairs: {exc}") from None
     score_with = parse_scorer(scorer, runs_root, batch_size=scorer_batch_size, purpose="on-policy pairs: scorer")
@@ -200,7 +212,10 @@ def build_onpolicy_pairs(
         "seed": seed,
         "chunk_size": chunk_size,
     }
-    fingerprint = {**sample_fingerprint, "selection": vars(rules)}
+    if greedy_candidate:  # only when on, so builds without it keep their cache keys
+        sample_fingerprint["greedy_candidate"] = True
+    selection_key = {k: v for k, v in vars(rules).items() if k != "chosen_complete" or v}
+    fingerprint = {**sample_fingerprint, "selection": selection_key}
     parent = (Path(cache_root) if cache_root is not None else cache_dir("datasets")) / NAME
     scratch = parent / f".samples-{fingerprint_key(sample_fingerprint)}"
 
@@ -221,6 +236,7 @@ def build_onpolicy_pairs(
                     split: sample_and_score(
                         rows, split, spec=spec, model_fn=lazy, scorer=score_with, generation=generation,
                         n_samples=n_samples, seed=seed, chunk_size=chunk_size, scratch=scratch, bar=bar,
+                        greedy_candidate=greedy_candidate,
                     )
                     for split, rows in picked.items()
                 }  # fmt: skip
@@ -236,10 +252,10 @@ def build_onpolicy_pairs(
             dropped = {k: v for k, v in selection["train"].items() if k not in ("prompts", "kept") and v}
             raise AlignkitError(
                 f"on-policy pairs: no pair kept from {n_prompts} prompts (dropped: {dropped}); relax min_margin, "
-                "length_delta or drop_truncated (the samples are saved: only selection reruns)"
+                "length_delta, drop_truncated or chosen_complete (the samples are saved: only selection reruns)"
             )
         report = [
-            f"sampled {n_samples} replies to {total} prompts with {policy} ({spec.name}), scored by {scorer}, "
+            f"sampled {n_samples} replies{' + 1 greedy' if greedy_candidate else ''} to {total} prompts with {policy} ({spec.name}), scored by {scorer}, "
             f"in {seconds:.0f} s; {responses['train']['truncated']}/{responses['train']['total']} train replies cut "
             f"at {max_new_tokens} tokens",
             f"kept {kept} of {n_prompts} train pairs (dropped {_dropped_text(selection['train'])})"
@@ -251,7 +267,10 @@ def build_onpolicy_pairs(
             "prompts": prompts,
             "policy": {"ref": policy, **spec.describe()},
             "scorer": {"ref": scorer, **score_with.identity()},
-            "generation": {**generation, "n_samples": n_samples, "seed": seed, "chunk_size": chunk_size},
+            "generation": {
+                **generation, "n_samples": n_samples, "greedy_candidate": greedy_candidate, "seed": seed,
+                "chunk_size": chunk_size,
+            },  # fmt: skip
             "selection_rules": vars(rules),
             "selection": selection,
             "responses": responses,

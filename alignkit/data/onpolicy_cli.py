@@ -58,6 +58,8 @@ OPTIONS: dict[str, tuple[str, str]] = {
         "tokens: choose the best reply among those no longer than the rejected one + this (default: no rule)",
     ),
     "drop_truncated": ("--drop-truncated", "replies cut at --max-new-tokens never enter a pair"),
+    "chosen_complete": ("--chosen-complete", "only a reply that ended by itself (not cut) may be chosen"),
+    "greedy_candidate": ("--greedy-candidate", "add the policy's greedy reply as one more candidate per prompt"),
     "reference_column": ("--reference-column", "the prompts' column a grader compares against"),
     "batch_size": ("--batch-size", "generation rows per batch"),
     "chunk_size": ("--chunk-size", "prompts per saved chunk (the unit of resume)"),
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (flag, text) in OPTIONS.items():
         default = defaults.get(name)
         help_text = text if default is None else f"{text} (default: {default})"
-        if name == "drop_truncated":
+        if name in ("drop_truncated", "chosen_complete", "greedy_candidate"):
             parser.add_argument(flag, dest=name, action="store_true", default=None, help=help_text)
         elif name == "length_delta":
             parser.add_argument(flag, dest=name, type=int, default=None, help=help_text)

@@ -33,9 +33,10 @@ def sample_and_score(
     chunk_size: int,
     scratch: Path,
     bar: Any,
+    greedy_candidate: bool = False,
 ) -> list[dict[str, Any]]:
-    """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each), chunk by chunk; a chunk saved by an
-    earlier, interrupted build is reused."""
+    """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each, N + 1 with ``greedy_candidate``: the
+    greedy reply last), chunk by chunk; a chunk saved by an earlier, interrupted build is reused."""
     from alignkit.eval.generation import GenerationConfig, generate
 
     records: list[dict[str, Any]] = []
@@ -58,13 +59,22 @@ def sample_and_score(
         def grouped(values: list[Any], n: int = len(chunk)) -> list[list[Any]]:
             return [values[i * n_samples : (i + 1) * n_samples] for i in range(n)]
 
-        responses = grouped(gens.responses)
+        responses, n_tokens, truncated = grouped(gens.responses), grouped(gens.n_tokens), grouped(gens.truncated)
+        if greedy_candidate:
+            greedy_config = GenerationConfig(
+                do_sample=False, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size
+            )
+            greedy = generate(spec, prompts, greedy_config, model_fn=model_fn, desc=f"{spec.name} greedy")
+            for k in range(len(chunk)):
+                responses[k] = [*responses[k], greedy.responses[k]]
+                n_tokens[k] = [*n_tokens[k], greedy.n_tokens[k]]
+                truncated[k] = [*truncated[k], greedy.truncated[k]]
         references = [r["reference"] for r in chunk] if scorer.needs_reference else None
         scores = scorer.score(prompts, responses, references)
         new = [
             {"id": i, "responses": resp, "tokens": tok, "truncated": cut, "scores": sc}
             for i, resp, tok, cut, sc in zip(
-                ids, responses, grouped(gens.n_tokens), grouped(gens.truncated), scores, strict=True
+                ids, responses, n_tokens, truncated, scores, strict=True
             )
         ]
         atomic_write_json(path, {"ids": ids, "records": new})

@@ -8,8 +8,10 @@ Rules, in order (:func:`select_pair`):
 2. ``rejected`` = the lowest score (earliest sample on a tie of scores).
 3. ``chosen`` = the highest score among the other responses; with ``length_delta`` = δ only among responses of at
    most ``tokens(rejected) + δ`` tokens, so the chosen reply cannot win by being longer (Park et al. 2024 call this
-   the length exploitation of DPO). No response short enough: dropped as ``length``. On equal scores the shorter,
-   then the earlier sample wins.
+   the length exploitation of DPO). No response short enough: dropped as ``length``. With ``chosen_complete`` only
+   a reply that ended by itself (not cut at ``max_new_tokens``) may be chosen, so the pair teaches the policy to
+   finish its answer; none left: dropped as ``incomplete``. (``drop_truncated`` is stricter: it also keeps cut
+   replies out of the rejected side.) On equal scores the shorter, then the earlier sample wins.
 4. ``margin = score(chosen) - score(rejected)``: zero (or identical texts) is a ``tie``, below ``min_margin`` is
    ``small_margin``; both are dropped.
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DROP_REASONS = ("empty", "truncated", "length", "tie", "small_margin")
+DROP_REASONS = ("empty", "truncated", "length", "incomplete", "tie", "small_margin")
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class SelectionRules:
     min_margin: float = 0.0
     length_delta: int | None = None  # tokens; None: no length rule
     drop_truncated: bool = False
+    chosen_complete: bool = False
 
     def __post_init__(self) -> None:
         if not self.min_margin >= 0:
@@ -70,6 +73,10 @@ def select_pair(candidates: list[Candidate], rules: SelectionRules = SelectionRu
     pool = [i for i in usable if i != rejected and (limit is None or candidates[i].tokens <= limit)]
     if not pool:
         return Selection(dropped="length")
+    if rules.chosen_complete:
+        pool = [i for i in pool if not candidates[i].truncated]
+        if not pool:
+            return Selection(dropped="incomplete")
     chosen = max(pool, key=lambda i: (candidates[i].score, -candidates[i].tokens, -i))
     margin = candidates[chosen].score - candidates[rejected].score
     if margin <= 0 or candidates[chosen].text.strip() == candidates[rejected].text.strip():
