@@ -254,10 +254,11 @@ def build_onpolicy_pairs(
                 f"on-policy pairs: no pair kept from {n_prompts} prompts (dropped: {dropped}); relax min_margin, "
                 "length_delta, drop_truncated or chosen_complete (the samples are saved: only selection reruns)"
             )
+        greedy_text = " + 1 greedy" if greedy_candidate else ""
         report = [
-            f"sampled {n_samples} replies{' + 1 greedy' if greedy_candidate else ''} to {total} prompts with {policy} ({spec.name}), scored by {scorer}, "
-            f"in {seconds:.0f} s; {responses['train']['truncated']}/{responses['train']['total']} train replies cut "
-            f"at {max_new_tokens} tokens",
+            f"sampled {n_samples} replies{greedy_text} to {total} prompts with {policy} ({spec.name}), scored by "
+            f"{scorer}, in {seconds:.0f} s; {responses['train']['truncated']}/{responses['train']['total']} train "
+            f"replies cut at {max_new_tokens} tokens",
             f"kept {kept} of {n_prompts} train pairs (dropped {_dropped_text(selection['train'])})"
             + (f"; {selection['test']['kept']} of {n_test} test pairs" if n_test else "; no test split"),
         ]
