@@ -269,7 +269,10 @@ def build_onpolicy_pairs(
             "policy": {"ref": policy, **spec.describe()},
             "scorer": {"ref": scorer, **score_with.identity()},
             "generation": {
-                **generation, "n_samples": n_samples, "greedy_candidate": greedy_candidate, "seed": seed,
+                **generation,
+                "n_samples": n_samples,
+                "greedy_candidate": greedy_candidate,
+                "seed": seed,
                 "chunk_size": chunk_size,
             },  # fmt: skip
             "selection_rules": vars(rules),

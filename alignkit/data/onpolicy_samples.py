@@ -73,9 +73,7 @@ def sample_and_score(
         scores = scorer.score(prompts, responses, references)
         new = [
             {"id": i, "responses": resp, "tokens": tok, "truncated": cut, "scores": sc}
-            for i, resp, tok, cut, sc in zip(
-                ids, responses, n_tokens, truncated, scores, strict=True
-            )
+            for i, resp, tok, cut, sc in zip(ids, responses, n_tokens, truncated, scores, strict=True)
         ]
         atomic_write_json(path, {"ids": ids, "records": new})
         records += new
