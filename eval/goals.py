@@ -12,7 +12,9 @@ The figures, all on one prompt set (the first ungraded set the goal judge judged
     ppl_ratio              held-out perplexity (reference answers), trained / start      (model-level)
     distinct2_ratio        distinct-2 of the responses, trained / start
     length_ratio           mean response length in tokens, trained / start
-    truncation             share of replies cut at max_new_tokens, the worse of the two models
+    truncation             share of replies cut at max_new_tokens, the worse of the two models; with the suite's loop
+                           stop on, replies stopped as looping are not in it (the judge saw the loop, and more
+                           tokens would only repeat it): ``report.md`` prints them beside it
 
 A goal is ``met`` or ``missed`` on its number; a win-rate goal that is met by a judge that is not verifiably held out
 (the proxy, or one that saw a training prompt, or one whose training data is unknown) is ``unverified`` instead,
@@ -51,7 +53,7 @@ class Goals:
             ("ppl_ratio", "Held-out perplexity, trained / start", "<=", self.ppl_ratio, False),
             ("distinct2_ratio", "Distinct-2, trained / start", ">=", self.distinct2_ratio, False),
             ("length_ratio", "Mean length (tokens), trained / start", "<=", self.length_ratio, False),
-            ("truncation", "Replies cut at max_new_tokens (worse model)", "<", self.truncation, False),
+            ("truncation", "Replies cut at max_new_tokens, loops apart (worse model)", "<", self.truncation, False),
         ]
 
 
@@ -64,6 +66,12 @@ def _get(d: Any, *path: str) -> Any:
             return None
         d = d[key]
     return d
+
+
+def _cut_at_limit(set_metrics: Any) -> Any:
+    """The share cut at max_new_tokens: ``limit_rate`` when the loop stop split it out, else ``truncated_rate``."""
+    limit = _get(set_metrics, "limit_rate")
+    return limit if limit is not None else _get(set_metrics, "truncated_rate")
 
 
 def _number(x: Any) -> float | None:
@@ -112,7 +120,7 @@ def goal_table(report: dict[str, Any], goals: Goals = GOALS) -> dict[str, Any] |
     entry = _get(report["win_rates"], comparison, ps, goals.judge) if ps else None
     metrics = report["metrics"]
     sets = {m: _get(metrics, m, "sets", ps) if ps else None for m in (start, trained)}
-    truncation = [_number(_get(sets[m], "truncated_rate")) for m in (start, trained)]
+    truncation = [_number(_cut_at_limit(sets[m])) for m in (start, trained)]
     figures = {
         "win_rate": _number(_get(entry, "raw", "win_rate")),
         "win_ci_low": _number(_get(entry, "raw", "ci_low")),

@@ -17,8 +17,9 @@ from alignkit.eval.stats import mean_std_ci
 
 
 def response_stats(ctx: EvalContext) -> None:
-    """``length_tokens``, ``truncated_rate``, ``looping_rate`` (with ``generation.stop_loops``) and (graded sets)
-    ``grader_accuracy`` of every model on every set."""
+    """``length_tokens``, ``truncated_rate`` (replies that did not end by themselves), with ``generation.stop_loops``
+    its two parts ``limit_rate`` (cut at ``max_new_tokens``) and ``looping_rate`` (stopped by the loop stop), and
+    (graded sets) ``grader_accuracy`` of every model on every set."""
     for spec in ctx.specs:
         for name, pd in ctx.data.items():
             gen, out = ctx.gens[spec.name][name], ctx.set_metrics(spec.name, name)
@@ -28,6 +29,9 @@ def response_stats(ctx: EvalContext) -> None:
             looping = getattr(gen, "looping", None)
             if looping is not None and ctx.suite.generation.stop_loops:
                 out["looping_rate"] = float(np.mean(looping))
+                out["limit_rate"] = float(
+                    np.mean([c and not lp for c, lp in zip(gen.truncated, looping, strict=True)])
+                )
             if pd.references is not None:
                 from alignkit.plugins.graders import get_grader
 

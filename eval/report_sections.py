@@ -159,9 +159,11 @@ def replies_section(report: dict[str, Any]) -> list[str]:
         row = [n]
         for s in sets:
             m = metrics[n]["sets"][s]
-            text = _share(m.get("truncated_rate"))
             if looping:
-                text += f" / {_share(m.get('looping_rate'))}"
+                limit = m.get("limit_rate", m.get("truncated_rate"))  # no loop split for this set: all were cut
+                text = f"{_share(limit)} / {_share(m.get('looping_rate'))}"
+            else:
+                text = _share(m.get("truncated_rate"))
             row.append(text)
         rows.append(row)
     what = "cut at max_new_tokens / stopped as looping" if looping else "cut at max_new_tokens"

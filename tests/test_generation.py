@@ -143,7 +143,7 @@ def test_looping_rate_is_reported_when_the_loop_stop_is_on(tmp_path):
         ["a", "b", "c", "d"], [3, 60, 60, 2], [False, True, True, False], [False, True, False, False], tmp_path
     )
     for stop_loops, expected in (
-        (True, {"truncated_rate": 0.5, "looping_rate": 0.25}),
+        (True, {"truncated_rate": 0.5, "looping_rate": 0.25, "limit_rate": 0.25}),
         (False, {"truncated_rate": 0.5}),
     ):
         metrics: dict = {}

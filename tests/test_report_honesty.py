@@ -43,8 +43,9 @@ def _report(win=0.70, ci_low=0.55, lc=0.58, ppl=(2.5, 3.0), d2=(0.5, 0.45), leng
             "truncated_rate": cut[i],
             "diversity": {"distinct_1": 0.3, "distinct_2": d2[i]},
         }
-        if looping is not None:
+        if looping is not None:  # with the loop stop on, truncated_rate = limit_rate + looping_rate
             chat["looping_rate"] = looping[i]
+            chat["limit_rate"] = round(cut[i] - looping[i], 6)
         arith = {"truncated_rate": 0.0, "grader_accuracy": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}}
         return {
             "sets": {"chat": chat, "arith": arith},
@@ -207,4 +208,4 @@ def test_judged_replies_show_truncation_per_model_and_set_and_looping_when_prese
     assert "| base | 10% | 0% |" in md and "| dpo | 25% | 0% |" in md
     looping = render_markdown(_report(judge=_judge(), looping=(0.05, 0.0)), [])
     assert "share cut at max_new_tokens / stopped as looping" in looping
-    assert "| base | 10% / 5% | 0% / – |" in looping
+    assert "| base | 5% / 5% | 0% / – |" in looping  # cut at the limit (10% did not end, 5% of them looping)
