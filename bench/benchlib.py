@@ -598,3 +598,14 @@ def write_result(record: dict[str, Any], out_dir: Path | str | None = None, raw:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({**(raw or {}), **record}, indent=1, default=str) + "\n")
     return path
+
+
+def with_hand_notes(path: Path | str, generated: str, marker: str = "## Reading (by hand") -> str:
+    """``generated`` plus the hand-written section of the report already at ``path`` (from ``marker`` on), so that
+    re-rendering a report from its raw JSON never drops what a person wrote under it."""
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return generated
+    at = old.find(marker)
+    return generated if at < 0 else generated.rstrip("\n") + "\n\n" + old[at:]
