@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -35,9 +33,14 @@ import torch
 from alignkit.io import atomic_write_text
 from alignkit.recipe import load_recipe
 
-RESULTS = Path(__file__).parent / "results" / "ppo_efficacy.md"
 RECIPE = "ppo-smol"
 BAND = 0.25
+# Goals and their verdict statistics, fixed before a run (issue 12): held-out greedy accuracy gain over the base
+# >= 0.20 in <= 15 min of training; adaptive KL: share of last-half per-rollout readings within +-25 % of target
+# >= 0.8.
+GOALS = {"accuracy_gain": 0.20, "train_minutes": 15.0, "kl_in_band_fraction": 0.8}
+QUICK = ["max_steps=2", "per_device_train_batch_size=2", "steps_per_generation=2", "max_completion_length=4"]
+QUICK += ["max_train_samples=8", "max_eval_samples=4", "save_strategy=no"]
 
 
 @torch.no_grad()
@@ -72,21 +75,51 @@ def band_summary(kls: list[float], target: float) -> dict:
         "kl_last_half_mean_rel_error": mean / target - 1,
         "kl_last_half_mean_in_band": abs(mean / target - 1) <= BAND,
         "kl_last_half_readings_in_band": f"{in_band}/{len(last)}",
+        "kl_in_band_fraction": in_band / len(last) if last else float("nan"),
     }
 
 
-def _command() -> str:
-    threads = os.environ.get("OMP_NUM_THREADS")
-    env = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return f"{env}.venv/bin/python bench/ppo_efficacy.py {shlex.join(sys.argv[1:])}".rstrip()
+def result(summary: dict, command: str, date: str, threads: int) -> dict:
+    """The bench/results JSON record (benchlib schema): every summary statistic and the goals' figures."""
+    from benchlib import figure, met, result_record
+
+    def fig(key, label, op, stat, unit=""):
+        value = summary.get(key)
+        value = None if value is None or value != value else round(float(value), 4)
+        return figure(
+            f"ppo_efficacy.{key}", label, f"{op} {GOALS[key]:g}", value, met(value, op, GOALS[key]), stat, unit=unit
+        )
+
+    figures = [
+        fig(
+            "accuracy_gain",
+            "ppo-smol held-out arithmetic accuracy, trained minus base",
+            ">=",
+            "greedy accuracy on the card's test rows (max_eval_samples), trained - base, one seed",
+        ),
+        fig("train_minutes", "ppo-smol training time", "<=", "train_seconds / 60 from run.json", unit="min"),
+        fig(
+            "kl_in_band_fraction",
+            "Adaptive KL (PPO): last-half readings within +-25 % of target",
+            ">=",
+            "share of the last half's per-rollout KL readings in [0.75, 1.25] x kl_target",
+        ),
+    ]
+    return result_record("ppo_efficacy", command, date, threads, summary, figures)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
     ap.add_argument("--out", default=None, help="output_dir of the run (default: a temporary directory)")
     ap.add_argument("--no-write", action="store_true", help="print the summary only")
-    a = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps; writes to a temp dir")
+    a = ap.parse_args(argv)
+    from benchlib import bench_model_path, command_line, results_dir, write_result
+
+    if a.quick:
+        a.set = [*QUICK, f"model_name_or_path={bench_model_path(True)}", *a.set]
+    results = results_dir(a.quick)
 
     from peft import PeftModel
 
@@ -147,6 +180,8 @@ def main() -> None:
         tmp.cleanup()
     if a.no_write:
         return
+    record = result(summary, command_line(argv), time.strftime("%Y-%m-%d %H:%M"), torch.get_num_threads())
+    print(f"wrote {write_result(record, results)}")
 
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)
@@ -156,7 +191,7 @@ def main() -> None:
     lines = [
         f"# PPO efficacy ({RECIPE} recipe through alignkit.train.train, CPU)",
         "",
-        f"Command: `{_command()}`",
+        f"Command: `{command_line(argv)}`",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads {torch.get_num_threads()}.",
         "",
         "| metric | value |",
@@ -179,7 +214,7 @@ def main() -> None:
         ],
         "",
     ]
-    atomic_write_text(RESULTS, "\n".join(lines))
+    atomic_write_text(results / "ppo_efficacy.md", "\n".join(lines))
 
 
 if __name__ == "__main__":
