@@ -120,8 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line(argv)
     lines = [
         "# OpenMP wait policy on a shared 2-core CPU: greedy generation time",
+        "",
         f"Command: `{command.strip()}` (run {date} UTC).",
-        f"Command: `{command.strip()}` (run {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC).",
         "",
         f"Workload: embedded SmolLM2-135M-Instruct, batch {args.batch}, {args.new_tokens} new tokens, greedy, fp32; "
         f"each measurement in a fresh process; {args.rounds} rounds per condition, arm order rotating. "
