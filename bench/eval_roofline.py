@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_roofline.ceiling",
         "Eval speed-up ceiling at the best measured fp32 GEMM rate (upper bound)",
         "none: bounds eval_speed's goal",
-        round(ceiling, 3),
+        ceiling,
         None,
         "loop CPU s / (batched GFLOP / best measured GEMM GFLOPS)",
         unit="x",

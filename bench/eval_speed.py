@@ -345,14 +345,14 @@ def result(stages: list[Stage], info: dict[str, Any], command: str, threads: int
             "eval_speed.total",
             "Eval harness (generation + RM + perplexity) vs per-sample loop, speed-up",
             f">= {GOAL:g}x, identical numbers (withdrawn: above the fp32 roofline, see eval_roofline)",
-            round(wall, 4),
+            wall,
             wall >= GOAL and identical,
             VERDICT,
             unit="x",
             also=[
                 {
                     "statistic": "the same on process CPU seconds",
-                    "measured": round(cpu_ratio, 4),
+                    "measured": cpu_ratio,
                     "met": cpu_ratio >= GOAL and identical,
                 }
             ],

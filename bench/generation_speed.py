@@ -203,7 +203,7 @@ def result(res: dict) -> dict:
                 f"Decode engine vs model.generate, {mode}, speed-up",
                 f">= {s['goal']}x"
                 + (f" and {meta['n_prompts']}/{meta['n_prompts']} rows identical" if identical is not None else ""),
-                round(s["speedup_paired_median"], 4),
+                s["speedup_paired_median"],
                 bool(s["meets_goal"]),
                 VERDICT,
                 unit="x",

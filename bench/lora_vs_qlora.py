@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         "lora_vs_qlora.step_ratio",
         "QLoRA (nf4 base) / LoRA (fp32 base) step time",
         "none: decides LoRA or QLoRA for the smol recipes",
-        round(ratio, 4),
+        ratio,
         None,
         "ratio of median step times, arms interleaved step by step",
         unit="x",

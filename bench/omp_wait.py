@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             f"omp_wait.{c}.default_vs_passive",
             f"Greedy generation, 2 threads: OpenMP default (spin) / PASSIVE, {c} CPU",
             "none: decides the README's advice on OMP_WAIT_POLICY",
-            round(ratios[c][arm], 3),
+            ratios[c][arm],
             None,
             "ratio of median seconds, each measurement in a fresh process",
             unit="x",

@@ -356,14 +356,14 @@ def result(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> dict:
                     f"plugin_overhead.{kind}.{arm}",
                     f"{kind.upper()} step time, plugin {arm} / stock TRL",
                     f"<= {GOALS[arm]}",
-                    round(paired, 4),
+                    paired,
                     paired <= GOALS[arm],
                     VERDICT,
                     unit="x",
                     also=[
                         {
                             "statistic": FORMER_VERDICT,
-                            "measured": round(ratios[arm], 4),
+                            "measured": ratios[arm],
                             "met": ratios[arm] <= GOALS[arm],
                         }
                     ],

@@ -85,7 +85,7 @@ def result(summary: dict, command: str, date: str, threads: int) -> dict:
 
     def fig(key, label, op, stat, unit=""):
         value = summary.get(key)
-        value = None if value is None or value != value else round(float(value), 4)
+        value = None if value is None or value != value else float(value)
         return figure(
             f"ppo_efficacy.{key}", label, f"{op} {GOALS[key]:g}", value, met(value, op, GOALS[key]), stat, unit=unit
         )
