@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,65 @@ def render(records: list[dict[str, Any]]) -> str:
         if bench not in have:
             lines.append(f"| {_cell(what)} (`{bench}`) | see the bench | no result yet | not measured | – | – | – |")
     return "\n".join(lines) + "\n"
+
+
+README_SECTION = "## Performance and efficacy"
+# A number in prose: not part of a word (SmolLM2, fp32, 2-core), a path, a date or a version; optionally x or %.
+_NUMBER = re.compile(r"(?<![\w./-])(\d+(?:\.\d+)?)(x|×| ?%)?(?![\w/-]|\.\d)")
+
+
+def readme_section(text: str, heading: str = README_SECTION) -> str:
+    """The README's performance section, from ``heading`` to the next ``## `` heading."""
+    if heading not in text:
+        raise ValueError(f"README has no '{heading}' section")
+    body = text.split(heading, 1)[1]
+    return body.split("\n## ", 1)[0]
+
+
+def quoted_numbers(section: str) -> list[str]:
+    """Every number the section's prose quotes (code spans and link targets are names, not figures)."""
+    prose = re.sub(r"`[^`]*`", " ", section)
+    prose = re.sub(r"\]\([^)]*\)", "]", prose)
+    return [m.group(1) + (m.group(2) or "").strip() for m in _NUMBER.finditer(prose)]
+
+
+def result_numbers(records: list[dict[str, Any]]) -> set[float]:
+    """Every number a figure or statistic of the results holds, goals included (parsed from their text)."""
+    found: set[float] = set()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, bool):
+            return
+        if isinstance(x, (int, float)) and math.isfinite(x):
+            found.add(float(x))
+        elif isinstance(x, dict):
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+        elif isinstance(x, str):
+            found.update(float(n) for n in re.findall(r"\d+(?:\.\d+)?", x))
+
+    for rec in records:
+        walk(rec.get("statistics", {}))
+        for fig in rec["figures"]:
+            walk({k: fig.get(k) for k in ("measured", "sd", "goal", "also")})
+    return found
+
+
+def readme_problems(readme: str, records: list[dict[str, Any]]) -> list[str]:
+    """Numbers quoted in the README's performance section that no result JSON holds at the precision quoted."""
+    values = result_numbers(records)
+    problems = []
+    for token in quoted_numbers(readme_section(readme)):
+        number = token.rstrip("x×% ")
+        decimals = len(number.split(".")[1]) if "." in number else 0
+        target = float(number)
+        scale = (1.0, 100.0) if token.endswith("%") else (1.0,)
+        if not any(round(v * k, decimals) == target for v in values for k in scale):
+            problems.append(f"README quotes {token}, which no result JSON in bench/results holds")
+    return problems
 
 
 def main(argv: list[str] | None = None) -> int:
