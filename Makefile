@@ -11,6 +11,8 @@ STAMP := $(VENV)/.alignkit-setup
 # Extra `key=value` recipe overrides, e.g. make recipe=dpo-smol ARGS="max_steps=5"
 ARGS ?=
 PYTEST_ARGS ?=
+# make bench QUICK=1: a smoke run of every benchmark (tiny model, temp dir); make test runs it too
+QUICK ?=
 
 .DEFAULT_GOAL := run
 .PHONY: run setup train eval test check lint bench clean
@@ -47,7 +49,7 @@ check: lint
 	$(PY) tests/readme_check.py README.md bench/README.md
 
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
