@@ -79,7 +79,12 @@ def band_summary(kls: list[float], target: float) -> dict:
     }
 
 
-def result(summary: dict, command: str, date: str, threads: int) -> dict:
+def bench_name(recipe: str) -> str:
+    """ppo_efficacy for ppo-smol; <recipe>_efficacy for another RL recipe (e.g. grpo_smol_adaptive_kl_efficacy)."""
+    return "ppo_efficacy" if recipe == RECIPE else recipe.replace("-", "_") + "_efficacy"
+
+
+def result(summary: dict, command: str, date: str, threads: int, recipe: str = RECIPE) -> dict:
     """The bench/results JSON record (benchlib schema): every summary statistic and the goals' figures."""
     from benchlib import figure, met, result_record
 
@@ -105,7 +110,7 @@ def result(summary: dict, command: str, date: str, threads: int) -> dict:
             "share of the last half's per-rollout KL readings in [0.75, 1.25] x kl_target",
         ),
     ]
-    return result_record("ppo_efficacy", command, date, threads, summary, figures)
+    return result_record(bench_name(recipe), command, date, threads, summary, figures)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="output_dir of the run (default: a temporary directory)")
     ap.add_argument("--no-write", action="store_true", help="print the summary only")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps; writes to a temp dir")
+    ap.add_argument("--recipe", default=RECIPE, help="an RL recipe with a grader (e.g. grpo-smol-adaptive-kl)")
     a = ap.parse_args(argv)
     from benchlib import bench_model_path, command_line, results_dir, write_result
 
@@ -128,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     from alignkit.train import load_model, reward_funcs_for, train
 
     tmp = None if a.out else tempfile.TemporaryDirectory(prefix="alignkit-ppo-efficacy-")
-    out = Path(a.out or tmp.name) / RECIPE
+    out = Path(a.out or tmp.name) / a.recipe
     # output_dir first: an explicit --set output_dir=... still wins, as on the CLI.
-    recipe = load_recipe(RECIPE, [f"output_dir={out}", *a.set])
+    recipe = load_recipe(a.recipe, [f"output_dir={out}", *a.set])
     targs = recipe.training_args
     load_before = os.getloadavg()
     run_dir = train(recipe, overwrite=True)  # what `alignkit train ppo-smol --no-eval` runs
@@ -156,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     target = targs.kl_target
     n_per_rollout = targs.per_device_train_batch_size * targs.steps_per_generation
     summary = {
-        "recipe": f"{RECIPE} (overrides: {', '.join(a.set) or 'none'})",
+        "recipe": f"{a.recipe} (overrides: {', '.join(a.set) or 'none'})",
         "precision": recipe.hardware_reasons.get("precision", ""),
         "data": f"card {recipe.args.dataset}: {run['train_samples']} train rows, {len(test)} held-out test rows",
         "base_accuracy": base["accuracy"],
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         tmp.cleanup()
     if a.no_write:
         return
-    record = result(summary, command_line(argv), time.strftime("%Y-%m-%d %H:%M"), torch.get_num_threads())
+    record = result(summary, command_line(argv), time.strftime("%Y-%m-%d %H:%M"), torch.get_num_threads(), a.recipe)
     print(f"wrote {write_result(record, results)}")
 
     def fmt(v):
@@ -189,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     keys = rollouts[0] if rollouts else {}
     reward_key = next((k for k in keys if k.startswith("rewards/") and k.endswith("/mean")), None)
     lines = [
-        f"# PPO efficacy ({RECIPE} recipe through alignkit.train.train, CPU)",
+        f"# {a.recipe} efficacy ({a.recipe} recipe through alignkit.train.train, CPU)",
         "",
         f"Command: `{command_line(argv)}`",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads {torch.get_num_threads()}.",
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         "",
     ]
-    atomic_write_text(results / "ppo_efficacy.md", "\n".join(lines))
+    atomic_write_text(results / f"{bench_name(a.recipe)}.md", "\n".join(lines))
 
 
 if __name__ == "__main__":
