@@ -53,8 +53,11 @@ def efficacy_record(data: dict[str, Any]) -> dict[str, Any]:
     figures = []
     for key, goal in meta["goals"].items():
         value, sd = data.get(key), data.get(f"{key}_sd")
-        op, threshold = goal.split()
-        met = None if value is None else _compare(value, op, float(threshold))
+        if value is None or goal.startswith("none"):
+            met = None
+        else:
+            op, threshold = goal.split()
+            met = _compare(value, op, float(threshold))
         figures.append(
             {
                 "figure": f"efficacy.{key}",

@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
+    nan = float("nan")  # GRPO recipes log no score, kl_coef or value columns
     keys = rollouts[0] if rollouts else {}
     reward_key = next((k for k in keys if k.startswith("rewards/") and k.endswith("/mean")), None)
     lines = [
@@ -212,10 +213,10 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {h['step']} | {h['kl']:.3f} | {h.get('kl/seq_se', float('nan')):.3f} | "
-            f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h['kl_coef']:.4f} | "
-            f"{h['score']:.3f} | {h.get(reward_key, float('nan')):.3f} | "
+            f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h.get('kl_coef', nan):.4f} | "
+            f"{h.get('score', nan):.3f} | {h.get(reward_key, float('nan')):.3f} | "
             f"{h.get('completions/clipped_ratio', float('nan')):.3f} | "
-            f"{h.get('completions/mean_length', float('nan')):.1f} | {h['value/explained_variance']:.3f} |"
+            f"{h.get('completions/mean_length', float('nan')):.1f} | {h.get('value/explained_variance', nan):.3f} |"
             for h in rollouts
         ],
         "",
