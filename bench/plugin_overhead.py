@@ -123,7 +123,7 @@ def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out
 
     import alignkit.plugins as ak
 
-    chats, source = sharegpt_chats(N_ROWS)
+    chats, source = sharegpt_chats(8 if quick else N_ROWS)  # a smoke run needs a few rows, not 48
     common = dict(
         output_dir=out_dir,
         max_steps=steps,
