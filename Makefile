@@ -47,6 +47,7 @@ lint: setup
 
 check: lint
 	$(PY) tests/readme_check.py README.md bench/README.md
+	$(PY) bench/make_results.py --check
 
 bench: setup
 	$(PY) bench/run.py $(if $(QUICK),--quick)
