@@ -40,6 +40,7 @@ def test_efficacy_aggregate_means_sds_and_reasons():
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_every_bench_smoke_runs():
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     env.pop("ALIGNKIT_BENCH_RESULTS", None)
