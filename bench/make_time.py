@@ -117,7 +117,8 @@ def phases(workdir: Path, lines: list[tuple[float, str]], wall: float) -> dict:
     for (t0, line), (t1, _) in zip(marks, [*marks[1:], (wall, "end")], strict=True):
         spans.append({"from_s": round(t0, 1), "seconds": round(t1 - t0, 1), "line": line[:160]})
     train = sum(r["train_seconds"] or 0 for r in runs.values())
-    evaluated = sum(sum(v.values()) for v in evals.values() if isinstance(v, dict))
+    # timing_s carries its own "total" (eval/harness.py); summing its values would count every phase twice
+    evaluated = sum(v.get("total", sum(v.values())) for v in evals.values() if isinstance(v, dict))
     return {
         "runs": runs,
         "eval_timing_s": evals,
