@@ -587,7 +587,8 @@ def validate_result(record: dict[str, Any]) -> list[str]:
 
 
 def write_result(record: dict[str, Any], out_dir: Path | str | None = None, raw: dict | None = None) -> Path:
-    """Validate ``record`` and write ``<out_dir>/<bench>.json`` (raw data, if any, under its own keys)."""
+    """Validate ``record`` and write ``<out_dir>/<bench>.json`` (raw data, if any, under its own keys); a result
+    written to bench/results also regenerates RESULTS.md."""
     import json
 
     from alignkit.io import atomic_write_text
@@ -597,6 +598,10 @@ def write_result(record: dict[str, Any], out_dir: Path | str | None = None, raw:
     path = Path(out_dir if out_dir is not None else RESULTS_DIR) / f"{record['bench']}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps({**(raw or {}), **record}, indent=1, default=str) + "\n")
+    if path.parent.resolve() == RESULTS_DIR:  # a measured result: the table follows it at once
+        import make_results
+
+        make_results.main([])
     return path
 
 
