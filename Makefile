@@ -11,6 +11,8 @@ STAMP := $(VENV)/.alignkit-setup
 # Extra `key=value` recipe overrides, e.g. make recipe=dpo-smol ARGS="max_steps=5"
 ARGS ?=
 PYTEST_ARGS ?=
+# make bench QUICK=1: a smoke run of every benchmark (tiny model, temp dir); make test runs it too
+QUICK ?=
 
 .DEFAULT_GOAL := run
 .PHONY: run setup train eval test check lint bench clean
@@ -45,9 +47,10 @@ lint: setup
 
 check: lint
 	$(PY) tests/readme_check.py README.md bench/README.md
+	$(PY) bench/make_results.py --check
 
 bench: setup
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(QUICK),--quick)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

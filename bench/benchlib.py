@@ -20,10 +20,12 @@ import multiprocessing as mp
 import os
 import re
 import statistics
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -418,3 +420,197 @@ def set_offline_env() -> None:
         ("WANDB_DISABLED", "true"),
     ):
         os.environ.setdefault(key, value)
+
+
+# ------------------------------------------------------------------------------------------------------------ results
+# Every benchmark writes bench/results/<bench>.json in this shape (next to whatever raw data it keeps in the same
+# file), and bench/make_results.py renders bench/results/RESULTS.md from those files alone, so the table cannot drift
+# from what was measured. A figure's verdict statistic is fixed in the bench's code before it runs; a statistic that
+# was the verdict earlier (or is shown beside it) goes in the figure's ``also`` list, with its own met/missed mark.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SCHEMA = "alignkit-bench-result/1"
+CPU_FLAGS_OF_INTEREST = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+NOT_REMEASURED = "not re-measured"  # a figure quoted from an older .md that kept no raw numbers
+
+
+def results_dir(quick: bool = False) -> Path:
+    """Where a bench writes its result: ``$ALIGNKIT_BENCH_RESULTS`` if set (``bench/run.py --quick`` points it at a
+    temporary directory), else a fresh temporary directory for a ``--quick`` smoke run (a smoke run never overwrites
+    a measured result), else ``bench/results``."""
+    env = os.environ.get("ALIGNKIT_BENCH_RESULTS")
+    if env:
+        path = Path(env)
+    elif quick:
+        path = Path(tempfile.mkdtemp(prefix="alignkit-bench-quick-"))
+    else:
+        path = RESULTS_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bench_model_path(quick: bool = False) -> str:
+    """The embedded SmolLM2-135M checkpoint, or for a ``--quick`` smoke run a tiny random model with the same
+    tokenizer (``$ALIGNKIT_BENCH_MODEL`` when ``bench/run.py`` built one already): smoke runs check that a bench still
+    runs end to end and writes a valid result, in seconds, not what it measures."""
+    if not quick:
+        from alignkit.models import materialize_embedded
+
+        return str(materialize_embedded())
+    if not os.environ.get("ALIGNKIT_BENCH_MODEL"):
+        from alignkit.models import build_tiny_model
+
+        os.environ["ALIGNKIT_BENCH_MODEL"] = str(
+            build_tiny_model(Path(tempfile.mkdtemp(prefix="alignkit-bench-tiny-")), tied=False)
+        )
+    return os.environ["ALIGNKIT_BENCH_MODEL"]
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model, every flag /proc/cpuinfo lists, the flags that decide precision, and the core count."""
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        text = ""
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    flags_line = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+    flags = sorted(set(flags_line.group(1).split())) if flags_line else []
+    return {
+        "model": model.group(1).strip() if model else "unknown",
+        "flags_of_interest": [f for f in CPU_FLAGS_OF_INTEREST if f in flags],
+        "flags": flags,
+        "cores": os.cpu_count(),
+    }
+
+
+def command_line(argv: list[str] | None = None, env_keys=("OMP_NUM_THREADS", "OMP_WAIT_POLICY")) -> str:
+    """The command as typed (from the repository root), with the thread environment that shapes the timing."""
+    import sys
+
+    script = sys.argv[0]
+    try:
+        script = str(Path(script).resolve().relative_to(Path(__file__).resolve().parent.parent))
+    except ValueError:
+        pass
+    env = [f"{k}={os.environ[k]}" for k in env_keys if k in os.environ]
+    return " ".join([*env, ".venv/bin/python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
+def met(value: float | None, op: str, threshold: float) -> bool | None:
+    """Whether ``value op threshold`` holds; None when there is no value (not measured)."""
+    import operator
+
+    ops = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return bool(ops[op](value, threshold))
+
+
+def figure(
+    key: str,
+    label: str,
+    goal: str,
+    measured: float | None,
+    met_: bool | None,
+    statistic: str,
+    *,
+    unit: str = "",
+    also: list[dict] | None = None,
+    note: str | None = None,
+) -> dict[str, Any]:
+    """One row of RESULTS.md. ``goal`` is text ("<= 1.02", "none: decides X"); ``met_`` is True/False, or None when
+    the figure has no goal or was not measured; ``statistic`` names the verdict statistic fixed in the bench's code;
+    ``also`` holds other statistics shown beside it, each ``{"statistic", "measured", "met", "note"}``."""
+    row: dict[str, Any] = {
+        "figure": key,
+        "label": label,
+        "goal": goal,
+        "measured": measured,
+        "unit": unit,
+        "met": met_,
+        "verdict_statistic": statistic,
+    }
+    if also:
+        row["also"] = also
+    if note:
+        row["note"] = note
+    return row
+
+
+def result_record(
+    bench: str,
+    command: str,
+    date: str,
+    threads: int | dict | None,
+    statistics: dict[str, Any],
+    figures: list[dict[str, Any]],
+    cpu: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The schema every bench's JSON carries at its top level (raw data may sit beside it under other keys)."""
+    return {
+        "schema": SCHEMA,
+        "bench": bench,
+        "command": command,
+        "date": date,
+        "cpu": cpu if cpu is not None else cpu_info(),
+        "threads": threads,
+        "statistics": statistics,
+        "figures": figures,
+        **extra,
+    }
+
+
+def validate_result(record: dict[str, Any]) -> list[str]:
+    """Problems that make ``record`` unusable for RESULTS.md (empty when it is valid)."""
+    problems = []
+    for key in ("schema", "bench", "command", "date", "cpu", "threads", "statistics", "figures"):
+        if key not in record:
+            problems.append(f"missing key '{key}'")
+    if problems:
+        return problems
+    if record["schema"] != SCHEMA:
+        problems.append(f"schema {record['schema']!r}, expected {SCHEMA!r}")
+    if not isinstance(record["cpu"], dict) or "model" not in record["cpu"]:
+        problems.append("cpu must be a dict with 'model'")
+    for i, fig in enumerate(record["figures"]):
+        for key in ("figure", "goal", "measured", "met", "verdict_statistic"):
+            if key not in fig:
+                problems.append(f"figure {i} ({fig.get('figure')}): missing '{key}'")
+        if fig.get("met") not in (True, False, None):
+            problems.append(f"figure {fig.get('figure')}: met must be true, false or null")
+        if fig.get("measured") is None and fig.get("met") is not None:
+            problems.append(f"figure {fig.get('figure')}: met without a measured value")
+        for other in fig.get("also", []):
+            if other.get("met") not in (True, False, None) or "statistic" not in other:
+                problems.append(f"figure {fig.get('figure')}: bad 'also' entry {other}")
+    return problems
+
+
+def write_result(record: dict[str, Any], out_dir: Path | str | None = None, raw: dict | None = None) -> Path:
+    """Validate ``record`` and write ``<out_dir>/<bench>.json`` (raw data, if any, under its own keys); a result
+    written to bench/results also regenerates RESULTS.md."""
+    import json
+
+    from alignkit.io import atomic_write_text
+
+    if problems := validate_result(record):
+        raise ValueError(f"bench result {record.get('bench')}: " + "; ".join(problems))
+    path = Path(out_dir if out_dir is not None else RESULTS_DIR) / f"{record['bench']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({**(raw or {}), **record}, indent=1, default=str) + "\n")
+    if path.parent.resolve() == RESULTS_DIR:  # a measured result: the table follows it at once
+        import make_results
+
+        make_results.main([])
+    return path
+
+
+def with_hand_notes(path: Path | str, generated: str, marker: str = "## Reading (by hand") -> str:
+    """``generated`` plus the hand-written section of the report already at ``path`` (from ``marker`` on), so that
+    re-rendering a report from its raw JSON never drops what a person wrote under it."""
+    try:
+        old = Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return generated
+    at = old.find(marker)
+    return generated if at < 0 else generated.rstrip("\n") + "\n\n" + old[at:]

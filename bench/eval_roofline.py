@@ -2,6 +2,8 @@
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 .venv/bin/python bench/eval_roofline.py --n 256   # after eval_speed.py --n 256
 
+It prints its tables and writes ``eval_roofline.json`` (benchlib's result schema) beside the eval_speed report.
+
 It reads the timings from the results file of ``eval_speed.py`` and the batched arm's generations from the harness's
 generation cache (written by that run), so it loads no model and times no eval. It counts only the linear layers and
 the LM head (2 FLOPs per multiply-add), at the shapes each arm runs: attention scores, norms and activations are left
@@ -42,8 +44,15 @@ def gemm_gflops(rows: int, k: int, n: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256)
-    parser.add_argument("--results", type=Path, default=eval_speed.DEFAULT_OUT)
+    parser.add_argument("--results", type=Path, default=None, help="eval_speed's report (default: bench/results)")
+    parser.add_argument("--quick", action="store_true", help="smoke run after eval_speed.py --quick (tiny model)")
     args = parser.parse_args(argv)
+    from benchlib import bench_model_path, command_line, cpu_info, figure, result_record, results_dir, write_result
+
+    if args.quick:
+        args.n = 4
+    if args.results is None:
+        args.results = results_dir(True) / "eval_speed.md" if args.quick else eval_speed.DEFAULT_OUT
 
     import torch
     from transformers import AutoConfig
@@ -52,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from alignkit.eval.generation import GenerationConfig, generate
     from alignkit.eval.model_spec import ModelSpec
     from alignkit.eval.rm_score import RewardModelScorer
-    from alignkit.models import load_tokenizer, materialize_embedded
+    from alignkit.models import load_tokenizer
     from alignkit.prefix_cache import shared_prefix_len
 
     torch.set_num_threads(1)
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {k: int(v) for k, v in re.findall(r"(generation|RM|perplexity) (\d+)", text.split("batch sizes:")[1])}
     max_new = int(re.search(r"max_new_tokens=(\d+)", text).group(1))
 
-    base = str(materialize_embedded())
+    base = bench_model_path(args.quick)
     cfg, tok = AutoConfig.from_pretrained(base), load_tokenizer(base)
     h, hd = cfg.hidden_size, cfg.hidden_size // cfg.num_attention_heads
     layer = h * hd * (2 * cfg.num_attention_heads + 2 * cfg.num_key_value_heads) + 3 * h * cfg.intermediate_size
@@ -142,6 +151,27 @@ def main(argv: list[str] | None = None) -> int:
         f"(RM + perplexity floor {free_gen:.0f} s; 10x needs the whole batched arm within {tot[2] / 10:.0f} s)",
     ]
     print("\n".join(out))
+    ceiling = tot[2] / (tot[1] / best)
+    stats = {
+        "gemm_gflops": peak,
+        "gflop_loop_batched": gflop,
+        "cpu_s_loop_batched": {k: [stages[k]["loop_cpu_s"], stages[k]["batched_cpu_s"]] for k in gflop},
+        "best_gemm_gflops": best,
+        "ceiling_cpu_ratio": ceiling,
+        "ceiling_cpu_ratio_generation_free": tot[2] / free_gen,
+    }
+    fig = figure(
+        "eval_roofline.ceiling",
+        "Eval speed-up ceiling at the best measured fp32 GEMM rate (upper bound)",
+        "none: bounds eval_speed's goal",
+        ceiling,
+        None,
+        "loop CPU s / (batched GFLOP / best measured GEMM GFLOPS)",
+        unit="x",
+    )
+    record = result_record("eval_roofline", command_line(argv), time.strftime("%Y-%m-%d %H:%M"), 1, stats, [fig])
+    record["cpu"] = cpu_info()
+    print(f"wrote {write_result(record, args.results.parent)}")
     return 0
 
 

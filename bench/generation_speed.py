@@ -20,7 +20,7 @@ bootstrap CI, the A/A ratio, the ratio of medians, CPU-time ratios, tokens per s
 path spends (rows x forward steps) against the tokens it generates.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/generation_speed.py              # -> bench/results/generation_speed.*
-    .venv/bin/python bench/generation_speed.py --quick                        # smoke run, prints only
+    .venv/bin/python bench/generation_speed.py --quick                        # smoke run (tiny model, temp dir)
 """
 
 from __future__ import annotations
@@ -34,24 +34,36 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import balanced_orders, cpu_model_and_flags, load_average, quartiles, set_offline_env
+from benchlib import (
+    balanced_orders,
+    bench_model_path,
+    command_line,
+    cpu_info,
+    figure,
+    load_average,
+    quartiles,
+    result_record,
+    results_dir,
+    set_offline_env,
+    write_result,
+)
 
 GOALS = {"greedy": 1.4, "sample": 1.8}  # median paired speed-up engine over model.generate, fixed before the run
+VERDICT = "median over rounds of the paired speed-up generate s / engine s (greedy: and every row token-identical)"
 ARMS = ("generate", "engine", "engine-again")
 MODES = {"greedy": dict(do_sample=False), "sample": dict(do_sample=True, temperature=0.8, top_p=0.95, top_k=0)}
 SEED = 0
 
 
-def load(n_prompts: int):
+def load(n_prompts: int, quick: bool = False):
     import torch
 
     from alignkit.chat_format import prompt_text
     from alignkit.data.sharegpt import build_sft
     from alignkit.eval.model_spec import ModelSpec, load_model
-    from alignkit.models import materialize_embedded
     from alignkit.stop_tokens import stop_token_ids
 
-    model, tok = load_model(ModelSpec(name="smol", base=str(materialize_embedded())))
+    model, tok = load_model(ModelSpec(name="smol", base=bench_model_path(quick)))
     assert next(model.parameters()).dtype == torch.float32
     rows = build_sft().rows("test")[:n_prompts]
     encoded = [tok.encode(prompt_text(tok, r["messages"][:1]), add_special_tokens=False) for r in rows]
@@ -180,6 +192,32 @@ def write_md(path: Path, result: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def result(res: dict) -> dict:
+    """The bench/results JSON record (benchlib schema) of a run's ``{"meta", "modes"}``."""
+    meta, figures = res["meta"], []
+    for mode, s in res["modes"].items():
+        identical = s.get("rows_identical_to_generate")
+        figures.append(
+            figure(
+                f"generation_speed.{mode}",
+                f"Decode engine vs model.generate, {mode}, speed-up",
+                f">= {s['goal']}x"
+                + (f" and {meta['n_prompts']}/{meta['n_prompts']} rows identical" if identical is not None else ""),
+                s["speedup_paired_median"],
+                bool(s["meets_goal"]),
+                VERDICT,
+                unit="x",
+                note=f"95% CI [{s['speedup_paired_ci95'][0]:.2f}, {s['speedup_paired_ci95'][1]:.2f}], "
+                f"A/A {s['aa_engine_again_over_engine_paired_median']:.3f}"
+                + (f", {identical}/{meta['n_prompts']} rows identical" if identical is not None else ""),
+            )
+        )
+    cpu = meta.get("cpu") or {"model": meta["cpu_model"], "flags_of_interest": meta["cpu_flags"]}
+    return result_record(
+        "generation_speed", meta["command"], meta["date"], meta["threads"], res["modes"], figures, cpu=cpu
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=64)
@@ -188,12 +226,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default="greedy,sample")
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "1")))
-    parser.add_argument("--quick", action="store_true", help="8 prompts x 16 tokens, 1 round; prints only")
-    parser.add_argument("--out", default="bench/results/generation_speed")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model, 8 prompts x 16 tokens, 1 round; writes to a temp dir"
+    )
+    parser.add_argument(
+        "--out", default=None, help="path stem of the .json/.md (default bench/results/generation_speed)"
+    )
     parser.add_argument("--from-json", help="rewrite the .md of --out from this result JSON, without measuring")
     args = parser.parse_args(argv)
     if args.from_json:
-        write_md(Path(args.out).with_suffix(".md"), json.loads(Path(args.from_json).read_text()))
+        raw = json.loads(Path(args.from_json).read_text())
+        raw = {k: raw[k] for k in ("meta", "modes", "runs")}
+        out = Path(args.out or "bench/results/generation_speed")
+        write_md(out.with_suffix(".md"), raw)
+        write_result(result(raw), out.parent, raw=raw)
         return 0
     if args.quick:
         args.prompts, args.new, args.batch, args.rounds = 8, 16, 8, 1
@@ -203,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     modes = args.modes.split(",")
     load_before = load_average()
-    model, tok, encoded, stop = load(args.prompts)
+    model, tok, encoded, stop = load(args.prompts, args.quick)
     for mode in modes:  # untimed warm-up: first-touch allocations, lazy initialisation
         for arm in ARMS[:2]:
             run_arm(arm, mode, model, tok, encoded[:8], stop, 8, 8)
@@ -216,16 +262,14 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_arm(arm, mode, model, tok, encoded, stop, args.new, args.batch)
                 runs[mode][arm].append(res)
                 print(f"round {r} {mode:6s} {arm:12s} {res['seconds']:7.1f} s  {res['tokens']} tokens", flush=True)
-    cpu_model, flags = cpu_model_and_flags()
-    result = {
+    cpu = cpu_info()
+    measured = {
         "meta": {
-            "command": " ".join(
-                [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] * ("OMP_NUM_THREADS" in os.environ)
-                + ["python", *sys.argv]
-            ),
+            "command": command_line(argv),
             "date": datetime.datetime.now().isoformat(timespec="minutes"),
-            "cpu_model": cpu_model,
-            "cpu_flags": flags,
+            "cpu_model": cpu["model"],
+            "cpu_flags": cpu["flags_of_interest"],
+            "cpu": cpu,
             "threads": torch.get_num_threads(),
             "load_before": load_before,
             "load_after": load_average(),
@@ -240,21 +284,19 @@ def main(argv: list[str] | None = None) -> int:
         },
         "modes": summarize(runs, modes, args.prompts),
     }
-    for mode, s in result["modes"].items():
+    for mode, s in measured["modes"].items():
         print(
             f"{mode}: speed-up {s['speedup_paired_median']:.2f}x (goal {s['goal']}x, "
             f"{'met' if s['meets_goal'] else 'missed'}), A/A {s['aa_engine_again_over_engine_paired_median']:.3f}"
         )
-    if not args.quick:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for runs_mode in runs.values():  # token ids stay out of the JSON; their checks are in the statistics
-            for arm_runs in runs_mode.values():
-                for res in arm_runs:
-                    res.pop("rows")
-        out.with_suffix(".json").write_text(json.dumps({**result, "runs": runs}, indent=1))
-        write_md(out.with_suffix(".md"), result)
-        print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    out = Path(args.out) if args.out else results_dir(args.quick) / "generation_speed"
+    for runs_mode in runs.values():  # token ids stay out of the JSON; their checks are in the statistics
+        for arm_runs in runs_mode.values():
+            for res in arm_runs:
+                res.pop("rows")
+    path = write_result(result(measured), out.parent, raw={**measured, "runs": runs})
+    write_md(out.with_suffix(".md"), measured)
+    print(f"wrote {path} and {out.with_suffix('.md')}")
     return 0
 
 

@@ -4,18 +4,25 @@ Why: the smol recipes pick LoRA or QLoRA by measured step time on the project's 
 the two arms so machine noise hits both equally; the figure that matters is the ratio of medians.
 
     .venv/bin/python bench/lora_vs_qlora.py [--steps 6] [--batch 4] [--seq 320]
+    .venv/bin/python bench/lora_vs_qlora.py --quick     # smoke run: tiny model, 1 step, written to a temp dir
+
+No goal: the ratio decides which of the two the smol recipes use (QLoRA only if it is faster here).
 """
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-from alignkit.io import atomic_write_text
-from alignkit.models import materialize_embedded
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import bench_model_path, command_line, figure, result_record, results_dir, write_result  # noqa: E402
+
+from alignkit.io import atomic_write_text  # noqa: E402
 
 
 def build(path: str, quantized: bool):
@@ -43,14 +50,19 @@ def step(model, opt, batch) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq", type=int, default=320)
-    parser.add_argument("--out", default="bench/results/lora_vs_qlora.md")
-    args = parser.parse_args()
-    path = str(materialize_embedded())
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 1 step of 2x32; temp dir")
+    parser.add_argument("--out", default=None, help="report (default bench/results/lora_vs_qlora.md)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.batch, args.seq = 1, 2, 32
+    out = Path(args.out) if args.out else results_dir(args.quick) / "lora_vs_qlora.md"
+    date = time.strftime("%Y-%m-%d %H:%M")
+    path = bench_model_path(args.quick)
     torch.manual_seed(0)
     batch = torch.randint(0, 49152, (args.batch, args.seq))
     arms = {"lora": build(path, False), "qlora": build(path, True)}
@@ -72,8 +84,20 @@ def main() -> None:
         + "".join(f"| {n} | {med[n]:.2f} | {', '.join(f'{t:.2f}' for t in times[n])} |\n" for n in arms)
         + f"\n**QLoRA / LoRA step-time ratio: {ratio:.2f}x**\n"
     )
-    atomic_write_text(args.out, text)
+    atomic_write_text(out, text)
+    fig = figure(
+        "lora_vs_qlora.step_ratio",
+        "QLoRA (nf4 base) / LoRA (fp32 base) step time",
+        "none: decides LoRA or QLoRA for the smol recipes",
+        ratio,
+        None,
+        "ratio of median step times, arms interleaved step by step",
+        unit="x",
+    )
+    stats = {"median_step_s": med, "step_s": times, "ratio": ratio, "batch": args.batch, "seq": args.seq}
+    record = result_record("lora_vs_qlora", command_line(argv), date, torch.get_num_threads(), stats, [fig])
     print(text)
+    print(f"wrote {out} and {write_result(record, out.parent)}")
 
 
 if __name__ == "__main__":

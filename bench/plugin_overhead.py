@@ -21,7 +21,7 @@ Reference per round: the mean of the two stock arms' steps. Verdict: the median 
 arm/reference (with its IQR); also reported, the ratio of medians, CPU-time ratios and total-time ratios.
 
     .venv/bin/python bench/plugin_overhead.py                  # full run -> bench/results/plugin_overhead.md
-    .venv/bin/python bench/plugin_overhead.py --quick          # smoke run, prints only (add --out to write)
+    .venv/bin/python bench/plugin_overhead.py --quick          # smoke run on a tiny model, written to a temp dir
     .venv/bin/python bench/plugin_overhead.py --trainers dpo --steps 20
 """
 
@@ -38,16 +38,23 @@ from pathlib import Path
 import numpy as np
 from benchlib import (
     ArmResult,
+    bench_model_path,
+    command_line,
+    cpu_info,
+    figure,
     fmt_times,
     load_average,
     median,
     paired_ratios,
     preference_pairs,
     quartiles,
+    result_record,
+    results_dir,
     run_interleaved,
     run_interleaved_in_process,
     set_offline_env,
     sharegpt_chats,
+    write_result,
 )
 
 from alignkit.eval.stats import bootstrap_ci
@@ -57,6 +64,10 @@ KINDS = ("sft", "reward", "dpo", "grpo")
 # measurement; an off/stock ratio that is no further from 1 than the control's is indistinguishable from zero cost.
 ARMS = ("stock", "off", "on", "stock-again")
 GOALS = {"off": 1.02, "on": 1.05}
+# The verdict statistic, fixed here before a run. Until commit ec59198 (2026-12-01) the verdict was the ratio of
+# median step times; it moved to the paired ratio after DPO off read 1.041 on it (a miss), so every result shows both.
+VERDICT = "median over rounds of the paired per-round ratio arm / mean of the two stock arms"
+FORMER_VERDICT = "ratio of median step times (the verdict until commit ec59198, 2026-12-01)"
 N_ROWS = 48
 # Every plugin field set to a typical recipe value. GRPO's kl_target needs beta > 0, and beta > 0 makes TRL run a
 # reference forward, so all GRPO arms use the same beta (else "on" would pay for the reference and "stock" would not).
@@ -112,7 +123,7 @@ def build_arm(kind: str, arm: str, model_path: str, steps: int, quick: bool, out
 
     import alignkit.plugins as ak
 
-    chats, source = sharegpt_chats(N_ROWS)
+    chats, source = sharegpt_chats(8 if quick else N_ROWS)  # a smoke run needs a few rows, not 48
     common = dict(
         output_dir=out_dir,
         max_steps=steps,
@@ -288,6 +299,15 @@ def render_report(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> str:
             f"{r['off']:.3f}, {r['on']:.3f} | {r['off_cpu']:.3f}, {r['on_cpu']:.3f} | "
             f"{r['off_total']:.3f}, {r['on_total']:.3f} |"
         )
+    # The former verdict, judged too: a statistic switched after a miss is shown beside the new one, never dropped.
+    former = [
+        f"{kind.upper()} {arm} {summary[kind][arm]:.3f} "
+        + ("meets" if summary[kind][arm] <= GOALS[arm] else "**misses**")
+        + f" <= {GOALS[arm]}"
+        for kind in summary
+        for arm in ("off", "on")
+    ]
+    table.append(f"\nOn the {FORMER_VERDICT}: " + "; ".join(former) + ".")
     on_fields = ", ".join(f"{k}: {v}" for k, v in ALL_ON.items() if k in meta["kinds"])
     report = (
         "# Plugin overhead: alignkit trainers vs stock TRL 1.16 (embedded SmolLM2-135M, LoRA, CPU)\n\n"
@@ -319,6 +339,46 @@ def render_report(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> str:
     return report
 
 
+def result(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> dict:
+    """The bench/results JSON record (benchlib schema): every ratio summarize() computed, and one figure per trainer
+    and arm on the verdict statistic, with the former verdict statistic beside it."""
+    statistics, figures = {}, []
+    for kind in meta["kinds"]:
+        if kind in meta["failed"]:
+            statistics[kind] = {"failed": meta["failed"][kind]}
+            continue
+        ratios = summarize(kind, measured[kind], meta["warmup"])[1]
+        statistics[kind] = {k: list(v) if isinstance(v, tuple) else v for k, v in ratios.items()}
+        for arm in ("off", "on"):
+            paired, (low, high) = ratios[f"{arm}_paired"], ratios[f"{arm}_paired_ci"]
+            figures.append(
+                figure(
+                    f"plugin_overhead.{kind}.{arm}",
+                    f"{kind.upper()} step time, plugin {arm} / stock TRL",
+                    f"<= {GOALS[arm]}",
+                    paired,
+                    paired <= GOALS[arm],
+                    VERDICT,
+                    unit="x",
+                    also=[
+                        {
+                            "statistic": FORMER_VERDICT,
+                            "measured": ratios[arm],
+                            "met": ratios[arm] <= GOALS[arm],
+                        }
+                    ],
+                    note=f"95% bootstrap CI [{low:.3f}, {high:.3f}]"
+                    + (f"; A/A {ratios['stock-again_paired']:.3f}" if "stock-again_paired" in ratios else ""),
+                )
+            )
+    threads = {k: arms["stock"].info.get("torch_threads") for k, arms in measured.items() if "stock" in arms}
+    cpu = meta.get("cpu") or {
+        "model": "not recorded by this run (commit fbbb4a2 says it ran on an idle 2-core AMD EPYC)",
+        "flags_of_interest": None,
+    }
+    return result_record("plugin_overhead", meta["command"], meta["started"], threads, statistics, figures, cpu=cpu)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trainers", default=",".join(KINDS), help="comma-separated subset of sft,reward,dpo,grpo")
@@ -347,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         default=None,
         help="markdown report, raw step times beside it as .json (default: bench/results/plugin_overhead.md, none "
-        "with --quick)",
+        "with --quick: a temp dir)",
     )
     parser.add_argument(
         "--resummarize", metavar="JSON", help="rewrite the report from a run's raw .json instead of measuring"
@@ -358,20 +418,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trainers: unknown {unknown}; choose from {list(KINDS)}")
     if args.quick:
         args.steps, args.warmup = 2, 1
-    out = args.out or (None if args.quick else "bench/results/plugin_overhead.md")
+    out = args.out or str(results_dir(args.quick) / "plugin_overhead.md")
     from alignkit.io import atomic_write_text
 
     if args.resummarize:
         raw = json.loads(Path(args.resummarize).read_text())
+        raw = {"meta": raw["meta"], "kinds": raw["kinds"]}  # the raw run; the schema keys are rebuilt below
         measured = {k: {a: ArmResult(**r) for a, r in arms.items()} for k, arms in raw["kinds"].items()}
         report = render_report(raw["meta"], measured)
-        atomic_write_text(out or "bench/results/plugin_overhead.md", report)
+        atomic_write_text(out, report)
+        write_result(result(raw["meta"], measured), Path(out).parent, raw=raw)
         print(report)
         return 0
     set_offline_env()
-    from alignkit.models import materialize_embedded
-
-    model_path = str(materialize_embedded())
+    model_path = bench_model_path(args.quick)
     if args.precision == "auto":
         from alignkit.hardware import choose_settings, detect
 
@@ -381,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         bf16, precision_note = args.precision == "bf16", f"{args.precision} (--precision)"
     interleave = run_interleaved_in_process if args.isolation == "thread" else run_interleaved
     meta = {
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": command_line(argv),
         "started": time.strftime("%Y-%m-%d %H:%M"),
+        "cpu": cpu_info(),
         "load_before": load_average(),
         "precision_note": precision_note,
         "isolation": args.isolation,
@@ -426,16 +487,14 @@ def main(argv: list[str] | None = None) -> int:
         meta["seconds"][kind], meta["load_after"][kind] = round(time.perf_counter() - t0), load_average()
         print(summarize(kind, measured[kind], args.warmup)[0], flush=True)
     report = render_report(meta, measured)
-    if out:
-        raw = {
-            "meta": meta,
-            "kinds": {k: {a: dataclasses.asdict(r) for a, r in v.items()} for k, v in measured.items()},
-        }
-        atomic_write_text(Path(out).with_suffix(".json"), json.dumps(raw))
-        atomic_write_text(out, report)
-        print(f"wrote {out}")
-    else:
-        print(report)
+    raw = {
+        "meta": meta,
+        "kinds": {k: {a: dataclasses.asdict(r) for a, r in v.items()} for k, v in measured.items()},
+    }
+    atomic_write_text(out, report)
+    path = write_result(result(meta, measured), Path(out).parent, raw=raw)
+    print(report)
+    print(f"wrote {out} and {path}")
     return 0
 
 

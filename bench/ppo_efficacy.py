@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -35,9 +33,14 @@ import torch
 from alignkit.io import atomic_write_text
 from alignkit.recipe import load_recipe
 
-RESULTS = Path(__file__).parent / "results" / "ppo_efficacy.md"
 RECIPE = "ppo-smol"
 BAND = 0.25
+# Goals and their verdict statistics, fixed before a run (issue 12): held-out greedy accuracy gain over the base
+# >= 0.20 in <= 15 min of training; adaptive KL: share of last-half per-rollout readings within +-25 % of target
+# >= 0.8.
+GOALS = {"accuracy_gain": 0.20, "train_minutes": 15.0, "kl_in_band_fraction": 0.8}
+QUICK = ["max_steps=2", "per_device_train_batch_size=2", "steps_per_generation=2", "max_completion_length=4"]
+QUICK += ["max_train_samples=8", "max_eval_samples=4", "save_strategy=no"]
 
 
 @torch.no_grad()
@@ -72,21 +75,57 @@ def band_summary(kls: list[float], target: float) -> dict:
         "kl_last_half_mean_rel_error": mean / target - 1,
         "kl_last_half_mean_in_band": abs(mean / target - 1) <= BAND,
         "kl_last_half_readings_in_band": f"{in_band}/{len(last)}",
+        "kl_in_band_fraction": in_band / len(last) if last else float("nan"),
     }
 
 
-def _command() -> str:
-    threads = os.environ.get("OMP_NUM_THREADS")
-    env = f"OMP_NUM_THREADS={threads} " if threads else ""
-    return f"{env}.venv/bin/python bench/ppo_efficacy.py {shlex.join(sys.argv[1:])}".rstrip()
+def bench_name(recipe: str) -> str:
+    """ppo_efficacy for ppo-smol; <recipe>_efficacy for another RL recipe (e.g. grpo_smol_adaptive_kl_efficacy)."""
+    return "ppo_efficacy" if recipe == RECIPE else recipe.replace("-", "_") + "_efficacy"
 
 
-def main() -> None:
+def result(summary: dict, command: str, date: str, threads: int, recipe: str = RECIPE) -> dict:
+    """The bench/results JSON record (benchlib schema): every summary statistic and the goals' figures."""
+    from benchlib import figure, met, result_record
+
+    def fig(key, label, op, stat, unit=""):
+        value = summary.get(key)
+        value = None if value is None or value != value else float(value)
+        return figure(
+            f"ppo_efficacy.{key}", label, f"{op} {GOALS[key]:g}", value, met(value, op, GOALS[key]), stat, unit=unit
+        )
+
+    figures = [
+        fig(
+            "accuracy_gain",
+            "ppo-smol held-out arithmetic accuracy, trained minus base",
+            ">=",
+            "greedy accuracy on the card's test rows (max_eval_samples), trained - base, one seed",
+        ),
+        fig("train_minutes", "ppo-smol training time", "<=", "train_seconds / 60 from run.json", unit="min"),
+        fig(
+            "kl_in_band_fraction",
+            "Adaptive KL (PPO): last-half readings within +-25 % of target",
+            ">=",
+            "share of the last half's per-rollout KL readings in [0.75, 1.25] x kl_target",
+        ),
+    ]
+    return result_record(bench_name(recipe), command, date, threads, summary, figures)
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (repeatable)")
     ap.add_argument("--out", default=None, help="output_dir of the run (default: a temporary directory)")
     ap.add_argument("--no-write", action="store_true", help="print the summary only")
-    a = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps; writes to a temp dir")
+    ap.add_argument("--recipe", default=RECIPE, help="an RL recipe with a grader (e.g. grpo-smol-adaptive-kl)")
+    a = ap.parse_args(argv)
+    from benchlib import bench_model_path, command_line, results_dir, write_result
+
+    if a.quick:
+        a.set = [*QUICK, f"model_name_or_path={bench_model_path(True)}", *a.set]
+    results = results_dir(a.quick)
 
     from peft import PeftModel
 
@@ -95,9 +134,9 @@ def main() -> None:
     from alignkit.train import load_model, reward_funcs_for, train
 
     tmp = None if a.out else tempfile.TemporaryDirectory(prefix="alignkit-ppo-efficacy-")
-    out = Path(a.out or tmp.name) / RECIPE
+    out = Path(a.out or tmp.name) / a.recipe
     # output_dir first: an explicit --set output_dir=... still wins, as on the CLI.
-    recipe = load_recipe(RECIPE, [f"output_dir={out}", *a.set])
+    recipe = load_recipe(a.recipe, [f"output_dir={out}", *a.set])
     targs = recipe.training_args
     load_before = os.getloadavg()
     run_dir = train(recipe, overwrite=True)  # what `alignkit train ppo-smol --no-eval` runs
@@ -123,7 +162,7 @@ def main() -> None:
     target = targs.kl_target
     n_per_rollout = targs.per_device_train_batch_size * targs.steps_per_generation
     summary = {
-        "recipe": f"{RECIPE} (overrides: {', '.join(a.set) or 'none'})",
+        "recipe": f"{a.recipe} (overrides: {', '.join(a.set) or 'none'})",
         "precision": recipe.hardware_reasons.get("precision", ""),
         "data": f"card {recipe.args.dataset}: {run['train_samples']} train rows, {len(test)} held-out test rows",
         "base_accuracy": base["accuracy"],
@@ -147,16 +186,19 @@ def main() -> None:
         tmp.cleanup()
     if a.no_write:
         return
+    record = result(summary, command_line(argv), time.strftime("%Y-%m-%d %H:%M"), torch.get_num_threads(), a.recipe)
+    print(f"wrote {write_result(record, results)}")
 
     def fmt(v):
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
+    nan = float("nan")  # GRPO recipes log no score, kl_coef or value columns
     keys = rollouts[0] if rollouts else {}
     reward_key = next((k for k in keys if k.startswith("rewards/") and k.endswith("/mean")), None)
     lines = [
-        f"# PPO efficacy ({RECIPE} recipe through alignkit.train.train, CPU)",
+        f"# {a.recipe} efficacy ({a.recipe} recipe through alignkit.train.train, CPU)",
         "",
-        f"Command: `{_command()}`",
+        f"Command: `{command_line(argv)}`",
         f"Machine: {os.cpu_count()} CPU cores, torch {torch.__version__}, torch threads {torch.get_num_threads()}.",
         "",
         "| metric | value |",
@@ -171,15 +213,15 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|---|",
         *[
             f"| {h['step']} | {h['kl']:.3f} | {h.get('kl/seq_se', float('nan')):.3f} | "
-            f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h['kl_coef']:.4f} | "
-            f"{h['score']:.3f} | {h.get(reward_key, float('nan')):.3f} | "
+            f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h.get('kl_coef', nan):.4f} | "
+            f"{h.get('score', nan):.3f} | {h.get(reward_key, float('nan')):.3f} | "
             f"{h.get('completions/clipped_ratio', float('nan')):.3f} | "
-            f"{h.get('completions/mean_length', float('nan')):.1f} | {h['value/explained_variance']:.3f} |"
+            f"{h.get('completions/mean_length', float('nan')):.1f} | {h.get('value/explained_variance', nan):.3f} |"
             for h in rollouts
         ],
         "",
     ]
-    atomic_write_text(RESULTS, "\n".join(lines))
+    atomic_write_text(results / f"{bench_name(a.recipe)}.md", "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -25,16 +25,38 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import load_average, median, paired_ratios, run_interleaved_in_process, set_offline_env
+from benchlib import (
+    bench_model_path,
+    cpu_info,
+    figure,
+    load_average,
+    median,
+    paired_ratios,
+    result_record,
+    results_dir,
+    run_interleaved_in_process,
+    set_offline_env,
+    with_hand_notes,
+    write_result,
+)
 
 from alignkit.io import atomic_write_text
 
 RECIPE = "ppo-smol"
 ARMS = {"fp32 sampling": False, "autocast sampling": True}
-OUT = Path(__file__).resolve().parent / "results" / "ppo_sampling_precision.md"
+# Overrides for a --quick smoke run: a tiny model, 2 steps of tiny rollouts.
+QUICK = [
+    "max_steps=2",
+    "per_device_train_batch_size=2",
+    "steps_per_generation=2",
+    "max_completion_length=4",
+    "max_train_samples=8",
+]
+# No goal: the figures decide PPOConfig.autocast_generation's default (off unless whole steps get faster).
+DECIDES = "none: decides PPOConfig.autocast_generation's default"
 
 
-def build_arm(autocast: bool, steps: int, out_dir: str):
+def build_arm(autocast: bool, steps: int, out_dir: str, quick: bool = False):
     """One arm: the ppo-smol recipe as ``alignkit train`` builds it, with sampling timed per rollout.
     Returns ``(trainer, info, sampling)``; ``sampling`` fills with [wall s, process CPU s] per rollout."""
     from alignkit.models import load_tokenizer, resolve_model_path
@@ -42,6 +64,8 @@ def build_arm(autocast: bool, steps: int, out_dir: str):
     from alignkit.train import build_trainer
 
     overrides = [f"output_dir={out_dir}", f"max_steps={steps}", f"autocast_generation={autocast}"]
+    if quick:
+        overrides += [*QUICK, f"model_name_or_path={bench_model_path(True)}"]
     recipe = load_recipe(RECIPE, [*overrides, "save_strategy=no", "report_to=none", "disable_tqdm=true"])
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
     trainer = build_trainer(recipe, model_path, load_tokenizer(model_path)).trainer
@@ -115,18 +139,83 @@ def render(meta: dict, arms: dict) -> str:
     return "\n".join(lines)
 
 
+def statistics_of(arms: dict) -> dict:
+    """Every ratio the report shows, autocast arm over fp32 arm."""
+    names = list(ARMS)
+    a, b = (arms[n] for n in names)
+    cpu = [sum(c for _, c in arms[n]["sampling"]) for n in names]
+    wall = [sum(w for w, _ in arms[n]["sampling"]) for n in names]
+    return {
+        "sampling_cpu_s": dict(zip(names, cpu, strict=True)),
+        "sampling_wall_s": dict(zip(names, wall, strict=True)),
+        "sampling_cpu_ratio": cpu[1] / cpu[0],
+        "sampling_wall_ratio": wall[1] / wall[0],
+        "sampling_cpu_ratio_per_rollout": paired_ratios(
+            [c for _, c in arms[names[1]]["sampling"]], [c for _, c in arms[names[0]]["sampling"]]
+        ),
+        "steps_total_wall_s": {n: sum(arms[n]["wall"]) for n in names},
+        "steps_total_wall_ratio": sum(b["wall"]) / sum(a["wall"]),
+        "step_median_wall_ratio": median(b["wall"]) / median(a["wall"]),
+        "logp_gap_max_mean": {n: arms[n]["logp_gap"] for n in names},
+    }
+
+
+def result(meta: dict, arms: dict) -> dict:
+    """The bench/results JSON record (benchlib schema)."""
+    stats = statistics_of(arms)
+    figures = [
+        figure(
+            "ppo_sampling_precision.sampling_cpu",
+            "PPO rollout sampling CPU time, autocast / fp32",
+            DECIDES,
+            stats["sampling_cpu_ratio"],
+            None,
+            "ratio of summed sampling CPU seconds over all rollouts",
+            unit="x",
+        ),
+        figure(
+            "ppo_sampling_precision.steps_total",
+            "PPO optimizer steps total wall time, autocast / fp32",
+            DECIDES,
+            stats["steps_total_wall_ratio"],
+            None,
+            "ratio of summed optimizer-step wall seconds",
+            unit="x",
+        ),
+    ]
+    cpu = meta.get("cpu") or {
+        "model": "not recorded by this run (bench/results/ppo_efficacy.md, same day: AMD EPYC with avx512_bf16)",
+        "flags_of_interest": None,
+    }
+    return result_record(
+        "ppo_sampling_precision", meta["command"], meta["started"], meta["threads"], stats, figures, cpu=cpu
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=24, help="optimizer steps per arm (8 per rollout in ppo-smol)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (arms take turns, one runs at a time)")
-    ap.add_argument("--out", default=str(OUT), help="markdown report; raw numbers beside it as .json")
+    ap.add_argument("--out", default=None, help="markdown report (default bench/results/ppo_sampling_precision.md)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps; writes to a temp dir")
+    ap.add_argument("--from-json", help="rewrite the report and result from this raw JSON, without measuring")
     a = ap.parse_args(argv)
+    out = Path(a.out) if a.out else results_dir(a.quick) / "ppo_sampling_precision.md"
+    if a.from_json:
+        raw = json.loads(Path(a.from_json).read_text())
+        raw = {"meta": raw["meta"], "arms": raw["arms"]}
+        atomic_write_text(out, with_hand_notes(out, render(raw["meta"], raw["arms"])))
+        write_result(result(raw["meta"], raw["arms"]), out.parent, raw=raw)
+        return 0
+    if a.quick:
+        a.steps = 2
     set_offline_env()
     threads = os.environ.get("OMP_NUM_THREADS")
     command = f"{f'OMP_NUM_THREADS={threads} ' if threads else ''}.venv/bin/python bench/ppo_sampling_precision.py"
     meta = {
         "command": (command + " " + shlex.join(sys.argv[1:] if argv is None else argv)).rstrip(),
         "started": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "cpu": cpu_info(),
         "load_before": load_average(),
         "steps": a.steps,
         "threads": a.threads,
@@ -135,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         sampling, trainers = {}, {}
 
         def build(name, autocast):
-            trainer, info, sampling[name] = build_arm(autocast, a.steps, f"{tmp}/{name.split()[0]}")
+            trainer, info, sampling[name] = build_arm(autocast, a.steps, f"{tmp}/{name.split()[0]}", a.quick)
             trainers[name] = trainer
             return trainer, info
 
@@ -154,11 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items()
     }
     report = render(meta, raw)
-    out = Path(a.out)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"meta": meta, "arms": raw}, indent=1))
     atomic_write_text(out, report)
+    path = write_result(result(meta, raw), out.parent, raw={"meta": meta, "arms": raw})
     print(report)
-    print(f"wrote {out}")
+    print(f"wrote {out} and {path}")
     return 0
 
 

@@ -23,7 +23,7 @@ Arms run interleaved, one optimizer step each in turn, in separate processes (be
 mixed-precision mode lives in accelerate's process-wide state). Reported: ratio of median step times vs ``alignkit``.
 
     .venv/bin/python bench/precision.py                 # full run -> bench/results/precision.md
-    .venv/bin/python bench/precision.py --quick         # smoke run (batch 2, max_length 128), prints only
+    .venv/bin/python bench/precision.py --quick         # smoke run (tiny model, batch 2, max_length 128), temp dir
     .venv/bin/python bench/precision.py --arms alignkit,trl-defaults,bf16-only,ckpt-only --steps 6
 
 Data: the recipe's card (sharegpt-pairs-smol) when its build is already cached; building it generates 192 replies
@@ -41,20 +41,74 @@ import time
 from pathlib import Path
 
 from benchlib import (
+    bench_model_path,
+    command_line,
+    cpu_info,
     cpu_model_and_flags,
+    figure,
     fmt_times,
     load_average,
     median,
     paired_ratios,
     preference_pairs,
     quartiles,
+    result_record,
+    results_dir,
     run_interleaved,
     set_offline_env,
     sharegpt_chats,
+    write_result,
 )
 
 ARMS = ("alignkit", "trl-defaults", "fp32", "bf16-only", "ckpt-only")
 RECIPE = "dpo-smol"
+# Goal and verdict statistic, fixed before a run (issue 13): alignkit's automatic choice is the fastest arm run, or
+# within 3 % of it, on each CPU kind; results are kept per kind (bench/results/precision_<kind>.json).
+GOAL = 1.03
+VERDICT = "median step time of alignkit / the smallest median step time of any arm run"
+
+
+def cpu_kind(flags: list[str]) -> str:
+    """The CPU classes precision depends on: AMX, avx512_bf16 without AMX, or neither."""
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+
+
+def result(meta: dict, medians: dict[str, float], paired: dict[str, float], cpu: dict) -> dict:
+    """The bench/results JSON record (benchlib schema) for this CPU kind."""
+    kind = cpu_kind(cpu.get("flags_of_interest") or [])
+    fastest = min(medians.values())
+    verdict = medians["alignkit"] / fastest
+    ratios = {arm: m / medians["alignkit"] for arm, m in medians.items()}
+    figures = [
+        figure(
+            f"precision.{kind}.auto_vs_fastest",
+            f"dpo-smol step: alignkit's precision choice vs the fastest arm ({kind} CPU)",
+            f"<= {GOAL}",
+            verdict,
+            verdict <= GOAL,
+            VERDICT,
+            unit="x",
+            note="arms: " + ", ".join(f"{a} {r:.2f}x" for a, r in ratios.items()),
+        )
+    ]
+    if "trl-defaults" in ratios:
+        figures.append(
+            figure(
+                f"precision.{kind}.trl_defaults",
+                f"dpo-smol step: TRL's defaults (use_cpu) / alignkit ({kind} CPU)",
+                "none: shows what the automatic choice saves",
+                ratios["trl-defaults"],
+                None,
+                "ratio of median step times",
+                unit="x",
+            )
+        )
+    stats = {"median_step_s": medians, "ratio_of_medians_vs_alignkit": ratios, "paired_ratio_median": paired}
+    return result_record(
+        f"precision_{kind}", meta["command"], meta["started"], meta["threads"], stats, figures, cpu=cpu
+    )
 
 
 def trl_precision_defaults() -> dict:
@@ -111,6 +165,7 @@ def build_arm(arm: str, steps: int, quick: bool, out_dir: str):
     ]
     if quick:
         overrides += ["per_device_train_batch_size=2", "gradient_accumulation_steps=1", "max_length=128"]
+        overrides += [f"model_name_or_path={bench_model_path(True)}"]
     defaults = trl_precision_defaults()
     precision = {
         "alignkit": {},  # nothing explicit: alignkit.hardware chooses
@@ -167,7 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     # One thread by default, as in plugin_overhead.py: a 2-thread team on a shared 2-core machine stalls at barriers.
     parser.add_argument("--threads", type=int, default=1, help="torch threads per arm (0 = torch's default)")
     parser.add_argument(
-        "--out", default=None, help="markdown report (default: bench/results/precision.md, none with --quick)"
+        "--out",
+        default=None,
+        help="markdown report (default: bench/results/precision.md, a temp dir with --quick); the JSON goes "
+        "beside it as precision_<cpu kind>.json",
     )
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -175,13 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--arms: unknown {unknown}; choose from {list(ARMS)}")
     if "alignkit" not in arms:
         parser.error("--arms must include alignkit (the baseline of every ratio)")
-    if args.quick:
+    if args.quick:  # one arm, one step: the smoke run checks the bench runs (each arm is a process of its own)
         args.steps, args.warmup = 1, 1
-    out = args.out or (None if args.quick else "bench/results/precision.md")
+        arms = ["alignkit"]
+    out = args.out or str(results_dir(args.quick) / "precision.md")
     set_offline_env()
     from alignkit.io import atomic_write_text
 
-    command = "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+    command = command_line(argv)
     started, load_before, t0 = time.strftime("%Y-%m-%d %H:%M"), load_average(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="precision-") as tmp:
         specs = {
@@ -257,12 +316,13 @@ def main(argv: list[str] | None = None) -> int:
         "(each step = policy + reference forward and policy backward for every micro-batch, then AdamW), "
         "each arm in its own process.\n\n" + "\n".join(rows) + "\n"
     )
-    if out:
-        atomic_write_text(out, report)
-        print(report)
-        print(f"wrote {out}")
-    else:
-        print(report)
+    atomic_write_text(out, report)
+    medians = {arm: median(wall[arm]) for arm in arms}
+    paired = {arm: median(paired_ratios(wall[arm], wall["alignkit"])) for arm in arms}
+    meta = {"command": command, "started": started, "threads": ak["torch_threads"]}
+    path = write_result(result(meta, medians, paired, cpu_info()), Path(out).parent, raw={"wall": wall})
+    print(report)
+    print(f"wrote {out} and {path}")
     return 0
 
 

@@ -1,9 +1,16 @@
-"""Run the step-time benchmarks one after another (``make bench``), each in its own Python process.
+"""Run every benchmark one after another (``make bench``), or a smoke version of each (``make bench QUICK=1``).
 
-    .venv/bin/python bench/run.py            # full runs; each writes its bench/results/*.md
-    .venv/bin/python bench/run.py --quick    # smoke runs (print only, nothing written)
+    .venv/bin/python bench/run.py                 # full runs: each writes bench/results/<bench>.json + .md
+    .venv/bin/python bench/run.py --quick         # smoke runs on a tiny model into a temp dir, in seconds each
+    .venv/bin/python bench/run.py --only eval_speed,eval_roofline
 
-One process per benchmark so that each starts from a clean torch/accelerate state and a failure in one does not
+Full runs take hours (efficacy: three seeds of the default recipe; make_time: a cold `make`) and rewrite
+bench/results/RESULTS.md at the end. Smoke runs never touch bench/results: they write to a temporary directory
+(``$ALIGNKIT_BENCH_RESULTS``), share one tiny random model (``$ALIGNKIT_BENCH_MODEL``), and check that every bench
+wrote a result JSON of the schema and that the results table renders from them; ``tests/test_bench_quick.py`` runs
+them inside ``make test`` so that no bench rots.
+
+One process per benchmark, so that each starts from a clean torch/accelerate state and a failure in one does not
 hide the others; the exit status is non-zero if any failed. Sequential, never parallel: they measure time on the
 same CPU.
 """
@@ -11,39 +18,137 @@ same CPU.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-# (script, arguments for a full run, arguments for --quick)
-BENCHMARKS = [
-    ("plugin_overhead.py", [], ["--quick"]),
-    ("precision.py", [], ["--quick"]),
-    # lora_vs_qlora.py has no --quick; a short run still measures both arms, written to /tmp rather than results/.
-    ("lora_vs_qlora.py", [], ["--steps", "2", "--batch", "2", "--seq", "128", "--out", "/tmp/lora_vs_qlora.quick.md"]),
-    ("generation_speed.py", [], ["--quick"]),
-]
+ROOT = BENCH.parent
+TRL112 = BENCH / ".venv-trl112" / "bin" / "python"
+# name -> (script, arguments of a full run, arguments of a smoke run or None, result JSON names a run writes)
+BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
+    "plugin_overhead": ("plugin_overhead.py", ["--steps", "16"], ["--quick", "--no-control"], ["plugin_overhead"]),
+    "precision": ("precision.py", [], ["--quick"], ["precision_*"]),
+    "lora_vs_qlora": ("lora_vs_qlora.py", [], ["--quick"], ["lora_vs_qlora"]),
+    "generation_speed": ("generation_speed.py", [], ["--quick"], ["generation_speed"]),
+    "eval_speed": ("eval_speed.py", ["--n", "256"], ["--quick"], ["eval_speed"]),
+    "eval_roofline": ("eval_roofline.py", ["--n", "256"], ["--quick"], ["eval_roofline"]),  # after eval_speed
+    "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
+    "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
+    "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
+    "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
+    "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
+    "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0"], ["efficacy"]),  # tests cover the seed maths
+}
+# Why a bench has no smoke run (it is still part of `make bench`).
+NO_QUICK = {
+    "ppo_peer": "its peer side needs TRL 1.12 in bench/.venv-trl112; the alignkit PPO path is smoke-run by "
+    "ppo_sampling_precision and ppo_efficacy",
+}
+# Scripts in bench/ that are not benchmarks.
+NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py"}
+
+
+def run_ppo_peer(env: dict) -> int:
+    """Both runners at the same time (they must see the same load), one thread each, then the comparison."""
+    if not TRL112.exists():
+        print(f"ppo_peer: cannot run: {TRL112} is missing (see bench/ppo_peer/run_trl112.py)", file=sys.stderr)
+        return 1
+    env = {**env, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    procs = [
+        subprocess.Popen([sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), "--updates", "6"], env=env),
+        subprocess.Popen([str(TRL112), str(BENCH / "ppo_peer" / "run_trl112.py"), "--updates", "6"], env=env),
+    ]
+    if any(p.wait() for p in procs):
+        return 1
+    return subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env)
+
+
+def check_results(folder: Path, names: list[str]) -> list[str]:
+    """Problems with the result JSONs the given benches should have written into ``folder``."""
+    sys.path.insert(0, str(BENCH))
+    from benchlib import validate_result
+
+    problems = []
+    for name in names:
+        for pattern in BENCHMARKS[name][3]:
+            found = sorted(folder.glob(f"{pattern}.json"))
+            if not found:
+                problems.append(f"{name}: wrote no {pattern}.json")
+            for path in found:
+                data = json.loads(path.read_text())
+                if path.stem == "efficacy":
+                    continue  # issue 12's flat keys; make_results reads them
+                problems += [f"{path.name}: {p}" for p in validate_result(data)]
+    return problems
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes (a smoke run's cost, independent of load)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke-run every benchmark")
+    parser.add_argument("--quick", action="store_true", help="smoke-run every benchmark (tiny model, temp dir)")
+    parser.add_argument("--only", help="comma-separated subset of: " + ",".join(BENCHMARKS))
     args = parser.parse_args(argv)
-    failed = []
-    for script, full, quick in BENCHMARKS:
-        cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
-        print(f"==> {' '.join(cmd)}", flush=True)
-        start = time.perf_counter()
-        # Run from the repository root: the scripts' default --out paths are relative to it.
-        code = subprocess.call(cmd, cwd=BENCH.parent)
-        print(f"<== {script}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
-        if code:
-            failed.append(script)
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    if unknown := [n for n in names if n not in BENCHMARKS]:
+        parser.error(f"--only: unknown {unknown}")
+    env = dict(os.environ)
+    tmp = None
+    if args.quick:
+        tmp = tempfile.TemporaryDirectory(prefix="alignkit-bench-quick-")
+        env["ALIGNKIT_BENCH_RESULTS"] = str(Path(tmp.name) / "results")
+        if "ALIGNKIT_BENCH_MODEL" not in env:  # one tiny model for every smoke run (each would build its own)
+            code = "from alignkit.models import build_tiny_model as b; import sys; b(sys.argv[1], tied=False)"
+            model = Path(tmp.name) / "tiny"
+            subprocess.run([sys.executable, "-c", code, str(model)], check=True, env=env, capture_output=True)
+            env["ALIGNKIT_BENCH_MODEL"] = str(model)
+    failed, ran = [], []
+    try:
+        for name in names:
+            script, full, quick, _ = BENCHMARKS[name]
+            if args.quick and quick is None:
+                print(f"==> {name}: no smoke run ({NO_QUICK[name]})", flush=True)
+                continue
+            start, cpu0 = time.perf_counter(), _children_cpu()
+            if name == "ppo_peer" and not args.quick:
+                print("==> ppo_peer: both runners, then compare.py", flush=True)
+                code = run_ppo_peer(env)
+            else:
+                cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
+                print(f"==> {' '.join(cmd)}", flush=True)
+                # From the repository root: the scripts' default paths are relative to it.
+                code = subprocess.call(cmd, cwd=ROOT, env=env)
+            cpu = _children_cpu() - cpu0
+            print(f"<== {name}: exit {code} after {time.perf_counter() - start:.0f} s ({cpu:.0f} CPU s)", flush=True)
+            (failed if code else ran).append(name)
+        folder = Path(env["ALIGNKIT_BENCH_RESULTS"]) if args.quick else BENCH / "results"
+        problems = check_results(folder, ran)
+        sys.path.insert(0, str(BENCH))
+        import make_results
+
+        if args.quick:
+            make_results.render(make_results.load_results(folder))  # the table renders from smoke results too
+        elif not args.only:
+            make_results.main([])
+        for problem in problems:
+            print(f"result: {problem}", file=sys.stderr)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if failed or problems else 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ comment of every recipe (the lines before its first key, which give the command 
   relative to that README's folder (``results/eval_speed.md`` in ``bench/README.md``);
 - every `make TARGET` must be a Makefile target and every `recipe=NAME` a shipped recipe;
 - every `alignkit ...` command must parse (``--help`` of its subcommand runs), `alignkit list` runs, and every
-  ``alignkit train NAME`` names a shipped recipe.
+  ``alignkit train NAME`` names a shipped recipe;
+- dry runs of the commands themselves: every `make ...` line runs as ``make -n`` (prints, runs nothing), every
+  ``alignkit train NAME key=value ...`` loads its recipe with those overrides (unknown keys and bad values fail, no
+  model is loaded), and every ``python bench/X.py ...`` (or ``tests/X.py``) script runs with ``--help`` (it imports
+  and parses its arguments).
 """
 
 from __future__ import annotations
@@ -73,6 +77,48 @@ def check_cli(text: str) -> list[str]:
     return problems
 
 
+def check_make_dry(tokens: set[str]) -> list[str]:
+    """``make -n`` of every make command: the targets and variables resolve, and nothing runs."""
+    problems = []
+    for token in sorted(t for t in tokens if re.match(r"make(\s|$)", t)):
+        words = shlex.split(token.split(" #", 1)[0])
+        result = subprocess.run(["make", "-n", *words[1:]], capture_output=True, text=True, cwd=ROOT)
+        if result.returncode != 0:
+            problems.append(f"`{token}`: make -n failed: {result.stderr.strip().splitlines()[-1:]}")
+    return problems
+
+
+def check_train_overrides(tokens: set[str], recipes: set[str]) -> list[str]:
+    """Every ``alignkit train NAME key=value ...`` parses: its recipe loads with its overrides (no model loaded)."""
+    from alignkit.errors import AlignkitError
+    from alignkit.recipe import load_recipe
+
+    problems = []
+    for token in sorted(tokens):
+        for match in re.finditer(r"alignkit train ([\w./-]+)((?: [\w.]+=\S+)+)", token):
+            name, overrides = match.group(1), match.group(2).split()
+            if name not in recipes and not (ROOT / name).exists():
+                continue  # check_commands reports unknown recipes
+            try:
+                load_recipe(name if name in recipes else str(ROOT / name), overrides)
+            except (AlignkitError, ValueError) as exc:
+                problems.append(f"`{token}`: {exc}")
+    return problems
+
+
+def check_scripts(tokens: set[str]) -> list[str]:
+    """``--help`` of every repository script a command runs with python (a renamed script or a broken import)."""
+    problems = []
+    scripts = {m for t in tokens for m in re.findall(r"python3? ((?:bench|tests)/[\w/]+\.py)", t)}
+    for script in sorted(scripts):
+        if not (ROOT / script).exists():
+            continue  # check_paths reports it
+        result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, cwd=ROOT)
+        if result.returncode != 0:
+            problems.append(f"`python {script} --help` failed: {result.stderr.strip().splitlines()[-1:]}")
+    return problems
+
+
 def doc_tokens(text: str) -> set[str]:
     """Backticked spans, `make ...` lines and the lines of fenced code blocks."""
     fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
@@ -101,6 +147,7 @@ def main(docs: list[str]) -> int:
         text = path.read_text()
         tokens = doc_tokens(text)
         problems = check_paths(text, tokens, path.parent) + check_commands(tokens, targets, recipes) + check_cli(text)
+        problems += check_make_dry(tokens) + check_train_overrides(tokens, recipes) + check_scripts(tokens)
         failed += _report(doc, problems)
     problems = []
     for recipe in sorted((ROOT / "recipes").glob("*.yaml")):

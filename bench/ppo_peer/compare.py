@@ -2,6 +2,10 @@
 the same time, one thread each). A hand-written section starting with "## Reading" in the existing file is kept.
 
 .venv/bin/python bench/ppo_peer/compare.py [--ours alignkit --peer trl112 --label "fp32, both sides"]
+
+It also writes bench/results/<--bench-name>.json (benchlib's result schema). Verdict statistics, fixed here: seconds
+per update while both ran (the median per update of updates 2+ when the runs kept no marks), and peak RSS, each
+alignkit / TRL 1.12 against GOALS.
 """
 
 from __future__ import annotations
@@ -9,10 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULT = HERE.parent / "results" / "ppo_peer.md"
+sys.path.insert(0, str(HERE.parent))
+# alignkit / TRL 1.12, fixed before a run: the goals this comparison was run against (issue 13 raises them to 0.5 and
+# 0.6 for a like-for-like arm with a full value model, which these runners do not have yet).
+GOALS = {"seconds_per_update": 0.8, "peak_rss": 0.8}
 
 # Rows of the phase table: (label, alignkit probe phase, TRL 1.12 probe phase); None = that side has no such phase.
 PHASES = [
@@ -32,6 +42,7 @@ def main() -> None:
     ap.add_argument("--peer", default="trl112")
     ap.add_argument("--label", default="fp32 on both sides (the headline)")
     ap.add_argument("--result", default=str(RESULT))
+    ap.add_argument("--bench-name", default="ppo_peer", help="name of the result JSON written beside --result")
     a = ap.parse_args()
     ours, peer = (json.loads((HERE / "out" / f"{n}.json").read_text()) for n in (a.ours, a.peer))
     lines = [*_summary(ours, peer, a), "", *_phases(ours, peer), "", *_memory(ours, peer), "", *_curves(ours, peer)]
@@ -41,6 +52,64 @@ def main() -> None:
         tail = old[old.index("\n## Reading") :]
     result.write_text("\n".join(lines) + "\n" + tail)
     print("\n".join(lines))
+    from benchlib import write_result
+
+    print(f"wrote {write_result(record(ours, peer, a), result.parent)}")
+
+
+def record(ours: dict, peer: dict, a: argparse.Namespace) -> dict:
+    """The bench/results JSON record (benchlib schema) of one comparison."""
+    from benchlib import command_line, cpu_info, figure, result_record
+
+    med = [statistics.median(d["update_seconds"][1:] or d["update_seconds"]) for d in (ours, peer)]
+    overlap = _overlap_ratio(ours, peer)
+    cpu = [d["probe"].get("cpu_seconds", {}).get("train", float("nan")) for d in (ours, peer)]
+    stats = {
+        "train_seconds_ratio": ours["train_seconds"] / peer["train_seconds"],
+        "train_cpu_seconds_ratio": cpu[0] / cpu[1],
+        "median_update_seconds_ratio": med[0] / med[1],
+        "overlap_update_seconds_ratio": overlap[0] / overlap[1] if overlap else None,
+        "peak_rss_ratio": ours["peak_rss_mib"] / peer["peak_rss_mib"],
+        "peak_rss_mib": [ours["peak_rss_mib"], peer["peak_rss_mib"]],
+        "settings": ours["settings"],
+        "label": a.label,
+    }
+    speed = stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"]
+    speed_stat = "seconds per update while both ran" if overlap else "median seconds per update, updates 2+"
+    figures = [
+        figure(
+            f"{a.bench_name}.seconds_per_update",
+            f"PPO seconds per update, alignkit / TRL 1.12 ({a.label})",
+            f"<= {GOALS['seconds_per_update']}",
+            speed,
+            speed <= GOALS["seconds_per_update"],
+            f"{speed_stat}, alignkit / TRL 1.12",
+            unit="x",
+            also=[
+                {
+                    "statistic": "training CPU time, main thread",
+                    "measured": stats["train_cpu_seconds_ratio"],
+                    "met": stats["train_cpu_seconds_ratio"] <= GOALS["seconds_per_update"],
+                },
+                {
+                    "statistic": "training wall time, all updates",
+                    "measured": stats["train_seconds_ratio"],
+                    "met": stats["train_seconds_ratio"] <= GOALS["seconds_per_update"],
+                },
+            ],
+        ),
+        figure(
+            f"{a.bench_name}.peak_rss",
+            f"PPO peak RSS, alignkit / TRL 1.12 ({a.label})",
+            f"<= {GOALS['peak_rss']}",
+            stats["peak_rss_ratio"],
+            stats["peak_rss_ratio"] <= GOALS["peak_rss"],
+            "ru_maxrss of each runner process, alignkit / TRL 1.12",
+            unit="x",
+        ),
+    ]
+    date = ours.get("date") or time.strftime("%Y-%m-%d %H:%M")
+    return result_record(a.bench_name, command_line(), date, 1, stats, figures, cpu=ours.get("cpu") or cpu_info())
 
 
 def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:

@@ -1,0 +1,260 @@
+"""Time `make` as a new user runs it after `make setup`: a cold dataset cache, wall time, peak RSS, phase breakdown.
+
+    .venv/bin/python bench/make_time.py                         # make recipe=dpo-smol -> bench/results/make_time.*
+    .venv/bin/python bench/make_time.py --recipe sft-smol --args "max_steps=4"
+    .venv/bin/python bench/make_time.py --quick                 # smoke run: sft-smol, tiny model, 1 step, no eval
+
+How: `make` runs in a scratch directory that links this checkout's Makefile, pyproject.toml and .venv (so the
+setup stamp is current and nothing is reinstalled) and starts with no runs/, so every run the recipe, its dataset
+cards and its eval suite need (rm-smol, the judge, the pair sets) is built inside the timed command. ALIGNKIT_CACHE
+points at an empty directory, except that its models/ links to the real cache: the materialized embedded model is
+a product of setup (a one-time GGUF conversion), not of `make` (``alignkit/cache.py`` keeps models/ and datasets/
+apart, so this split is exact). The report says whether the model had to be materialized anyway.
+
+Recorded: wall seconds of the whole `make`; peak RSS as the largest resident set of any process in the tree
+(``ru_maxrss`` of the reaped children, what ``/usr/bin/time -v`` reports) and as the peak of the tree's summed RSS
+(sampled from /proc every 0.5 s); the phases: each run's ``train_seconds`` (run.json), the eval's ``timing_s``
+(report.json) and the time between the `alignkit:` lines `make` prints, plus what is left (imports, data builds).
+
+Goal and verdict statistic, fixed here (issue 12): wall seconds of one cold `make` <= 600 on an idle 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+from benchlib import bench_model_path, command_line, figure, result_record, results_dir, write_result  # noqa: E402
+
+GOAL_SECONDS = 600.0
+QUICK_ARGS = "max_steps=1 max_train_samples=8 eval_suite=null logging_steps=1 save_strategy=no"
+
+
+def tree_rss_bytes(root_pid: int) -> int:
+    """Summed RSS of ``root_pid`` and all its descendants, from /proc (0 for processes that just exited)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, todo = 0, [root_pid]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo += children.get(pid, [])
+    return total
+
+
+def run_make(workdir: Path, recipe: str, args: str, env: dict) -> dict:
+    """Run `make recipe=... ARGS=...` in ``workdir``; wall time, both peak-RSS figures, timestamped output."""
+    # -o: never remake the setup stamp here (its pip install would run in the scratch directory); main() checks
+    # beforehand that setup is current in the checkout.
+    cmd = ["make", "--no-print-directory", "-o", ".venv/.alignkit-setup", f"recipe={recipe}"]
+    cmd += [f"ARGS={args}"] if args else []
+    lines: list[tuple[float, str]] = []
+    peak = [0]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    for line in proc.stdout:
+        lines.append((time.perf_counter() - start, line.rstrip("\n")))
+        print(line, end="", flush=True)
+    code = proc.wait()
+    wall = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    maxrss_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, the largest reaped child
+    return {
+        "cmd": cmd,
+        "exit": code,
+        "wall_s": wall,
+        "maxrss_kib": maxrss_kib,
+        "tree_peak_bytes": peak[0],
+        "lines": lines,
+    }
+
+
+def phases(workdir: Path, lines: list[tuple[float, str]], wall: float) -> dict:
+    """The phase breakdown: per-run train_seconds, the eval's timing_s, and the spans between `alignkit:` lines."""
+    runs = {}
+    for run_json in sorted((workdir / "runs").glob("*/run.json")):
+        meta = json.loads(run_json.read_text())
+        runs[run_json.parent.name] = {"train_seconds": meta.get("train_seconds"), "status": meta.get("status")}
+    evals = {}
+    for report in sorted((workdir / "runs").glob("*/report.json")):
+        evals[report.parent.name] = json.loads(report.read_text()).get("timing_s")
+    # Milestones: the `alignkit:` lines, without the hardware-choice lines printed at the start of every training.
+    reasons = re.compile(r"^alignkit: (precision|gradient_checkpointing|dataloader_num_workers|omp_wait_policy):")
+    marks = [(t, line) for t, line in lines if line.startswith("alignkit:") and not reasons.match(line)]
+    spans = []
+    for (t0, line), (t1, _) in zip(marks, [*marks[1:], (wall, "end")], strict=True):
+        spans.append({"from_s": round(t0, 1), "seconds": round(t1 - t0, 1), "line": line[:160]})
+    train = sum(r["train_seconds"] or 0 for r in runs.values())
+    # timing_s carries its own "total" (eval/harness.py); summing its values would count every phase twice
+    evaluated = sum(v.get("total", sum(v.values())) for v in evals.values() if isinstance(v, dict))
+    return {
+        "runs": runs,
+        "eval_timing_s": evals,
+        "spans": spans,
+        "train_seconds_total": train,
+        "eval_seconds_total": evaluated,
+        "other_seconds": wall - train - evaluated,
+    }
+
+
+def prepare(workdir: Path, real_cache: Path) -> dict:
+    """The scratch checkout: links to Makefile, pyproject.toml and .venv; an empty cache whose models/ is shared."""
+    for name in ("Makefile", "pyproject.toml", ".venv"):
+        (workdir / name).symlink_to(ROOT / name)
+    cache = workdir / "cache"
+    cache.mkdir()
+    models = real_cache / "models"
+    had_model = any(models.glob("*/model.safetensors"))
+    models.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(models)
+    return {"cache": str(cache), "shared_models": str(models), "model_materialized_before": had_model}
+
+
+def render(record: dict) -> str:
+    s = record["statistics"]
+    ph = s["phases"]
+    lines = [
+        "# `make` with a cold dataset cache, after setup",
+        "",
+        f"Command: `{record['command']}` (run {record['date']}; `{' '.join(s['make_command'])}` in a scratch "
+        f"directory; load average before {s['load_before']}, after {s['load_after']}).",
+        "",
+        f"CPU: {record['cpu']['model']} ({', '.join(record['cpu']['flags_of_interest']) or 'no bf16 flags'}), "
+        f"{record['cpu']['cores']} cores. Embedded model already materialized: {s['model_materialized_before']}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| wall time (s) | {s['wall_seconds']:.1f} (goal <= {GOAL_SECONDS:.0f}) |",
+        f"| peak RSS, largest process (GiB, ru_maxrss) | {s['peak_rss_gib']:.2f} |",
+        f"| peak RSS, whole process tree summed (GiB, sampled) | {s['tree_peak_rss_gib']:.2f} |",
+        f"| exit status | {s['exit']} |",
+        "",
+        "Phases: "
+        + "; ".join(
+            [f"train {name} {r['train_seconds']} s" for name, r in ph["runs"].items()]
+            + [f"eval {name} {t}" for name, t in ph["eval_timing_s"].items()]
+            + [f"everything else (imports, data builds, judge accuracy, saving) {ph['other_seconds']:.0f} s"]
+        )
+        + ".",
+        "",
+        "| from (s) | seconds | line `make` printed |",
+        "|---|---|---|",
+        *[f"| {sp['from_s']} | {sp['seconds']} | {sp['line'].replace('|', '/')} |" for sp in ph["spans"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipe", default="dpo-smol")
+    parser.add_argument("--args", default="", help="recipe overrides, as make's ARGS")
+    parser.add_argument("--quick", action="store_true", help="smoke run: sft-smol on a tiny model, no eval")
+    parser.add_argument("--workdir", help="scratch directory to keep (default: a temporary one, removed)")
+    parser.add_argument("--out", help="report path (default bench/results/make_time.md)")
+    a = parser.parse_args(argv)
+    if a.quick:
+        a.recipe = "sft-smol"
+        a.args = f"{QUICK_ARGS} model_name_or_path={bench_model_path(True)} {a.args}".strip()
+    out = Path(a.out) if a.out else results_dir(a.quick) / "make_time.md"
+    if not a.quick and subprocess.call(["make", "-q", "setup"], cwd=ROOT) != 0:
+        print("make_time: run `make setup` first (the timed command is `make` after setup)", file=sys.stderr)
+        return 2
+    real_cache = Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+    tmp = None if a.workdir else tempfile.TemporaryDirectory(prefix="alignkit-make-time-")
+    workdir = Path(a.workdir or tmp.name)
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        setup = prepare(workdir, real_cache)
+        env = {**os.environ, "ALIGNKIT_CACHE": setup["cache"]}
+        date, load_before = time.strftime("%Y-%m-%d %H:%M"), " ".join(f"{x:.2f}" for x in os.getloadavg())
+        ran = run_make(workdir, a.recipe, a.args, env)
+        breakdown = phases(workdir, ran["lines"], ran["wall_s"])
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    stats = {
+        "recipe": a.recipe,
+        "args": a.args,
+        "make_command": ran["cmd"],
+        "exit": ran["exit"],
+        "wall_seconds": ran["wall_s"],
+        "peak_rss_gib": ran["maxrss_kib"] / 2**20,
+        "tree_peak_rss_gib": ran["tree_peak_bytes"] / 2**30,
+        "model_materialized_before": setup["model_materialized_before"],
+        "load_before": load_before,
+        "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "phases": breakdown,
+        "output_tail": [line for _, line in ran["lines"][-20:]],
+    }
+    ok = ran["exit"] == 0
+    figures = [
+        figure(
+            "make_time.wall_seconds",
+            f"`make recipe={a.recipe}` wall time, cold dataset cache, after setup",
+            f"<= {GOAL_SECONDS:g}",
+            ran["wall_s"] if ok else None,
+            ran["wall_s"] <= GOAL_SECONDS if ok else None,
+            "wall seconds of one cold `make`",
+            unit="s",
+            note=None if ok else f"make failed (exit {ran['exit']})",
+        ),
+        figure(
+            "make_time.peak_rss_gib",
+            f"`make recipe={a.recipe}` peak RSS (largest process)",
+            "none: reported",
+            stats["peak_rss_gib"] if ok else None,
+            None,
+            "ru_maxrss of the reaped process tree (the largest process)",
+            unit="GiB",
+            also=[
+                {
+                    "statistic": "peak of the tree's summed RSS, sampled",
+                    "measured": stats["tree_peak_rss_gib"],
+                    "met": None,
+                }
+            ],
+        ),
+    ]
+    record = result_record(
+        "make_time", command_line(argv), date, os.environ.get("OMP_NUM_THREADS", "default"), stats, figures
+    )
+    out.write_text(render(record), encoding="utf-8")
+    print(f"wrote {out} and {write_result(record, out.parent)}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""bench/results/RESULTS.md is generated from the result JSONs, and the README quotes only what they hold."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import make_results  # noqa: E402
+
+
+def test_results_md_is_generated_from_the_jsons():
+    # Regenerate and compare: a hand edit of RESULTS.md, or a JSON changed without rerunning make_results, fails.
+    assert make_results.main(["--check"]) == 0, "run: .venv/bin/python bench/make_results.py"
+
+
+def test_every_result_json_has_the_schema():
+    from benchlib import validate_result
+
+    for path in sorted((ROOT / "bench" / "results").glob("*.json")):
+        data = json.loads(path.read_text())
+        if path.stem == "efficacy":
+            continue  # issue 12's flat keys; make_results.efficacy_record reads them (tested below)
+        assert validate_result(data) == [], path.name
+        assert data["bench"] == path.stem, path.name
+
+
+def test_readme_numbers_are_in_the_results():
+    readme = (ROOT / "README.md").read_text()
+    assert make_results.readme_problems(readme, make_results.load_results()) == []
+
+
+def test_readme_check_fails_on_a_number_no_result_holds():
+    # The check must be able to fail: a figure typed into the README without a result behind it.
+    readme = (ROOT / "README.md").read_text()
+    section = make_results.README_SECTION
+    bad = readme.replace(section, section + "\n\nThe engine is 7.77x faster and uses 41.37 % less memory.\n", 1)
+    problems = make_results.readme_problems(bad, make_results.load_results())
+    assert any("7.77x" in p for p in problems) and any("41.37%" in p for p in problems), problems
+    # ... while names with digits (SmolLM2, fp32, 2-core), dates and code spans are not figures.
+    assert make_results.quoted_numbers("SmolLM2 in fp32 on a 2-core CPU, 2026-12-01, `--n 256`, 1.5x") == ["1.5x"]
+
+
+def test_a_former_verdict_statistic_stays_in_the_table():
+    # plugin_overhead switched statistic after DPO off missed on the ratio of medians: both must be shown.
+    text = (ROOT / "bench" / "results" / "RESULTS.md").read_text()
+    row = next(line for line in text.splitlines() if "`plugin_overhead.dpo.off`" in line)
+    assert "ratio of median step times" in row and "(missed)" in row
+
+
+def test_render_marks_missed_unmeasured_and_goal_free_rows():
+    fig = {"figure": "b.f", "label": "F", "goal": ">= 2x", "measured": 1.5, "unit": "x", "met": False}
+    rec = {"bench": "b", "command": "cmd | pipe", "date": "d", "cpu": {"model": "M", "flags_of_interest": []}}
+    none = {**fig, "figure": "b.g", "measured": None, "met": None, "note": "not re-measured: x.md"}
+    free = {**fig, "figure": "b.h", "goal": "none", "met": None}
+    for f in (fig, none, free):
+        f["verdict_statistic"] = "s"
+    text = make_results.render([{**rec, "figures": [fig, none, free]}])
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| F (")}
+    assert "**missed**" in lines["b.f"] and "1.500x" in lines["b.f"] and "cmd \\| pipe" in lines["b.f"]
+    assert "not measured" in lines["b.g"] and "not re-measured: x.md" in lines["b.g"]
+    assert "– (no goal)" in lines["b.h"]
+    assert "no result yet" in text  # expected benches without a JSON are listed
+
+
+def test_efficacy_flat_json_becomes_rows():
+    data = {
+        "default_win_rate": 0.7,
+        "default_win_rate_sd": 0.05,
+        "make_seconds": None,
+        "make_seconds_sd": None,
+        "make_seconds_reason": "not run: pass --make",
+        "meta": {
+            "command": "c",
+            "date": "d",
+            "cpu": {"model": "M"},
+            "threads": 2,
+            "n_seeds": 3,
+            "goals": {"default_win_rate": ">= 0.65", "make_seconds": "<= 600"},
+        },
+    }
+    rows = {f["figure"]: f for f in make_results.efficacy_record(data)["figures"]}
+    assert rows["efficacy.default_win_rate"]["met"] is True and rows["efficacy.default_win_rate"]["sd"] == 0.05
+    assert rows["efficacy.make_seconds"]["met"] is None
+    assert rows["efficacy.make_seconds"]["note"] == "not run: pass --make"
