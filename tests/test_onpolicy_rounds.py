@@ -56,7 +56,8 @@ def test_rounds_need_a_dpo_recipe_on_an_onpolicy_card(tiny_model, tmp_path):
 
     with pytest.raises(AlignkitError, match="onpolicy_rounds: 2 rounds need trainer dpo, not sft"):
         load_recipe("sft-smol", ["onpolicy_rounds=2"])
-    recipe = load_recipe("dpo-smol", ["onpolicy_rounds=2", f"model_name_or_path={tiny_model}"])
+    overrides = ["onpolicy_rounds=2", f"model_name_or_path={tiny_model}", "dataset=sharegpt-pairs-smol"]
+    recipe = load_recipe("dpo-smol", overrides)  # an off-policy card, named: dpo-smol's own card is on-policy
     recipe.training_args.output_dir = str(tmp_path / "runs" / "x")
     with pytest.raises(AlignkitError, match="needs an on-policy pair card.*'sharegpt-pairs-smol' has none"):
         train(recipe)

@@ -67,8 +67,9 @@ def small_build(card_name: str, ctx: dict):
         pool = len(rows_of_role(ctx["sft"], role))
         return build(
             card, **common, policy=ctx["model"], scorer=ctx["rm"], n_prompts=pool, n_test=0, n_samples=2,
-            max_new_tokens=4, min_margin=0, length_delta=None, drop_truncated=False, chunk_size=64,
-        )  # fmt: skip
+            max_new_tokens=4, min_margin=0, length_delta=None, drop_truncated=False, chosen_complete=False,
+            greedy_candidate=False, chunk_size=64,
+        )  # fmt: skip  # every prompt kept: 4-token replies are all cut, which chosen_complete would drop
     raise AssertionError(f"card {card_name}: no small build for builder {builder}; teach small_build about it")
 
 
