@@ -91,6 +91,23 @@ def aggregate(per_seed: dict[str, list[float | None]], reasons: dict[str, str]) 
     return out
 
 
+def carry_over(data: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Copy into ``data`` each key this invocation did not run (null with the "not run" reason) that ``previous``
+    (an earlier efficacy.json) measured, with its ``_sd`` and per-seed values; returns ``{key: {command, date}}``
+    of the run each carried figure comes from, so that the report can say so. Measured keys are never replaced."""
+    carried: dict[str, dict[str, Any]] = {}
+    old_meta = previous.get("meta", {})
+    for key in GOALS:
+        not_run = data[key] is None and str(data.get(f"{key}_reason", "")).startswith("not run")
+        if not_run and previous.get(key) is not None:
+            data[key], data[f"{key}_sd"] = previous[key], previous.get(f"{key}_sd")
+            data.pop(f"{key}_reason", None)
+            source = old_meta.get("carried_from", {}).get(key)
+            carried[key] = source or {"command": old_meta.get("command"), "date": old_meta.get("date")}
+            carried[key]["per_seed"] = old_meta.get("per_seed", {}).get(key) or carried[key].get("per_seed")
+    return carried
+
+
 def alignkit(args: list[str], env: dict) -> int:
     cmd = [str(ROOT / ".venv" / "bin" / "alignkit") if (ROOT / ".venv").exists() else "alignkit", *args]
     print("==> " + " ".join(cmd), flush=True)
@@ -265,6 +282,8 @@ def render(data: dict[str, Any]) -> str:
             cell, state = f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else ""), "met" if ok else "**missed**"
         seeds = ", ".join("–" if v is None else f"{v:.3f}" for v in meta["per_seed"].get(key, []))
         lines.append(f"| `{key}` | {label} | {goal} | {cell} | {seeds or '–'} | {state} |")
+    for key, source in (meta.get("carried_from") or {}).items():
+        lines.append(f"\n`{key}` is carried from an earlier run: `{source.get('command')}` ({source.get('date')}).")
     lines += [
         "",
         "Per-seed details (run directories, truncation before/after for the arithmetic gains) are in "
@@ -283,6 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", default="runs/efficacy", help="where the per-seed runs go")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 seeds, no eval, temp dirs")
     parser.add_argument("--out", help="report path (default bench/results/efficacy.md)")
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the figures of groups not run now from the existing efficacy.json (each with its own command/date)",
+    )
     a = parser.parse_args(argv)
     groups = set(GROUPS) if a.figures == "all" else set(a.figures.split(","))
     if unknown := groups - set(GROUPS):
@@ -303,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     data = aggregate(per_seed, reasons)
+    previous_path = out.with_suffix(".json")
+    carried = carry_over(data, json.loads(previous_path.read_text())) if a.keep and previous_path.exists() else {}
     data["meta"] = {
         "command": command_line(argv),
         "date": date,
@@ -313,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         "figures_run": sorted(groups),
         "goals": {k: g for k, (g, _) in GOALS.items()},
         "labels": {k: label for k, (_, label) in GOALS.items()},
-        "per_seed": per_seed,
+        "per_seed": {**{k: v["per_seed"] for k, v in carried.items()}, **per_seed},
         "details": details,
+        "carried_from": carried,
     }
     from alignkit.io import atomic_write_text
 
