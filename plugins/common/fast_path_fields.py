@@ -30,4 +30,4 @@ class CPUFastPathFields:
         if not isinstance(self.cpu_fast_path, bool):
             raise ValueError(f"cpu_fast_path must be true or false, got {self.cpu_fast_path!r}")
         if self.cpu_fast_path and self.fp16:
-            raise ValueError("cpu_fast_path: fp16 is not supported (the CPU fast path runs fp32 or bf16); set fp16=false")
+            raise ValueError("cpu_fast_path: fp16 is not supported (the fast path runs fp32 or bf16); set fp16=false")

@@ -18,7 +18,8 @@ __all__ = ["DPOConfig"]
 class DPOConfig(CPUFastPathFields, AdaptiveKLFields, trl.DPOConfig):
     """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``), adaptive β (``kl_target``, ``kl_horizon`` from
     :class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; the target is an implicit per-token k2 on the
-    chosen + rejected tokens, nats per token, horizon in pairs) and policy sampling, and the CPU fast path (``cpu_fast_path``); all off."""
+    chosen + rejected tokens, nats per token, horizon in pairs), policy sampling and the CPU fast path
+    (``cpu_fast_path``); all off."""
 
     rdpo_alpha: float = field(
         default=0.0,
