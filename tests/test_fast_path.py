@@ -211,6 +211,20 @@ def _run_one_step(kind: str, model_path: str, tmp_path, fast: bool, bf16: bool):
     return trainer.state.log_history[0]["loss"], probe.grads, probe.base_dtype, trainer
 
 
+def _packed_calls(monkeypatch) -> list[int]:
+    """Sequences per call of the packed (per-sequence) attention the fast path swaps in."""
+    import alignkit.plugins.common.packed_forward as packed_forward
+
+    calls: list[int] = []
+    original = packed_forward.segment_attention
+    monkeypatch.setattr(
+        packed_forward,
+        "segment_attention",
+        lambda *a, **k: calls.append(len(packed_forward._active.lengths)) or original(*a, **k),
+    )
+    return calls
+
+
 def _head_rows(monkeypatch) -> list[int]:
     """Rows each fast-head call projects (recorded through the function the fast path swaps in)."""
     rows: list[int] = []
@@ -221,15 +235,17 @@ def _head_rows(monkeypatch) -> list[int]:
 
 @pytest.mark.parametrize("kind", ["dpo", "sft"])
 def test_fast_step_equals_trl_step_in_fp32(kind, tiny_model, tmp_path, monkeypatch):
-    rows = _head_rows(monkeypatch)
+    rows, packed = _head_rows(monkeypatch), _packed_calls(monkeypatch)
     slow_loss, slow_grads, _, _ = _run_one_step(kind, tiny_model, tmp_path, fast=False, bf16=False)
-    assert rows == []  # off: TRL's own head
+    assert rows == [] and packed == []  # off: TRL's own head and padded forwards
     fast_loss, fast_grads, _, trainer = _run_one_step(kind, tiny_model, tmp_path, fast=True, bf16=False)
     # The fast head ran, on the scored positions only (DPO: policy then reference forward).
     batch = next(iter(trainer.get_train_dataloader()))
     labels = batch["labels"] if kind == "sft" else batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)
     scored = int((labels[:, 1:] != -100).sum())
     assert rows and set(rows) == {scored} and scored < labels[:, 1:].numel()
+    # ... and padding-free: every layer's attention ran per sequence (the batch has padding to drop).
+    assert bool((batch["attention_mask"] == 0).any()) and set(packed) == {len(labels)}
     assert fast_loss == pytest.approx(slow_loss, rel=1e-6, abs=1e-6)
     assert fast_grads.keys() == slow_grads.keys()
     assert sum(g.norm() for g in slow_grads.values()) > 0  # a vacuous all-zero comparison would pass anything
@@ -261,6 +277,41 @@ def test_reward_fast_step_is_bit_identical_in_bf16(tiny_rm, tmp_path):
     assert fast_loss == slow_loss
     for name, grad in slow_grads.items():
         assert torch.equal(fast_grads[name], grad), name
+
+
+# ------------------------------------------------------------------------------------------------------ packing
+def test_pack_and_unpack_by_hand():
+    from types import SimpleNamespace
+
+    from alignkit.plugins.common.packed_forward import pack_batch, unpack_outputs
+
+    # Two right-padded rows: [5, 6, 7] and [8, 9, pad]; labels score the last two tokens of row 0, last of row 1.
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    labels = torch.tensor([[-100, 6, 7], [-100, 9, -100]])
+    kwargs = dict(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]), labels=labels,
+                  fused_lm_head=True)  # fmt: skip
+    packed, mask, lengths = pack_batch(kwargs)
+    assert lengths == [3, 2]
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]  # restart at each sequence: no cross attention
+    # Token j predicts the next token of its own row: (0,0)->6, (0,1)->7, (0,2)->end, (1,0)->9, (1,1)->end.
+    assert packed["shift_labels"].tolist() == [[6, 7, -100, 9, -100]]
+    assert packed["attention_mask"] is None and "labels" not in packed
+    out = unpack_outputs(SimpleNamespace(log_probs=torch.tensor([[-1.0, -2.0, 0.0, -3.0, 0.0]])), mask)
+    # TRL's layout (B, T−1): column t holds the log-prob of token t+1.
+    assert out.log_probs.tolist() == [[-1.0, -2.0], [-3.0, 0.0]]
+
+
+def test_pack_leaves_unknown_layouts_alone():
+    from alignkit.plugins.common.packed_forward import pack_batch
+
+    ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
+    base = dict(input_ids=ids, labels=ids, fused_lm_head=True)
+    assert pack_batch({**base, "attention_mask": torch.tensor([[1, 1, 1], [0, 1, 1]])}) is None  # left padding
+    assert pack_batch({**base, "attention_mask": torch.ones(2, 3, dtype=torch.long)}) is None  # no padding
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    assert pack_batch({**base, "attention_mask": mask, "token_type_ids": ids}) is None  # unknown per-token input
+    assert pack_batch({**base, "attention_mask": mask, "fused_lm_head": False}) is None  # not a fused-head call
 
 
 # ------------------------------------------------------------------------------------------------ bad config

@@ -1,6 +1,6 @@
 """The CPU fast path of the SFT, DPO and reward trainers (``cpu_fast_path``), and the TRL seams it goes through.
 
-Three measures, each exact or within bf16 rounding of TRL's own path (tests/test_fast_path.py):
+Four measures, each exact or within bf16 rounding of TRL's own path (tests/test_fast_path.py):
 
 1. **Scored positions only** (:func:`compact_fused_head`). TRL 1.16's fused LM head projects only the labelled
    positions on Triton devices, but every position elsewhere (a changing row count would recompile XLA-like
@@ -14,7 +14,10 @@ Three measures, each exact or within bf16 rounding of TRL's own path (tests/test
    weights once for the length of ``train()`` gives bit-identical matmuls (the same round-to-nearest copy) without
    the copies; the fp32 weights are put back when ``train()`` returns or fails.
 
-:class:`CPUFastPathMixin` wires them into a trainer: (1)+(2) around ``compute_loss``, (3) around ``train``.
+4. **No padding** (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`): the fused-head forwards run the
+   real tokens of a right-padded batch as one packed row, attention per sequence.
+
+:class:`CPUFastPathMixin` wires them into a trainer: (1), (2), (4) around ``compute_loss``, (3) around ``train``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 from torch import nn
 
 from alignkit.plugins.common.head_logprobs import OPTIONAL_OUTPUTS, CompactHeadLogProb, WeightCastCache
+from alignkit.plugins.common.packed_forward import packed_forwards
 
 __all__ = ["CPUFastPathMixin", "compact_fused_head", "cpu_fast_head", "frozen_linear_cast"]
 
@@ -138,9 +142,16 @@ class CPUFastPathMixin:
                 f"{self.accelerator.device.type}; set cpu_fast_path=false (TRL's head is already compact there)"
             )
 
-    def fast_head(self) -> contextlib.AbstractContextManager:
-        """:func:`cpu_fast_head` when the fast path is on, else a no-op."""
-        return cpu_fast_head(self._head_cast_cache) if self.args.cpu_fast_path else contextlib.nullcontext()
+    def fast_head(self, pack: bool = True) -> contextlib.AbstractContextManager:
+        """:func:`cpu_fast_head` and, with ``pack``, padding-free forwards
+        (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`) when the fast path is on, else a no-op."""
+        if not self.args.cpu_fast_path:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(cpu_fast_head(self._head_cast_cache))
+        if pack:
+            stack.enter_context(packed_forwards([self.model, getattr(self, "ref_model", None)]))
+        return stack
 
     def train(self, *args, **kwargs):
         if not (self.args.cpu_fast_path and self.accelerator.mixed_precision == "bf16"):

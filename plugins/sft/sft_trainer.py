@@ -48,7 +48,8 @@ class SFTTrainer(CPUFastPathMixin, trl.SFTTrainer):
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with self.fast_head():
+        # Unlikelihood reads the backbone's (B, T, H) hidden states, which a packed forward would not give it.
+        with self.fast_head(pack=self.args.unlikelihood_alpha == 0):
             return self._compute_loss_with_plugins(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss_with_plugins(self, model, inputs, return_outputs, num_items_in_batch):
