@@ -220,7 +220,9 @@ def _packed_calls(monkeypatch) -> list[int]:
     monkeypatch.setattr(
         packed_forward,
         "segment_attention",
-        lambda *a, **k: calls.append(len(packed_forward._active.lengths)) or original(*a, **k),
+        lambda *a, **k: (
+            calls.append(sum(len(tails) for _, tails in packed_forward._active.groups)) or original(*a, **k)
+        ),
     )
     return calls
 
@@ -290,16 +292,40 @@ def test_pack_and_unpack_by_hand():
     labels = torch.tensor([[-100, 6, 7], [-100, 9, -100]])
     kwargs = dict(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]), labels=labels,
                   fused_lm_head=True)  # fmt: skip
-    packed, mask, lengths = pack_batch(kwargs)
-    assert lengths == [3, 2]
+    packed, mask, gather, groups = pack_batch(kwargs)
+    assert groups == [(0, [3]), (0, [2])]  # two sequences, nothing shared
     assert packed["input_ids"].tolist() == [[5, 6, 7, 8, 9]]
     assert packed["position_ids"].tolist() == [[0, 1, 2, 0, 1]]  # restart at each sequence: no cross attention
     # Token j predicts the next token of its own row: (0,0)->6, (0,1)->7, (0,2)->end, (1,0)->9, (1,1)->end.
     assert packed["shift_labels"].tolist() == [[6, 7, -100, 9, -100]]
     assert packed["attention_mask"] is None and "labels" not in packed
-    out = unpack_outputs(SimpleNamespace(log_probs=torch.tensor([[-1.0, -2.0, 0.0, -3.0, 0.0]])), mask)
+    out = unpack_outputs(SimpleNamespace(log_probs=torch.tensor([[-1.0, -2.0, 0.0, -3.0, 0.0]])), mask, gather)
     # TRL's layout (B, T−1): column t holds the log-prob of token t+1.
     assert out.log_probs.tolist() == [[-1.0, -2.0], [-3.0, 0.0]]
+
+
+def test_pair_prefix_is_packed_once_by_hand():
+    from types import SimpleNamespace
+
+    from alignkit.plugins.common.packed_forward import pack_batch, unpack_outputs
+
+    # One DPO pair: chosen [1, 2, 3, 7, 8] and rejected [1, 2, 3, 9, pad]; the completion (scored) starts at
+    # position 3 in both. The prompt [1, 2, 3] is shared, but token 3 (position 2) predicts the first completion
+    # token, 7 in one row and 9 in the other, so only [1, 2] is packed once; each row keeps its tail from 3 on.
+    ids = torch.tensor([[1, 2, 3, 7, 8], [1, 2, 3, 9, 0]])
+    labels = torch.tensor([[-100, -100, -100, 7, 8], [-100, -100, -100, 9, -100]])
+    kwargs = dict(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]]), labels=labels,
+                  fused_lm_head=True)  # fmt: skip
+    packed, mask, gather, groups = pack_batch(kwargs, share_pair_prefix=True)
+    assert groups == [(2, [3, 2])]  # prefix of 2, then the chosen tail (3 tokens) and the rejected tail (2)
+    assert packed["input_ids"].tolist() == [[1, 2, 3, 7, 8, 3, 9]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 2, 3]]  # original positions: same rotary phases
+    assert packed["shift_labels"].tolist() == [[-100, -100, 7, 8, -100, 9, -100]]
+    assert gather.tolist() == [[0, 1, 2, 3, 4], [0, 1, 5, 6, 0]]  # the rejected row reads the prefix from 0, 1
+    out = unpack_outputs(
+        SimpleNamespace(log_probs=torch.tensor([[0.0, 0.0, -1.0, -2.0, 0.0, -3.0, 0.0]])), mask, gather
+    )
+    assert out.log_probs.tolist() == [[0.0, 0.0, -1.0, -2.0], [0.0, 0.0, -3.0, 0.0]]
 
 
 def test_pack_leaves_unknown_layouts_alone():
@@ -308,7 +334,7 @@ def test_pack_leaves_unknown_layouts_alone():
     ids = torch.tensor([[5, 6, 7], [8, 9, 0]])
     base = dict(input_ids=ids, labels=ids, fused_lm_head=True)
     assert pack_batch({**base, "attention_mask": torch.tensor([[1, 1, 1], [0, 1, 1]])}) is None  # left padding
-    assert pack_batch({**base, "attention_mask": torch.ones(2, 3, dtype=torch.long)}) is None  # no padding
+    assert pack_batch({**base, "attention_mask": torch.ones(2, 3, dtype=torch.long)}) is None  # nothing to drop
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     assert pack_batch({**base, "attention_mask": mask, "token_type_ids": ids}) is None  # unknown per-token input
     assert pack_batch({**base, "attention_mask": mask, "fused_lm_head": False}) is None  # not a fused-head call

@@ -14,8 +14,9 @@ Four measures, each exact or within bf16 rounding of TRL's own path (tests/test_
    weights once for the length of ``train()`` gives bit-identical matmuls (the same round-to-nearest copy) without
    the copies; the fp32 weights are put back when ``train()`` returns or fails.
 
-4. **No padding** (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`): the fused-head forwards run the
-   real tokens of a right-padded batch as one packed row, attention per sequence.
+4. **No padding, prompt once** (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`): the fused-head
+   forwards run the real tokens of a right-padded batch as one packed row, attention per sequence; in DPO the
+   prompt a chosen and a rejected row share is packed once and both completions attend to it.
 
 :class:`CPUFastPathMixin` wires them into a trainer: (1), (2), (4) around ``compute_loss``, (3) around ``train``.
 """
@@ -142,15 +143,17 @@ class CPUFastPathMixin:
                 f"{self.accelerator.device.type}; set cpu_fast_path=false (TRL's head is already compact there)"
             )
 
-    def fast_head(self, pack: bool = True) -> contextlib.AbstractContextManager:
+    def fast_head(self, pack: bool = True, share_pair_prefix: bool = False) -> contextlib.AbstractContextManager:
         """:func:`cpu_fast_head` and, with ``pack``, padding-free forwards
-        (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`) when the fast path is on, else a no-op."""
+        (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`, with ``share_pair_prefix`` for DPO's
+        chosen/rejected rows) when the fast path is on, else a no-op."""
         if not self.args.cpu_fast_path:
             return contextlib.nullcontext()
         stack = contextlib.ExitStack()
         stack.enter_context(cpu_fast_head(self._head_cast_cache))
         if pack:
-            stack.enter_context(packed_forwards([self.model, getattr(self, "ref_model", None)]))
+            models = [self.model, getattr(self, "ref_model", None)]
+            stack.enter_context(packed_forwards(models, share_pair_prefix))
         return stack
 
     def train(self, *args, **kwargs):

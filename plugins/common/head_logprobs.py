@@ -8,8 +8,9 @@ in fp32 (``_addmm_fp32`` upcasts the bf16 tiles), so under bf16 autocast its bac
 - it tiles the *tokens* (``TOKEN_CHUNK`` rows) against the whole vocabulary, so each row's softmax is one fp32
   reduction and each gradient GEMM reduces over the whole vocabulary inside one matmul (fp32 accumulation inside the
   BLAS kernel, one rounding of the result to the compute dtype);
-- it keeps the forward's logits (compute dtype) for the backward when they fit in ``SAVE_BUDGET_BYTES``, instead of
-  recomputing them;
+- it keeps one (rows, V) tile in the compute dtype per token tile for the backward when they fit in
+  ``SAVE_BUDGET_BYTES``, instead of recomputing the logits: the probabilities p when the logit transform is the
+  identity (the log-prob gradient g·(1[v = y] − p_v) then needs nothing else), else the raw logits;
 - the gradient GEMMs run in the compute dtype (bf16 under autocast, as any autocast linear's backward does).
 
 Per row n with raw logits a = h_n·Wᵀ + b (rounded to the compute dtype, as TRL's tile is), z = f(a)/T where
@@ -24,8 +25,9 @@ f(a) = s·tanh(κa/s) with a softcap s, else κa (κ = ``logit_scale``), and log
     ∂L/∂a_v   = ∂L/∂z_v · (1/T) · κ · (1 − tanh²(κa_v/s) with a softcap, else 1)
 
 In fp32 mode every step is fp32 and the results equal TRL's up to summation order; under bf16 autocast the logits
-are rounded to bf16 exactly as in TRL, and the gradients of the hidden states are rounded once to bf16 (TRL keeps
-them fp32): tests/test_fast_path.py bounds both.
+are rounded to bf16 exactly as in TRL, and so is ∂L/∂a (TRL rounds it too); the kept p is rounded to bf16 before
+the product with g, and the gradients of the hidden states are rounded once to bf16 (TRL keeps them fp32):
+tests/test_fast_path.py bounds both.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ __all__ = ["CompactHeadLogProb", "OPTIONAL_OUTPUTS", "SAVE_BUDGET_BYTES", "TOKEN
 
 OPTIONAL_OUTPUTS = ("entropy", "log_sum_sq_probs", "mean_logits", "is_top1")
 TOKEN_CHUNK = 128  # rows per tile: a (128, 49152) fp32 tile is 25 MB, and the GEMM still runs near the BLAS peak
-SAVE_BUDGET_BYTES = 512 * 2**20  # keep the forward's logits for the backward up to this size, else recompute them
+SAVE_BUDGET_BYTES = 512 * 2**20  # keep a tile per token tile for the backward up to this size, else recompute
 
 
 class WeightCastCache:
@@ -80,27 +82,70 @@ def _raw_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     return raw.add_(bias) if bias is not None else raw
 
 
-def _fold(z: torch.Tensor, targets: torch.Tensor, outputs: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    """Per-row statistics of the fp32 logits z (C, V) (module docstring); z is overwritten."""
+def _fold(
+    raw: torch.Tensor, targets: torch.Tensor, outputs: tuple[str, ...], transform: tuple, keep_p: torch.dtype | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Per-row statistics (module docstring) of the raw logits a (C, V), and p = softmax(z) in ``keep_p`` (None:
+    not kept).
+
+    With the identity transform (κ = 1, no softcap, T = 1) z = a, so the max, the target's logit, the mean and the
+    argmax are read from ``raw`` itself (exact in any dtype) and z − max is one fp32 pass, not a copy and a
+    subtraction."""
     out: dict[str, torch.Tensor] = {}
-    target_z = z.gather(1, targets.unsqueeze(1)).squeeze(1)
+    plain = transform == (1.0, None, 1.0)
+    z = raw if plain else _transform(raw, *transform)
+    out_t = targets.unsqueeze(1)
+    target_z = z.gather(1, out_t).squeeze(1).float()
     if "mean_logits" in outputs:
-        out["mean_logits"] = z.mean(dim=1)
+        out["mean_logits"] = z.sum(dim=1, dtype=torch.float32) / z.shape[1]
     if "is_top1" in outputs:
         out["is_top1"] = z.argmax(dim=1) == targets
-    m = z.amax(dim=1, keepdim=True)
-    y = z.sub_(m)  # z − max, ≤ 0
+    m = z.amax(dim=1, keepdim=True).float()
+    y = torch.sub(z, m) if plain else z.sub_(m)  # z − max ≤ 0, fp32
     e = torch.exp(y) if {"entropy", "log_sum_sq_probs"} & set(outputs) else y.exp_()
     sum_e = e.sum(dim=1)
-    log_z = m.squeeze(1) + sum_e.log()
-    out["log_z"] = log_z
-    out["log_probs"] = target_z - log_z
+    log_sum_e = sum_e.log()
+    out["log_z"] = m.squeeze(1) + log_sum_e
+    out["log_probs"] = target_z - out["log_z"]
     if "entropy" in outputs:
         # H = log Z − Σ p z = log Σe − Σ e·(z − m) / Σe
-        out["entropy"] = sum_e.log() - torch.linalg.vecdot(e, y) / sum_e
+        out["entropy"] = log_sum_e - torch.linalg.vecdot(e, y) / sum_e
     if "log_sum_sq_probs" in outputs:
-        out["log_sum_sq_probs"] = torch.linalg.vecdot(e, e).log() - 2 * sum_e.log()
-    return out
+        out["log_sum_sq_probs"] = torch.linalg.vecdot(e, e).log() - 2 * log_sum_e
+    if keep_p is None:
+        return out, None
+    p = torch.empty(e.shape, dtype=keep_p, device=e.device)
+    return out, torch.mul(e, sum_e.reciprocal().unsqueeze(1), out=p)  # fp32 maths, one rounding to keep_p
+
+
+def _logprob_grad_from_p(p: torch.Tensor, targets: torch.Tensor, log_probs: torch.Tensor, g: torch.Tensor):
+    """∂L/∂a = g·(1[v = y] − p_v) in p's dtype from the kept probabilities (identity transform, log-prob gradient
+    only): −g·p_v in one fp32 pass rounded once, and the target entry g·(1 − p_y) from the fp32 log-prob."""
+    g = g.float().unsqueeze(1)
+    grad = torch.mul(p, -g, out=torch.empty_like(p))
+    target = g * (1 - log_probs.float().exp().unsqueeze(1))
+    return grad.scatter_(1, targets.unsqueeze(1), target.to(grad.dtype))
+
+
+def _grad_logits(raw, targets, log_z, entropy, rows, grad_log_probs, grad_entropy, transform) -> torch.Tensor:
+    """∂L/∂a in fp32 for one tile (module docstring), from the raw logits a (C, V)."""
+    logit_scale, softcap, inv_t = transform
+    z = _transform(raw, logit_scale, softcap, inv_t)
+    log_p = z.sub_(log_z[rows].unsqueeze(1))
+    p = torch.exp(log_p)
+    grad = torch.zeros_like(p)
+    if grad_log_probs is not None:
+        g = grad_log_probs[rows].float().unsqueeze(1)
+        grad.addcmul_(p, g, value=-1.0).scatter_add_(1, targets.unsqueeze(1), g)
+    if grad_entropy is not None:
+        g = grad_entropy[rows].float().unsqueeze(1)
+        grad.sub_(p.mul_(log_p.add_(entropy[rows].unsqueeze(1))).mul_(g))
+    if softcap is not None:  # d/da s·tanh(κa/s) = κ·(1 − tanh²)
+        t = torch.tanh(raw.float() * (logit_scale / softcap))
+        grad.mul_(1 - t * t)
+    if inv_t * logit_scale != 1.0:
+        grad.mul_(inv_t * logit_scale)
+    return grad
 
 
 class CompactHeadLogProb(torch.autograd.Function):
@@ -133,18 +178,21 @@ class CompactHeadLogProb(torch.autograd.Function):
         w = weight_cast if weight_cast is not None else weight.detach().to(dtype)
         b = None if bias is None else bias.detach().to(dtype)
         needs_grad = any(ctx.needs_input_grad[:3])
+        transform = (logit_scale, final_logit_softcapping, 1.0 / temperature)
+        # Kept for the backward (one (C, V) tile per chunk, compute dtype): with the identity transform the
+        # probabilities p (the backward needs nothing else for log-prob gradients), else the raw logits a.
         keep = needs_grad and n_rows * vocab * w.element_size() <= SAVE_BUDGET_BYTES
+        keep_p = dtype if keep and transform == (1.0, None, 1.0) else None
         names = ("log_probs", "log_z", *(o for o in OPTIONAL_OUTPUTS if o in outputs))
         stats = {name: [] for name in names}
-        saved_raw = []
-        inv_t = 1.0 / temperature
+        saved = []
         with torch.autocast(device, enabled=False):
             for start in range(0, n_rows, TOKEN_CHUNK):
                 raw = _raw_logits(hidden[start : start + TOKEN_CHUNK].detach(), w, b)
+                folded, p = _fold(raw, targets[start : start + TOKEN_CHUNK], outputs, transform, keep_p)
                 if keep:
-                    saved_raw.append(raw)
-                z = _transform(raw, logit_scale, final_logit_softcapping, inv_t)
-                for name, value in _fold(z, targets[start : start + TOKEN_CHUNK], outputs).items():
+                    saved.append(("p", p) if keep_p is not None else ("raw", raw))
+                for name, value in folded.items():
                     stats[name].append(value)
         empty = {"is_top1": torch.zeros(0, dtype=torch.bool, device=hidden.device)}  # no scored row at all
         full = {
@@ -152,17 +200,15 @@ class CompactHeadLogProb(torch.autograd.Function):
             for name, parts in stats.items()
         }
         entropy = full.get("entropy")
-        ctx.save_for_backward(hidden, weight, bias, targets, full["log_z"], entropy)
-        ctx.w, ctx.b, ctx.raw, ctx.dtype = w, b, saved_raw, dtype
-        ctx.transform = (logit_scale, final_logit_softcapping, inv_t)
+        ctx.save_for_backward(hidden, weight, bias, targets, full["log_z"], entropy, full["log_probs"])
+        ctx.w, ctx.b, ctx.saved, ctx.dtype, ctx.transform = w, b, saved, dtype, transform
         extras = tuple(full.get(name) for name in ("log_sum_sq_probs", "mean_logits", "is_top1"))
         ctx.mark_non_differentiable(*(x for x in extras if x is not None))
         return (full["log_probs"], entropy, *extras)
 
     @staticmethod
     def backward(ctx, grad_log_probs, grad_entropy, *_):
-        hidden, weight, bias, targets, log_z, entropy = ctx.saved_tensors
-        logit_scale, softcap, inv_t = ctx.transform
+        hidden, weight, bias, targets, log_z, entropy, log_probs = ctx.saved_tensors
         w, b, dtype = ctx.w, ctx.b, ctx.dtype
         need_h, need_w, need_b = ctx.needs_input_grad[:3]
         fp32 = dict(dtype=torch.float32, device=hidden.device)
@@ -173,30 +219,20 @@ class CompactHeadLogProb(torch.autograd.Function):
             for i, start in enumerate(range(0, hidden.shape[0], TOKEN_CHUNK)):
                 rows = slice(start, start + TOKEN_CHUNK)
                 h = hidden[rows].detach()
-                raw = ctx.raw[i] if ctx.raw else _raw_logits(h, w, b)
-                z = _transform(raw, logit_scale, softcap, inv_t)
-                log_p = z.sub_(log_z[rows].unsqueeze(1))
-                p = torch.exp(log_p)
-                grad = torch.zeros_like(p)
-                if grad_log_probs is not None:
-                    g = grad_log_probs[rows].float().unsqueeze(1)
-                    grad.addcmul_(p, g, value=-1.0).scatter_add_(1, targets[rows].unsqueeze(1), g)
-                if grad_entropy is not None:
-                    g = grad_entropy[rows].float().unsqueeze(1)
-                    grad.sub_(p.mul_(log_p.add_(entropy[rows].unsqueeze(1))).mul_(g))
-                if softcap is not None:  # d/da s·tanh(κa/s) = κ·(1 − tanh²)
-                    t = torch.tanh(raw.float() * (logit_scale / softcap))
-                    grad.mul_(1 - t * t)
-                if inv_t * logit_scale != 1.0:
-                    grad.mul_(inv_t * logit_scale)
-                grad_c = grad.to(dtype)
+                kind, tile = ctx.saved[i] if ctx.saved else ("raw", _raw_logits(h, w, b))
+                if kind == "p" and grad_entropy is None:
+                    grad_c = _logprob_grad_from_p(tile, targets[rows], log_probs[rows], grad_log_probs[rows])
+                else:
+                    raw = tile if kind == "raw" else _raw_logits(h, w, b)
+                    grads = (grad_log_probs, grad_entropy)
+                    grad_c = _grad_logits(raw, targets[rows], log_z, entropy, rows, *grads, ctx.transform).to(dtype)
                 if grad_hidden is not None:
                     grad_hidden[rows] = torch.mm(grad_c, w)
                 if grad_weight is not None:
-                    grad_weight.addmm_(grad.t(), h.float())
+                    grad_weight.addmm_(grad_c.t().float(), h.float())
                 if grad_bias is not None:
-                    grad_bias += grad.sum(dim=0)
-        ctx.raw = None
+                    grad_bias += grad_c.sum(dim=0, dtype=torch.float32)
+        ctx.saved = None
         return (
             grad_hidden,
             None if grad_weight is None else grad_weight.to(weight.dtype),

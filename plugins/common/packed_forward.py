@@ -30,11 +30,55 @@ __all__ = ["pack_batch", "packed_forwards", "segment_attention", "unpack_outputs
 
 PACKED_KEYS = {"input_ids", "attention_mask", "labels", "position_ids"}
 PER_TOKEN_FIELDS = ("log_probs", "entropy", "log_sum_sq_probs", "mean_logits", "is_top1", "label_mask")
-_active = threading.local()  # the segment lengths of the packed forward running in this thread
+_active = threading.local()  # the attention groups of the packed forward running in this thread
 
 
-def pack_batch(kwargs: dict) -> tuple[dict, torch.Tensor, list[int]] | None:
-    """``(packed kwargs, mask (B, T), segment lengths)`` for a fused-head call, or None to leave it as it is."""
+def _first_labelled(labels: torch.Tensor, lengths: list[int]) -> list[int]:
+    """Per row, the first position whose label is scored (the row's length when none is)."""
+    scored = labels != -100
+    has = scored.any(dim=1).tolist()
+    first = scored.int().argmax(dim=1).tolist()
+    return [f if h else n for f, h, n in zip(first, has, lengths, strict=True)]
+
+
+def _layout(ids: torch.Tensor, labels: torch.Tensor, lengths: list[int], share_pair_prefix: bool):
+    """Packed order as ``(groups, pieces, reads)``: groups ``[(prefix length, [tail lengths])]``; pieces ``[(row,
+    start, end, packed start)]`` in packed order, the prefix piece of a group first (taken from its first row);
+    reads, the same for where every row's tokens are read back from (a pair's second row reads the shared prefix
+    from its first row's piece)."""
+    batch = len(lengths)
+    if share_pair_prefix and batch % 2 == 0:
+        half, first = batch // 2, _first_labelled(labels, lengths)
+        pairs = [(i, i + half) for i in range(half)]
+    else:
+        pairs, first = [(b,) for b in range(batch)], None
+    groups, pieces, reads, at = [], [], [], 0
+    for rows in pairs:
+        shared = 0
+        if len(rows) == 2:
+            a, b = rows
+            n = min(lengths[a], lengths[b])
+            differ = (ids[a, :n] != ids[b, :n]).nonzero()
+            common = int(differ[0]) if len(differ) else n
+            # A shared token's prediction must be unscored in both rows: its target may differ between them.
+            shared = max(0, min(common, first[a] - 1, first[b] - 1))
+        if shared:
+            pieces.append((rows[0], 0, shared, at))
+            reads += [(row, 0, shared, at) for row in rows]
+            at += shared
+        for row in rows:
+            pieces.append((row, shared, lengths[row], at))
+            reads.append(pieces[-1])
+            at += lengths[row] - shared
+        groups.append((shared, [lengths[row] - shared for row in rows]))
+    return groups, pieces, reads
+
+
+def pack_batch(kwargs: dict, share_pair_prefix: bool = False) -> tuple[dict, torch.Tensor, torch.Tensor, list] | None:
+    """``(packed kwargs, mask (B, T), gather index (B, T), attention groups)`` for a fused-head call, or None to leave
+    it as it is. With ``share_pair_prefix`` rows i and i + B/2 (DPO's chosen and rejected) are a pair, and the
+    prefix they share, up to the token before the first scored position of either, is packed once: both rows'
+    tails attend to it (positions unchanged), so every token sees the same context as in its own row."""
     ids, mask, labels = kwargs.get("input_ids"), kwargs.get("attention_mask"), kwargs.get("labels")
     if not kwargs.get("fused_lm_head") or ids is None or mask is None or labels is None or ids.dim() != 2:
         return None
@@ -43,60 +87,87 @@ def pack_batch(kwargs: dict) -> tuple[dict, torch.Tensor, list[int]] | None:
     mask = mask.bool()
     batch, seq_len = ids.shape
     lengths = mask.sum(dim=1)
-    if bool(mask.all()) or not torch.equal(mask, torch.arange(seq_len, device=ids.device) < lengths.unsqueeze(1)):
-        return None  # nothing to drop, or not right-padded (positions of packed rows would not restart at 0)
+    if not torch.equal(mask, torch.arange(seq_len, device=ids.device) < lengths.unsqueeze(1)):
+        return None  # not right-padded: the packed rows' positions would not restart at 0
+    lengths = lengths.tolist()
+    groups, pieces, reads = _layout(ids, labels, lengths, share_pair_prefix)
+    if len(pieces) == batch and bool(mask.all()):
+        return None  # nothing to drop and nothing shared
     positions = kwargs.get("position_ids")
     if positions is None:
         positions = torch.arange(seq_len, device=ids.device).expand(batch, seq_len)
     shift_labels = torch.cat([labels[:, 1:], labels.new_full((batch, 1), -100)], dim=1)  # target of (b, t): t+1
+    source = torch.cat([torch.arange(start, end) + row * seq_len for row, start, end, _ in pieces]).to(ids.device)
+    gather = torch.zeros(batch, seq_len, dtype=torch.long)
+    for row, start, end, at in reads:
+        gather[row, start:end] = torch.arange(at, at + end - start)
     packed = {k: v for k, v in kwargs.items() if k not in PACKED_KEYS}
     packed.update(
-        input_ids=ids[mask].unsqueeze(0),
-        position_ids=positions.expand(batch, seq_len)[mask].unsqueeze(0),
+        input_ids=ids.reshape(-1)[source].unsqueeze(0),
+        position_ids=positions.expand(batch, seq_len).reshape(-1)[source].unsqueeze(0),
         attention_mask=None,
-        shift_labels=shift_labels[mask].unsqueeze(0),
+        shift_labels=shift_labels.reshape(-1)[source].unsqueeze(0),
     )
-    return packed, mask, lengths.tolist()
+    return packed, mask, gather.to(ids.device), groups
 
 
-def unpack_outputs(output, mask: torch.Tensor):
-    """Scatter each per-token field of a packed fused output (1, N) back to (B, T−1), in place; returns it."""
+def unpack_outputs(output, mask: torch.Tensor, gather: torch.Tensor):
+    """Per-token fields of a packed fused output (1, N) back in TRL's (B, T−1) layout, in place; returns it.
+    ``gather[b, t]`` is the packed index of token (b, t); padding reads 0."""
     for name in PER_TOKEN_FIELDS:
         value = getattr(output, name, None)
         if value is not None:
-            full = value.new_zeros(mask.shape).masked_scatter(mask, value[0])
+            full = value[0][gather].masked_fill(~mask, 0)
             setattr(output, name, full[:, :-1])
     return output
+
+
+def _causal(q, k, v, scaling, prefix=None):
+    """softmax(q·kᵀ·scaling + causal) in fp32 → q's dtype, times v; q (1, Hq, L, d), k/v (1, Hkv, L, d), and with
+    ``prefix`` = (k, v) of S earlier tokens every query also sees all of them."""
+    groups = q.shape[1] // k.shape[1]
+    length, shared = q.shape[2], 0
+    if prefix is not None:
+        shared = prefix[0].shape[2]
+        k, v = torch.cat([prefix[0], k], dim=2), torch.cat([prefix[1], v], dim=2)
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scaling
+    future = torch.ones(length, shared + length, dtype=torch.bool, device=q.device).triu(shared + 1)
+    probs = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1, dtype=torch.float32).to(q.dtype)
+    return torch.matmul(probs, v)
 
 
 def segment_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """Causal attention of each packed sequence on its own; query (1, Hq, N, d), key/value (1, Hkv, N, d).
 
-    Per sequence: softmax(q·kᵀ·scaling + causal) in fp32, cast back to q's dtype, times v, as transformers' eager
+    Per group of the packed layout (``_active.groups``): the shared prefix attends causally to itself, each tail to
+    the prefix and causally to itself; softmax in fp32, cast back to q's dtype, times v, as transformers' eager
     attention computes it. Returns ``(output (1, N, Hq, d), None)``."""
     if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None or dropout:
         raise ValueError("cpu_fast_path: packed attention supports plain causal attention only (no sliding window, "
                          "softcap or attention dropout); set cpu_fast_path=false for this model")  # fmt: skip
-    groups = query.shape[1] // key.shape[1]
-    outputs, start = [], 0
-    for length in _active.lengths:
-        rows = slice(start, start + length)
-        q = query[:, :, rows]
-        k = key[:, :, rows].repeat_interleave(groups, dim=1)
-        v = value[:, :, rows].repeat_interleave(groups, dim=1)
-        scores = torch.matmul(q, k.transpose(2, 3)) * scaling
-        future = torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1)
-        scores = scores.masked_fill(future, float("-inf"))
-        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        outputs.append(torch.matmul(probs, v))
-        start += length
+    outputs, at = [], 0
+    for shared, tails in _active.groups:
+        span = slice(at, at + shared)
+        prefix = (key[:, :, span], value[:, :, span]) if shared else None
+        if shared:
+            outputs.append(_causal(query[:, :, span], key[:, :, span], value[:, :, span], scaling))
+        at += shared
+        for length in tails:
+            span = slice(at, at + length)
+            outputs.append(_causal(query[:, :, span], key[:, :, span], value[:, :, span], scaling, prefix))
+            at += length
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _packed_length(groups) -> int:
+    return sum(shared + sum(tails) for shared, tails in groups)
 
 
 def _attention_for(original):
     def attention(module, query, key, value, attention_mask, *args, **kwargs):
-        lengths = getattr(_active, "lengths", None)
-        if lengths is not None and query.shape[0] == 1 and query.shape[2] == sum(lengths):
+        groups = getattr(_active, "groups", None)
+        if groups is not None and query.shape[0] == 1 and query.shape[2] == _packed_length(groups):
             return segment_attention(module, query, key, value, attention_mask, *args, **kwargs)
         return original(module, query, key, value, attention_mask, *args, **kwargs)
 
@@ -104,27 +175,29 @@ def _attention_for(original):
 
 
 @contextlib.contextmanager
-def packed_forwards(models: Iterable[nn.Module | None]) -> Iterator[None]:
+def packed_forwards(models: Iterable[nn.Module | None], share_pair_prefix: bool = False) -> Iterator[None]:
     """Within the block, fused-head calls of ``models`` run padding-free (module docstring), and transformers'
     ``sdpa`` attention runs per sequence for them. Other calls are untouched. Hooks and the registry entry are
-    removed on exit."""
+    removed on exit. ``share_pair_prefix``: see :func:`pack_batch`; only for models whose attention is ``sdpa``
+    (the per-sequence attention here is what keeps the shared prefix correct)."""
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     pending: dict[int, tuple | None] = {}  # module id -> its packed call in flight (calls do not nest per module)
 
     def pre_hook(module, args, kwargs):
-        packed = pending[id(module)] = None if args else pack_batch(kwargs)
+        share = share_pair_prefix and getattr(module.config, "_attn_implementation", None) == "sdpa"
+        packed = pending[id(module)] = None if args else pack_batch(kwargs, share)
         if packed is None:
             return None
-        _active.lengths = packed[2]
+        _active.groups = packed[3]
         return args, packed[0]
 
     def post_hook(module, args, kwargs, output):
         packed = pending.pop(id(module), None)
         if packed is None:
             return None
-        _active.lengths = None
-        return unpack_outputs(output, packed[1])
+        _active.groups = None
+        return unpack_outputs(output, packed[1], packed[2])
 
     handles = []
     for model in {id(m): m for m in models if m is not None}.values():
@@ -136,7 +209,7 @@ def packed_forwards(models: Iterable[nn.Module | None]) -> Iterator[None]:
     try:
         yield
     finally:
-        _active.lengths = None
+        _active.groups = None
         for handle in handles:
             handle.remove()
         if had_local:

@@ -54,8 +54,9 @@ class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, trl.DPOTrainer):
     model's own outputs.
 
     ``cpu_fast_path`` (:class:`~alignkit.plugins.common.fast_path.CPUFastPathMixin`): the policy and reference
-    forwards of ``compute_loss`` project only the completion positions, through a CPU-shaped head; under bf16 autocast
-    the frozen base is cast to bf16 once per ``train()``.
+    forwards of ``compute_loss`` run without padding, with each pair's shared prompt once, and project only the
+    completion positions, through a CPU-shaped head; under bf16 autocast the frozen base is cast to bf16 once per
+    ``train()``.
     """
 
     def __init__(self, *args, **kwargs):
@@ -99,7 +100,7 @@ class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, trl.DPOTrainer):
         self._metrics["train"]["repetition_rate/policy"].append(stats[1].item())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        with self.fast_head():
+        with self.fast_head(share_pair_prefix=True):  # rows i and i + B/2 are a pair's chosen and rejected
             return self._compute_loss_with_plugins(model, inputs, return_outputs, num_items_in_batch)
 
     def _compute_loss_with_plugins(self, model, inputs, return_outputs, num_items_in_batch):
