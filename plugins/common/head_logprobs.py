@@ -8,9 +8,9 @@ in fp32 (``_addmm_fp32`` upcasts the bf16 tiles), so under bf16 autocast its bac
 - it tiles the *tokens* (``TOKEN_CHUNK`` rows) against the whole vocabulary, so each row's softmax is one fp32
   reduction and each gradient GEMM reduces over the whole vocabulary inside one matmul (fp32 accumulation inside the
   BLAS kernel, one rounding of the result to the compute dtype);
-- it keeps one (rows, V) tile in the compute dtype per token tile for the backward when they fit in
-  ``SAVE_BUDGET_BYTES``, instead of recomputing the logits: the probabilities p when the logit transform is the
-  identity (the log-prob gradient g·(1[v = y] − p_v) then needs nothing else), else the raw logits;
+- it keeps one (rows, V) tile per token tile for the backward when they fit in ``SAVE_BUDGET_BYTES``, instead of
+  recomputing the logits: the fp32 probabilities p when the logit transform is the identity (the log-prob gradient
+  g·(1[v = y] − p_v) then needs nothing else), else the raw logits in the compute dtype;
 - the gradient GEMMs run in the compute dtype (bf16 under autocast, as any autocast linear's backward does).
 
 Per row n with raw logits a = h_n·Wᵀ + b (rounded to the compute dtype, as TRL's tile is), z = f(a)/T where
@@ -25,8 +25,8 @@ f(a) = s·tanh(κa/s) with a softcap s, else κa (κ = ``logit_scale``), and log
     ∂L/∂a_v   = ∂L/∂z_v · (1/T) · κ · (1 − tanh²(κa_v/s) with a softcap, else 1)
 
 In fp32 mode every step is fp32 and the results equal TRL's up to summation order; under bf16 autocast the logits
-are rounded to bf16 exactly as in TRL, and so is ∂L/∂a (TRL rounds it too); the kept p is rounded to bf16 before
-the product with g, and the gradients of the hidden states are rounded once to bf16 (TRL keeps them fp32):
+are rounded to bf16 exactly as in TRL, and so is ∂L/∂a (TRL rounds it too), and the gradients of the hidden states
+are rounded once to bf16 (TRL keeps them fp32):
 tests/test_fast_path.py bounds both.
 """
 
@@ -83,25 +83,25 @@ def _raw_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
 
 
 def _fold(
-    raw: torch.Tensor, targets: torch.Tensor, outputs: tuple[str, ...], transform: tuple, keep_p: torch.dtype | None
+    raw: torch.Tensor, targets: torch.Tensor, outputs: tuple[str, ...], transform: tuple, keep_p: bool
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-    """Per-row statistics (module docstring) of the raw logits a (C, V), and p = softmax(z) in ``keep_p`` (None:
-    not kept).
-
-    With the identity transform (κ = 1, no softcap, T = 1) z = a, so the max, the target's logit, the mean and the
-    argmax are read from ``raw`` itself (exact in any dtype) and z − max is one fp32 pass, not a copy and a
-    subtraction."""
+    """Per-row statistics (module docstring) of the raw logits a (C, V), and, with ``keep_p``, p = softmax(z) in
+    fp32 (else None). One fp32 copy of the tile, then in-place passes: on the CPU a mixed-dtype op would copy its
+    bf16 operand anyway, once per op."""
     out: dict[str, torch.Tensor] = {}
-    plain = transform == (1.0, None, 1.0)
-    z = raw if plain else _transform(raw, *transform)
-    out_t = targets.unsqueeze(1)
-    target_z = z.gather(1, out_t).squeeze(1).float()
+    if transform == (1.0, None, 1.0):  # z = a: an fp32 view of the tile, or the fp32 tile itself (not kept)
+        z = raw if raw.dtype == torch.float32 else raw.float()
+    else:
+        z = _transform(raw, *transform)
+    target_z = z.gather(1, targets.unsqueeze(1)).squeeze(1)
     if "mean_logits" in outputs:
-        out["mean_logits"] = z.sum(dim=1, dtype=torch.float32) / z.shape[1]
-    if "is_top1" in outputs:
-        out["is_top1"] = z.argmax(dim=1) == targets
-    m = z.amax(dim=1, keepdim=True).float()
-    y = torch.sub(z, m) if plain else z.sub_(m)  # z − max ≤ 0, fp32
+        out["mean_logits"] = z.mean(dim=1)
+    if "is_top1" in outputs:  # max(dim) gives the first maximum's index with the max, in one pass
+        m, first_max = z.max(dim=1, keepdim=True)
+        out["is_top1"] = first_max.squeeze(1) == targets
+    else:
+        m = z.amax(dim=1, keepdim=True)
+    y = z.sub_(m)  # z − max ≤ 0
     e = torch.exp(y) if {"entropy", "log_sum_sq_probs"} & set(outputs) else y.exp_()
     sum_e = e.sum(dim=1)
     log_sum_e = sum_e.log()
@@ -112,19 +112,15 @@ def _fold(
         out["entropy"] = log_sum_e - torch.linalg.vecdot(e, y) / sum_e
     if "log_sum_sq_probs" in outputs:
         out["log_sum_sq_probs"] = torch.linalg.vecdot(e, e).log() - 2 * log_sum_e
-    if keep_p is None:
-        return out, None
-    p = torch.empty(e.shape, dtype=keep_p, device=e.device)
-    return out, torch.mul(e, sum_e.reciprocal().unsqueeze(1), out=p)  # fp32 maths, one rounding to keep_p
+    return out, (e.mul_(sum_e.reciprocal().unsqueeze(1)) if keep_p else None)
 
 
 def _logprob_grad_from_p(p: torch.Tensor, targets: torch.Tensor, log_probs: torch.Tensor, g: torch.Tensor):
-    """∂L/∂a = g·(1[v = y] − p_v) in p's dtype from the kept probabilities (identity transform, log-prob gradient
-    only): −g·p_v in one fp32 pass rounded once, and the target entry g·(1 − p_y) from the fp32 log-prob."""
+    """∂L/∂a = g·(1[v = y] − p_v) in fp32 from the kept fp32 probabilities (identity transform, log-prob gradient
+    only), overwriting them; the target entry is g·(1 − p_y) with p_y from the fp32 log-prob."""
     g = g.float().unsqueeze(1)
-    grad = torch.mul(p, -g, out=torch.empty_like(p))
-    target = g * (1 - log_probs.float().exp().unsqueeze(1))
-    return grad.scatter_(1, targets.unsqueeze(1), target.to(grad.dtype))
+    grad = p.mul_(-g)
+    return grad.scatter_(1, targets.unsqueeze(1), g * (1 - log_probs.float().exp().unsqueeze(1)))
 
 
 def _grad_logits(raw, targets, log_z, entropy, rows, grad_log_probs, grad_entropy, transform) -> torch.Tensor:
@@ -179,10 +175,11 @@ class CompactHeadLogProb(torch.autograd.Function):
         b = None if bias is None else bias.detach().to(dtype)
         needs_grad = any(ctx.needs_input_grad[:3])
         transform = (logit_scale, final_logit_softcapping, 1.0 / temperature)
-        # Kept for the backward (one (C, V) tile per chunk, compute dtype): with the identity transform the
-        # probabilities p (the backward needs nothing else for log-prob gradients), else the raw logits a.
-        keep = needs_grad and n_rows * vocab * w.element_size() <= SAVE_BUDGET_BYTES
-        keep_p = dtype if keep and transform == (1.0, None, 1.0) else None
+        # Kept for the backward (one (C, V) tile per chunk): with the identity transform the fp32 probabilities p
+        # (the backward needs nothing else for log-prob gradients), else the raw logits a in the compute dtype.
+        keep_p = transform == (1.0, None, 1.0)
+        keep = needs_grad and n_rows * vocab * (4 if keep_p else w.element_size()) <= SAVE_BUDGET_BYTES
+        keep_p = keep and keep_p
         names = ("log_probs", "log_z", *(o for o in OPTIONAL_OUTPUTS if o in outputs))
         stats = {name: [] for name in names}
         saved = []
@@ -191,7 +188,7 @@ class CompactHeadLogProb(torch.autograd.Function):
                 raw = _raw_logits(hidden[start : start + TOKEN_CHUNK].detach(), w, b)
                 folded, p = _fold(raw, targets[start : start + TOKEN_CHUNK], outputs, transform, keep_p)
                 if keep:
-                    saved.append(("p", p) if keep_p is not None else ("raw", raw))
+                    saved.append(("p", p) if keep_p else ("raw", raw))
                 for name, value in folded.items():
                     stats[name].append(value)
         empty = {"is_top1": torch.zeros(0, dtype=torch.bool, device=hidden.device)}  # no scored row at all
@@ -221,7 +218,7 @@ class CompactHeadLogProb(torch.autograd.Function):
                 h = hidden[rows].detach()
                 kind, tile = ctx.saved[i] if ctx.saved else ("raw", _raw_logits(h, w, b))
                 if kind == "p" and grad_entropy is None:
-                    grad_c = _logprob_grad_from_p(tile, targets[rows], log_probs[rows], grad_log_probs[rows])
+                    grad_c = _logprob_grad_from_p(tile, targets[rows], log_probs[rows], grad_log_probs[rows]).to(dtype)
                 else:
                     raw = tile if kind == "raw" else _raw_logits(h, w, b)
                     grads = (grad_log_probs, grad_entropy)
