@@ -15,7 +15,8 @@ In one run:
 Verdict statistic, fixed before the first run: the **median over the profiled fast steps of achieved matmul FLOP/s
 divided by the measured bf16 peak**; goal >= 0.30 (met when the median is >= 0.30). Per-phase time of each step
 (LM head, matmuls outside the head, casts/copies, attention, optimizer, other) comes from the same profiles: each
-op's self time goes to the phase of its nearest enclosing head / attention / optimizer op, else to its own kind.
+op's self time goes to the phase of its nearest enclosing head / attention / optimizer op or autograd node, else to
+its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py
     .venv/bin/python bench/mfu.py --quick      # small sizes, 1 step each; prints, writes nothing
@@ -38,6 +39,11 @@ VERDICT = "median over profiled fast dpo-smol steps of (profiler-counted matmul 
 HEAD_OPS = ("ChunkedLogProbFunction", "CompactHeadLogProb")  # forward names; the backward nodes add "Backward"
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
+# TRL's path: the fused sdpa kernels, forward and backward. The fast path's per-sequence attention: its forward
+# under a record_function name, its backward as the autograd nodes of its ops (nothing else in a step runs bmm or
+# softmax under autograd; masked_fill too, outside the head functions, which autograd sees as one node each).
+ATTENTION_MARKS = ("scaled_dot_product", "alignkit::packed_attention", "BmmBackward", "SoftmaxBackward",
+                   "MaskedFillBackward")  # fmt: skip
 PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other")
 
 
@@ -89,7 +95,7 @@ def _phase(event) -> str:
         name = node.name
         if name.startswith(HEAD_OPS) or any(f"{op}Backward" in name for op in HEAD_OPS):
             return "LM head"
-        if "scaled_dot_product" in name:
+        if any(mark in name for mark in ATTENTION_MARKS):
             return "attention"
         if name.startswith("Optimizer.step#"):
             return "optimizer"

@@ -180,7 +180,7 @@ def _prompt_completion():
     )
 
 
-def _run_one_step(kind: str, model_path: str, tmp_path, fast: bool, bf16: bool):
+def _run_one_step(kind: str, model_path: str, tmp_path, fast: bool, bf16: bool, **extra_args):
     """One optimizer step (batch 4) with LoRA; returns ``(loss, grads, base weight dtype during the step, trainer)``.
     No gradient clipping: the probe reads the gradients after it, and clipping to norm 1 would hide a scale error."""
     from peft import LoraConfig
@@ -189,7 +189,7 @@ def _run_one_step(kind: str, model_path: str, tmp_path, fast: bool, bf16: bool):
 
     out = str(tmp_path / f"{kind}-{fast}-{bf16}")
     common = dict(CPU, bf16=bf16, max_steps=1, per_device_train_batch_size=4, max_grad_norm=0.0, logging_steps=1,
-                  save_strategy="no", output_dir=out, cpu_fast_path=fast)  # fmt: skip
+                  save_strategy="no", output_dir=out, cpu_fast_path=fast, **extra_args)  # fmt: skip
     lora = dict(r=8, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear")
     if kind == "dpo":
         args, data, task = ak.DPOConfig(**common, max_length=64), _pairs(), "CAUSAL_LM"
@@ -269,6 +269,25 @@ def test_fast_step_within_bf16_rounding_of_trl_step(kind, tiny_model, tmp_path):
     fast_g, slow_g, ref_g = (torch.cat([g[n].flatten() for n in names]) for g in (fast_grads, slow_grads, ref_grads))
     assert slow_g.norm() > 0
     assert _rel(fast_g, slow_g) <= max(_rel(slow_g, ref_g), 1e-2)
+
+
+def test_fast_path_with_unlikelihood_keeps_padding_and_equals_trl_in_fp32(tiny_model, tmp_path, monkeypatch):
+    # Unlikelihood reads the backbone's (B, T, H) hidden states: the fast path must not pack, and still be exact.
+    packed = _packed_calls(monkeypatch)
+    slow_loss, slow_grads, _, _ = _run_one_step("sft", tiny_model, tmp_path, False, False, unlikelihood_alpha=0.5)
+    fast_loss, fast_grads, _, trainer = _run_one_step("sft", tiny_model, tmp_path, True, False, unlikelihood_alpha=0.5)
+    assert packed == [] and trainer.state.log_history[0]["unlikelihood"] > 0
+    assert fast_loss == pytest.approx(slow_loss, rel=1e-6, abs=1e-6)
+    for name, grad in slow_grads.items():
+        torch.testing.assert_close(fast_grads[name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
+def test_policy_samples_generate_under_the_frozen_cast(tiny_model, tmp_path):
+    # DPO's logged policy samples call generate() inside train(), outside autocast, while the frozen base is bf16.
+    _, _, dtype, trainer = _run_one_step("dpo", tiny_model, tmp_path, True, True, policy_sample_steps=1,
+                                         policy_sample_max_new_tokens=4)  # fmt: skip
+    assert dtype == torch.bfloat16
+    assert "lengths/policy" in trainer.state.log_history[0]
 
 
 def test_reward_fast_step_is_bit_identical_in_bf16(tiny_rm, tmp_path):

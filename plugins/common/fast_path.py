@@ -94,6 +94,21 @@ def _embedding_params(models: Iterable[nn.Module]) -> set[int]:
     return {id(p) for m in models for mod in m.modules() if isinstance(mod, nn.Embedding) for p in mod.parameters()}
 
 
+def _match_weight_dtype(module: nn.Linear, args: tuple):
+    """Forward pre-hook: outside autocast (e.g. ``generate`` for logged samples), feed a cast layer its weight's
+    dtype, as autocast would; the forward hook hands the result back in the caller's dtype."""
+    x = args[0]
+    if torch.is_autocast_enabled(x.device.type) or x.dtype == module.weight.dtype or not x.is_floating_point():
+        return None
+    module._alignkit_caller_dtype = x.dtype
+    return (x.to(module.weight.dtype), *args[1:])
+
+
+def _restore_caller_dtype(module: nn.Linear, args: tuple, output: torch.Tensor):
+    dtype = module.__dict__.pop("_alignkit_caller_dtype", None)
+    return None if dtype is None else output.to(dtype)
+
+
 @contextlib.contextmanager
 def frozen_linear_cast(models: Iterable[nn.Module | None], dtype: torch.dtype) -> Iterator[int]:
     """Within the block, every frozen floating-point ``nn.Linear`` weight and bias of ``models`` holds a ``dtype``
@@ -101,14 +116,17 @@ def frozen_linear_cast(models: Iterable[nn.Module | None], dtype: torch.dtype) -
 
     Parameters shared with an ``nn.Embedding`` (a tied LM head) stay as they are: embedding lookups do not autocast,
     so casting them would change the residual stream's dtype, not only the matmuls. Quantized (integer) weights and
-    weights that train are left alone."""
+    weights that train are left alone. A forward that runs outside autocast inside the block (DPO's logged policy
+    samples call ``generate``) gets these layers in ``dtype``, as under autocast, instead of a dtype error."""
     models = [m for m in models if m is not None]
     tied = _embedding_params(models)
     originals: dict[int, tuple[nn.Parameter, torch.Tensor]] = {}
+    handles = []
     for model in models:
         for module in model.modules():
             if not isinstance(module, nn.Linear):
                 continue
+            cast = False
             for param in (module.weight, module.bias):
                 if (
                     param is None
@@ -121,9 +139,15 @@ def frozen_linear_cast(models: Iterable[nn.Module | None], dtype: torch.dtype) -
                     continue
                 originals[id(param)] = (param, param.data)
                 param.data = param.data.to(dtype)
+                cast = True
+            if cast:
+                handles.append(module.register_forward_pre_hook(_match_weight_dtype))
+                handles.append(module.register_forward_hook(_restore_caller_dtype))
     try:
         yield len(originals)
     finally:
+        for handle in handles:
+            handle.remove()
         for param, data in originals.values():
             param.data = data
 

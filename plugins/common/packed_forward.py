@@ -146,6 +146,11 @@ def segment_attention(module, query, key, value, attention_mask, scaling, dropou
     if kwargs.get("sliding_window") is not None or kwargs.get("softcap") is not None or dropout:
         raise ValueError("cpu_fast_path: packed attention supports plain causal attention only (no sliding window, "
                          "softcap or attention dropout); set cpu_fast_path=false for this model")  # fmt: skip
+    with torch.profiler.record_function("alignkit::packed_attention"):  # a name for bench/mfu.py's phases
+        return _segment_attention(query, key, value, scaling)
+
+
+def _segment_attention(query, key, value, scaling):
     outputs, at = [], 0
     for shared, tails in _active.groups:
         span = slice(at, at + shared)
