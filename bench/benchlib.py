@@ -422,7 +422,7 @@ def set_offline_env() -> None:
 
 def result_header(threads: int | None = None) -> dict[str, Any]:
     """What every result JSON records about its run: command, UTC date, CPU model and all its flags, thread count
-    (torch's and the CPUs this process may run on), load average, OpenMP policy."""
+    (torch's and the CPUs this process may run on), load average, OpenMP policy, git commit."""
     import datetime
     import sys
 
@@ -445,4 +445,16 @@ def result_header(threads: int | None = None) -> dict[str, Any]:
         "omp": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
         "load_average_start": load_average(),
         "versions": {"torch": torch.__version__},
+        "git": _git_state(),
     }
+
+
+def _git_state() -> str:
+    """``<commit>`` of the checkout the bench ran from, ``+dirty`` if tracked files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
