@@ -614,3 +614,43 @@ def with_hand_notes(path: Path | str, generated: str, marker: str = "## Reading 
         return generated
     at = old.find(marker)
     return generated if at < 0 else generated.rstrip("\n") + "\n\n" + old[at:]
+
+
+def result_header(threads: int | None = None) -> dict[str, Any]:
+    """What every result JSON records about its run: command, UTC date, CPU model and all its flags, thread count
+    (torch's and the CPUs this process may run on), load average, OpenMP policy, git commit."""
+    import datetime
+    import sys
+
+    import torch
+
+    model, wanted = cpu_model_and_flags()
+    try:
+        flags_line = re.search(r"^flags\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
+        all_flags = flags_line.group(1).split() if flags_line else []
+    except OSError:
+        all_flags = []
+    return {
+        "command": " ".join([os.path.relpath(sys.executable), *sys.argv]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_model": model,
+        "cpu_bf16_flags": wanted,
+        "cpu_flags": all_flags,
+        "torch_threads": threads or torch.get_num_threads(),
+        "cpus_allowed": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "omp": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")},
+        "load_average_start": load_average(),
+        "versions": {"torch": torch.__version__},
+        "git": _git_state(),
+    }
+
+
+def _git_state() -> str:
+    """``<commit>`` of the checkout the bench ran from, ``+dirty`` if tracked files differ from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=False).stdout.strip()
+
+    commit = git("rev-parse", "HEAD") or "unknown"
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

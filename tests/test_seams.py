@@ -123,3 +123,21 @@ def test_pure_modules_do_not_import_trl():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_fused_head_function_seam():
+    """plugins/common/fast_path.py swaps trl.trainer.utils._ChunkedLogProbFunction (and _use_triton) inside
+    cpu_fast_head: TRL's fused forward must still look both up as module globals at call time, and the kernel's
+    arguments must still be the ones CompactHeadLogProb takes, in the same order."""
+    import trl.trainer.utils as trl_utils
+    from trl.kernels import ChunkedLogProbFunction
+
+    from alignkit.plugins.common.head_logprobs import CompactHeadLogProb
+
+    src = _src(trl_utils.add_fused_lm_head)
+    assert "compact = _use_triton(hidden_states.device)" in src
+    assert "per_token = _ChunkedLogProbFunction.apply(" in src
+    assert trl_utils._ChunkedLogProbFunction is ChunkedLogProbFunction
+    theirs = list(inspect.signature(ChunkedLogProbFunction.forward).parameters)
+    ours = list(inspect.signature(CompactHeadLogProb.forward).parameters)
+    assert ours[: len(theirs)] == theirs and ours[len(theirs) :] == ["weight_cast"]

@@ -8,16 +8,18 @@ from dataclasses import dataclass, field
 
 import trl
 
+from alignkit.plugins.common.fast_path_fields import CPUFastPathFields
 from alignkit.plugins.common.kl_fields import AdaptiveKLFields
 
 __all__ = ["DPOConfig"]
 
 
 @dataclass
-class DPOConfig(AdaptiveKLFields, trl.DPOConfig):
+class DPOConfig(CPUFastPathFields, AdaptiveKLFields, trl.DPOConfig):
     """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``), adaptive β (``kl_target``, ``kl_horizon`` from
     :class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; the target is an implicit per-token k2 on the
-    chosen + rejected tokens, nats per token, horizon in pairs) and policy sampling; all off."""
+    chosen + rejected tokens, nats per token, horizon in pairs), policy sampling and the CPU fast path
+    (``cpu_fast_path``); all off."""
 
     rdpo_alpha: float = field(
         default=0.0,

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 import torch
 import trl
 
+from alignkit.plugins.common.fast_path import CPUFastPathMixin
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.kl_estimators import kl_k2
 from alignkit.plugins.common.repetition_penalty import ngram_repetition_rate
@@ -20,8 +21,9 @@ __all__ = ["DPOConfig", "DPOTrainer"]
 REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
 
 
-class DPOTrainer(AdaptiveKLMixin, trl.DPOTrainer):
-    """``trl.DPOTrainer`` with R-DPO and an adaptive β; every TRL loss type, ``ld_alpha`` and metric still apply.
+class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, trl.DPOTrainer):
+    """``trl.DPOTrainer`` with R-DPO, an adaptive β and a CPU fast path; every TRL loss type, ``ld_alpha`` and metric
+    still apply.
 
     Seam: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook. TRL 1.16 computes the
     whole loss in one private method (``_compute_loss``) from two fused-head forwards, policy first, then reference;
@@ -50,6 +52,11 @@ class DPOTrainer(AdaptiveKLMixin, trl.DPOTrainer):
     ``lengths/policy`` and ``repetition_rate/policy``, from greedy replies of the current policy to the batch's first
     prompts (:func:`alignkit.plugins.dpo.policy_samples.policy_reply_stats`), the one view of what DPO does to the
     model's own outputs.
+
+    ``cpu_fast_path`` (:class:`~alignkit.plugins.common.fast_path.CPUFastPathMixin`): the policy and reference
+    forwards of ``compute_loss`` run without padding, with each pair's shared prompt once, and project only the
+    completion positions, through a CPU-shaped head; under bf16 autocast the frozen base is cast to bf16 once per
+    ``train()``.
     """
 
     def __init__(self, *args, **kwargs):
@@ -93,6 +100,10 @@ class DPOTrainer(AdaptiveKLMixin, trl.DPOTrainer):
         self._metrics["train"]["repetition_rate/policy"].append(stats[1].item())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        with self.fast_head(share_pair_prefix=True):  # rows i and i + B/2 are a pair's chosen and rejected
+            return self._compute_loss_with_plugins(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss_with_plugins(self, model, inputs, return_outputs, num_items_in_batch):
         args = self.args
         if args.policy_sample_steps:
             self._log_policy_replies(model, inputs)

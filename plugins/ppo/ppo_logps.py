@@ -5,7 +5,8 @@ wired in by :class:`alignkit.plugins.ppo.ppo_forward.ForwardEconomies`.
    every position elsewhere, because on XLA-like devices a changing number of positions recompiles. Eager CPU has no
    such cost, and in PPO the prompt is most of the sequence (47 of 63 tokens in the peer bench), so projecting it
    through the (vocab × hidden) head and folding its softmax is wasted work, forward and backward.
-   :func:`compact_fused_head` runs TRL's own compact path on the CPU too. Per-token results are unchanged.
+   :func:`compact_fused_head` (now shared with SFT and DPO in :mod:`alignkit.plugins.common.fast_path`, re-exported
+   here) runs TRL's own compact path on the CPU too. Per-token results are unchanged.
 2. **π_old from the sampling pass.** Sampling already computes the policy's next-token logits at every completion
    position; :class:`SampledLogProbs` keeps log softmax(logits / T) of each sampled token, so the rollout does not need
    a second policy forward for the old log-probs. The loss still uses TRL's forward, whose numerics can differ from
@@ -23,24 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from alignkit.plugins.common.fast_path import compact_fused_head
+
 __all__ = ["SampledLogProbs", "compact_fused_head"]
-
-
-@contextmanager
-def compact_fused_head() -> Iterator[None]:
-    """Within the block, TRL's fused LM head (``trl.trainer.utils.add_fused_lm_head``) scores only the positions whose
-    label is not -100 on the CPU as well, through its compact (Triton-device) branch: ``hidden[mask]`` in,
-    ``masked_scatter`` out. Each position's log-prob and entropy is computed the same way, so results are equal; the
-    head GEMMs and softmax folds shrink from all positions to the labelled ones. The decision is taken in the forward,
-    so the backward of a forward run inside the block is compact too."""
-    import trl.trainer.utils as trl_utils
-
-    original = trl_utils._use_triton
-    trl_utils._use_triton = lambda device: device.type == "cpu" or original(device)
-    try:
-        yield
-    finally:
-        trl_utils._use_triton = original
 
 
 class SampledLogProbs:

@@ -8,12 +8,15 @@ from dataclasses import dataclass, field
 
 import trl
 
+from alignkit.plugins.common.fast_path_fields import CPUFastPathFields
+
 __all__ = ["RewardConfig"]
 
 
 @dataclass
-class RewardConfig(trl.RewardConfig):
-    """``trl.RewardConfig`` plus ``length_decorrelation_coef`` (0 = off, identical to TRL)."""
+class RewardConfig(CPUFastPathFields, trl.RewardConfig):
+    """``trl.RewardConfig`` plus ``length_decorrelation_coef`` (0 = off, identical to TRL) and ``cpu_fast_path``
+    (off; for a reward model only the frozen-base cast applies)."""
 
     length_decorrelation_coef: float = field(
         default=0.0,

@@ -5,14 +5,15 @@ from __future__ import annotations
 import torch
 import trl
 
+from alignkit.plugins.common.fast_path import CPUFastPathMixin
 from alignkit.plugins.reward.length_decorrelation import length_correlation_penalty, response_lengths
 from alignkit.plugins.reward.reward_config import RewardConfig
 
 __all__ = ["RewardConfig", "RewardTrainer"]
 
 
-class RewardTrainer(trl.RewardTrainer):
-    """``trl.RewardTrainer`` with a reward–length decorrelation penalty.
+class RewardTrainer(CPUFastPathMixin, trl.RewardTrainer):
+    """``trl.RewardTrainer`` with a reward–length decorrelation penalty and a CPU fast path.
 
     Seam: ``compute_loss``. It calls ``super().compute_loss(..., return_outputs=True)`` (Bradley–Terry loss, optional
     margin, ``center_rewards_coefficient`` and TRL's metrics all unchanged), then adds::
@@ -28,6 +29,9 @@ class RewardTrainer(trl.RewardTrainer):
     batches give a less noisy estimate; with one pair per device it is ±1 or 0 and only its sign carries information.
 
     Logged: ``reward_length_corr`` (ρ, averaged across devices) whenever the coefficient is > 0.
+
+    ``cpu_fast_path`` (:class:`~alignkit.plugins.common.fast_path.CPUFastPathMixin`): a reward model has no LM head,
+    so only the frozen-base cast applies (under bf16 autocast, once per ``train()``).
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

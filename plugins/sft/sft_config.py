@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 
 import trl
 
+from alignkit.plugins.common.fast_path_fields import CPUFastPathFields
+
 __all__ = ["SFTConfig"]
 
 
 @dataclass
-class SFTConfig(trl.SFTConfig):
-    """``trl.SFTConfig`` plus ``unlikelihood_alpha`` (0 = off, identical to TRL)."""
+class SFTConfig(CPUFastPathFields, trl.SFTConfig):
+    """``trl.SFTConfig`` plus ``unlikelihood_alpha`` (0 = off, identical to TRL) and ``cpu_fast_path`` (off)."""
 
     unlikelihood_alpha: float = field(
         default=0.0,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import trl
 
+from alignkit.plugins.common.fast_path import CPUFastPathMixin
 from alignkit.plugins.sft.fused_head import (
     capture_fused_forward,
     context_logprobs,
@@ -19,8 +20,8 @@ __all__ = ["SFTConfig", "SFTTrainer"]
 REPETITION_SAMPLE = 32  # target positions per micro-batch projected through the full head for `repetition_rate`
 
 
-class SFTTrainer(trl.SFTTrainer):
-    """``trl.SFTTrainer`` with unlikelihood training against repetition.
+class SFTTrainer(CPUFastPathMixin, trl.SFTTrainer):
+    """``trl.SFTTrainer`` with unlikelihood training against repetition and a CPU fast path.
 
     Seam: ``compute_loss``. It calls ``super().compute_loss`` unchanged (TRL's NLL/DFT loss, aux loss, metrics), then,
     when ``unlikelihood_alpha > 0``, adds the token-level unlikelihood term of Welleck et al. 2019 (§4.1)::
@@ -40,9 +41,18 @@ class SFTTrainer(trl.SFTTrainer):
     Logged: ``unlikelihood`` (L_UL, before α) and ``repetition_rate`` (fraction of target positions whose top-1
     prediction repeats a context token; on the fused path measured on up to 32 evenly spaced target positions per
     micro-batch, see :func:`~alignkit.plugins.sft.fused_head.sampled_repetition_rate`).
+
+    ``cpu_fast_path`` (:class:`~alignkit.plugins.common.fast_path.CPUFastPathMixin`): the fused head projects only the
+    labelled positions, through a CPU-shaped head; under bf16 autocast the frozen base is cast to bf16 once per
+    ``train()``.
     """
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Unlikelihood reads the backbone's (B, T, H) hidden states, which a packed forward would not give it.
+        with self.fast_head(pack=self.args.unlikelihood_alpha == 0):
+            return self._compute_loss_with_plugins(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss_with_plugins(self, model, inputs, return_outputs, num_items_in_batch):
         alpha = self.args.unlikelihood_alpha
         if alpha == 0:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)

@@ -1,0 +1,288 @@
+"""The machine's matmul peak, and how much of it one dpo-smol optimizer step reaches, before and after the fast path.
+
+In one run:
+
+1. **Peak.** fp32 and bf16 ``torch.mm`` on square matrices of 576, 1024 and 2048 (best of 5 after 2 warm-ups, at
+   ``--threads`` threads); the peak of a dtype is its best size. The machine spec is 2 cores, but they are shared
+   with other jobs: the default is 1 thread on the core ``taskset`` gives the process, and the report records how
+   busy the other core was while the peak was measured.
+2. **Steps.** The dpo-smol recipe (built as ``alignkit train`` builds it) trains ``--warmup`` + ``--steps`` optimizer
+   steps with ``cpu_fast_path`` off ("before"), then the same steps on the same batches with it on ("after"); every
+   step after the warm-up runs under ``torch.profiler`` (``with_flops``). Achieved matmul FLOP/s of a step = FLOPs of
+   the matmul ops the profiler counts (``aten::mm``/``addmm``/``bmm``/...; the fused attention kernel's FLOPs are
+   not counted, so the figure is a lower bound) / the step's wall time, profiler overhead included.
+
+Verdict statistic, fixed before the first run: the **median over the profiled fast steps of achieved matmul FLOP/s
+divided by the measured bf16 peak**; goal >= 0.30 (met when the median is >= 0.30). Per-phase time of each step
+(LM head, matmuls outside the head, casts/copies, attention, optimizer, other) comes from the same profiles: each
+op's self time goes to the phase of its nearest enclosing head / attention / optimizer op or autograd node, else to
+its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
+
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py
+    .venv/bin/python bench/mfu.py --quick      # small sizes, 1 step each; prints, writes nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchlib import load_average, result_header, set_offline_env
+
+GOAL = 0.30
+VERDICT = "median over profiled fast dpo-smol steps of (profiler-counted matmul FLOP/s) / measured bf16 mm peak"
+HEAD_OPS = ("ChunkedLogProbFunction", "CompactHeadLogProb")  # forward names; the backward nodes add "Backward"
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
+CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
+# TRL's path: the fused sdpa kernels, forward and backward. The fast path's per-sequence attention: its forward
+# under a record_function name, its backward as the autograd nodes of its ops (nothing else in a step runs bmm or
+# softmax under autograd; masked_fill too, outside the head functions, which autograd sees as one node each).
+ATTENTION_MARKS = ("scaled_dot_product", "alignkit::packed_attention", "BmmBackward", "SoftmaxBackward",
+                   "MaskedFillBackward")  # fmt: skip
+PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other")
+
+
+def other_core_busy(seconds: float = 2.0) -> dict[str, float]:
+    """Busy fraction of each CPU over ``seconds`` (from /proc/stat): how much the cores were shared."""
+
+    def sample() -> dict[str, tuple[int, int]]:
+        out = {}
+        for line in open("/proc/stat"):
+            if line.startswith("cpu") and line[3].isdigit():
+                name, *vals = line.split()
+                vals = [int(v) for v in vals]
+                out[name] = (sum(vals), vals[3] + vals[4])  # total, idle + iowait
+        return out
+
+    try:
+        a = sample()
+        time.sleep(seconds)
+        b = sample()
+    except OSError:
+        return {}
+    return {cpu: round(1 - (b[cpu][1] - a[cpu][1]) / max(1, b[cpu][0] - a[cpu][0]), 3) for cpu in b}
+
+
+def mm_peak(sizes: list[int], reps: int = 5) -> dict:
+    """GFLOP/s of ``torch.mm`` per dtype and size (best of ``reps``), and each dtype's peak over the sizes."""
+    import torch
+
+    table: dict[str, dict[int, float]] = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        table[name] = {}
+        for n in sizes:
+            a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+            for _ in range(2):
+                torch.mm(a, b)
+            best = float("inf")
+            for _ in range(reps):
+                t = time.perf_counter()
+                torch.mm(a, b)
+                best = min(best, time.perf_counter() - t)
+            table[name][n] = 2 * n**3 / best / 1e9
+    return {"gflops": table, "peak_gflops": {k: max(v.values()) for k, v in table.items()}}
+
+
+def _phase(event) -> str:
+    """Phase of one profiler event: its nearest enclosing head/attention/optimizer op, else its own kind."""
+    node = event
+    while node is not None:
+        name = node.name
+        if name.startswith(HEAD_OPS) or any(f"{op}Backward" in name for op in HEAD_OPS):
+            return "LM head"
+        if any(mark in name for mark in ATTENTION_MARKS):
+            return "attention"
+        if name.startswith("Optimizer.step#"):
+            return "optimizer"
+        node = node.cpu_parent
+    if event.name in MATMUL_OPS:
+        return "matmuls"
+    if event.name in CAST_OPS:
+        return "casts/copies"
+    return "other"
+
+
+def step_profile(prof, wall: float) -> dict:
+    """Phase seconds (self CPU time of the step's ops), matmul FLOPs and achieved FLOP/s of one profiled step."""
+    phases = dict.fromkeys(PHASES, 0.0)
+    flops = 0
+    for event in prof.events():
+        phases[_phase(event)] += event.self_cpu_time_total / 1e6
+        if event.name in MATMUL_OPS:
+            flops += event.flops or 0
+    return {
+        "wall_s": wall,
+        "phase_s": phases,
+        "profiled_cpu_s": sum(phases.values()),
+        "matmul_gflop": flops / 1e9,
+        "matmul_gflops_per_s": flops / 1e9 / wall,
+    }
+
+
+def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str) -> list[dict]:
+    """Train dpo-smol for ``warmup + steps`` optimizer steps; profile each step after the warm-up."""
+    import torch
+    from transformers import TrainerCallback
+
+    from alignkit.models import load_tokenizer, resolve_model_path
+    from alignkit.recipe import load_recipe
+    from alignkit.train import build_trainer
+
+    overrides = [
+        f"cpu_fast_path={str(fast).lower()}",
+        f"max_steps={warmup + steps}",
+        "save_strategy='no'",
+        "logging_steps=1",
+        "warmup_steps=0",
+        "report_to=none",
+        "disable_tqdm=true",
+        f"output_dir={out_dir}",
+    ]
+    if quick:
+        overrides += ["per_device_train_batch_size=2", "max_length=96"]
+    recipe = load_recipe("dpo-smol", overrides)
+    model_path = resolve_model_path(recipe.model_args.model_name_or_path)
+    trainer = build_trainer(recipe, model_path, load_tokenizer(model_path)).trainer
+    records: list[dict] = []
+
+    class Profile(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.prof = None
+            if state.global_step >= warmup:
+                self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
+                self.prof.__enter__()
+            self.t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            wall = time.perf_counter() - self.t0
+            if self.prof is not None:
+                self.prof.__exit__(None, None, None)
+                records.append({"step": state.global_step, **step_profile(self.prof, wall)})
+
+    trainer.add_callback(Profile())
+    trainer.train()
+    for record, log in zip(records, [h for h in trainer.state.log_history if "loss" in h][warmup:], strict=False):
+        record["loss"] = log["loss"]
+    del trainer
+    return records
+
+
+def markdown(report: dict) -> str:
+    h, peak = report["header"], report["peak"]
+    v = report["verdict"]
+    lines = [
+        "# Matmul peak and dpo-smol step utilisation (bench/mfu.py)",
+        "",
+        f"Command: `{h['command']}`  ",
+        f"Date: {h['date']}; CPU: {h['cpu_model']} (bf16 flags: {', '.join(h['cpu_bf16_flags']) or 'none'}); "
+        f"torch threads {h['torch_threads']} (CPUs allowed {h['cpus_allowed']}); busy fraction of each CPU while the "
+        f"peak was measured: {report['cpu_busy_during_peak']}; load average {h['load_average_start']} at start, "
+        f"{report['load_average_end']} at end.",
+        "",
+        "## Peak (torch.mm, GFLOP/s)",
+        "",
+        "| dtype | " + " | ".join(f"{n}²" for n in peak["sizes"]) + " | peak |",
+        "|---|" + "---|" * (len(peak["sizes"]) + 1),
+    ]
+    for dtype, row in peak["gflops"].items():
+        cells = " | ".join(f"{row[n]:.0f}" for n in peak["sizes"])
+        lines.append(f"| {dtype} | {cells} | {peak['peak_gflops'][dtype]:.0f} |")
+    lines += [
+        "",
+        f"## Verdict: {v['measured']:.3f} of the bf16 peak (goal >= {GOAL}): {'met' if v['met'] else 'MISSED'}",
+        "",
+        f"Statistic (fixed in the code before the run): {VERDICT}. Attention's fused kernel is not counted, so this "
+        "is a lower bound; profiler overhead is inside the wall time.",
+        "",
+        "## Per step",
+        "",
+        "| path | step | wall s | matmul GFLOP | GFLOP/s | of bf16 peak | "
+        + " | ".join(f"{p} s" for p in PHASES)
+        + " | loss |",
+        "|---|---|---|---|---|---|" + "---|" * (len(PHASES) + 1),
+    ]
+    for path in ("before", "after"):
+        for r in report["steps"][path]:
+            phases = " | ".join(f"{r['phase_s'][p]:.2f}" for p in PHASES)
+            lines.append(
+                f"| {path} | {r['step']} | {r['wall_s']:.2f} | {r['matmul_gflop']:.0f} | "
+                f"{r['matmul_gflops_per_s']:.0f} | {r['matmul_gflops_per_s'] / peak['peak_gflops']['bf16']:.3f} | "
+                f"{phases} | {r.get('loss', float('nan')):.4f} |"
+            )
+    lines += ["", "## Median phase shares", "", "| phase | before s (share) | after s (share) |", "|---|---|---|"]
+    for p in PHASES:
+        b, a = report["median_phase_s"]["before"][p], report["median_phase_s"]["after"][p]
+        bs, as_ = report["median_phase_share"]["before"][p], report["median_phase_share"]["after"][p]
+        lines.append(f"| {p} | {b:.2f} ({bs:.0%}) | {a:.2f} ({as_:.0%}) |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps per path, after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default="bench/results/mfu")
+    args = parser.parse_args(argv)
+    set_offline_env()
+    torch.set_num_threads(args.threads)
+    header = result_header(args.threads)
+    sizes = [256, 512] if args.quick else [576, 1024, 2048]
+    busy = other_core_busy()
+    peak = {"sizes": sizes, **mm_peak(sizes)}
+    steps = 1 if args.quick else args.steps
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for path, fast in (("before", False), ("after", True)):
+            runs[path] = profiled_run(fast, args.warmup, steps, args.quick, f"{tmp}/{path}")
+    bf16_peak = peak["peak_gflops"]["bf16"]
+    fractions = [r["matmul_gflops_per_s"] / bf16_peak for r in runs["after"]]
+    measured = statistics.median(fractions)
+    med = {path: {p: statistics.median(r["phase_s"][p] for r in rs) for p in PHASES} for path, rs in runs.items()}
+    report = {
+        "header": header,
+        "cpu_busy_during_peak": busy,
+        "peak": peak,
+        "steps": runs,
+        "median_step_wall_s": {path: statistics.median(r["wall_s"] for r in rs) for path, rs in runs.items()},
+        "median_phase_s": med,
+        "median_phase_share": {path: {p: v / sum(m.values()) for p, v in m.items()} for path, m in med.items()},
+        "fraction_of_bf16_peak_per_fast_step": fractions,
+        "fraction_of_fp32_peak_median": statistics.median(
+            r["matmul_gflops_per_s"] / peak["peak_gflops"]["fp32"] for r in runs["after"]
+        ),
+        "before_fraction_of_bf16_peak_median": statistics.median(
+            r["matmul_gflops_per_s"] / bf16_peak for r in runs["before"]
+        ),
+        "verdict": {"statistic": VERDICT, "measured": measured, "goal": GOAL, "met": bool(measured >= GOAL)},
+        "load_average_end": load_average(),
+    }
+    report["verdicts"] = [
+        {
+            "figure": "dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak",
+            "goal": f">= {GOAL}",
+            "measured": round(measured, 3),
+            "statistic": VERDICT,
+            "met": report["verdict"]["met"],
+        }
+    ]
+    text = markdown(report)
+    print(text)
+    if not args.quick:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        out.with_suffix(".md").write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
