@@ -18,8 +18,13 @@ divided by the measured bf16 peak**; goal >= 0.30 (met when the median is >= 0.3
 op's self time goes to the phase of its nearest enclosing head / attention / optimizer op or autograd node, else to
 its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
 
+Result: ``bench/results/mfu.json`` in the shared schema (``bench/benchlib.py``: the figure above; every summary
+statistic under ``statistics``), the run's raw data beside it under its own keys (``header``, ``peak``, ``steps``
+with every profiled step, ...), and ``mfu.md``.
+
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py
-    .venv/bin/python bench/mfu.py --quick      # small sizes, 1 step each; prints, writes nothing
+    .venv/bin/python bench/mfu.py --quick      # tiny model, small sizes, 1 step each; writes to a temp dir
+    .venv/bin/python bench/mfu.py --rerender bench/results/mfu.json   # rebuild result and .md, no measuring
 """
 
 from __future__ import annotations
@@ -32,7 +37,19 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import load_average, result_header, set_offline_env
+from benchlib import (
+    bench_model_path,
+    command_line,
+    figure,
+    load_average,
+    met,
+    result_header,
+    result_record,
+    results_dir,
+    set_offline_env,
+    with_hand_notes,
+    write_result,
+)
 
 GOAL = 0.30
 VERDICT = "median over profiled fast dpo-smol steps of (profiler-counted matmul FLOP/s) / measured bf16 mm peak"
@@ -45,6 +62,17 @@ CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
 ATTENTION_MARKS = ("scaled_dot_product", "alignkit::packed_attention", "BmmBackward", "SoftmaxBackward",
                    "MaskedFillBackward")  # fmt: skip
 PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other")
+# The run's own layout, kept beside the schema keys.
+RAW_KEYS = ("header", "cpu_busy_during_peak", "peak", "steps", "median_step_wall_s", "median_phase_s",
+            "median_phase_share", "fraction_of_bf16_peak_per_fast_step", "fraction_of_fp32_peak_median",
+            "before_fraction_of_bf16_peak_median", "verdict", "load_average_end")  # fmt: skip
+# Smoke run: the tiny model on the off-policy pairs card (dpo-smol's on-policy card needs runs/rm-smol).
+QUICK_OVERRIDES = [
+    "per_device_train_batch_size=2",
+    "max_length=96",
+    "max_train_samples=8",
+    "dataset=sharegpt-pairs-smol",
+]
 
 
 def other_core_busy(seconds: float = 2.0) -> dict[str, float]:
@@ -144,7 +172,7 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
         f"output_dir={out_dir}",
     ]
     if quick:
-        overrides += ["per_device_train_batch_size=2", "max_length=96"]
+        overrides += [*QUICK_OVERRIDES, f"model_name_or_path={bench_model_path(True)}"]
     recipe = load_recipe("dpo-smol", overrides)
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
     trainer = build_trainer(recipe, model_path, load_tokenizer(model_path)).trainer
@@ -190,6 +218,7 @@ def markdown(report: dict) -> str:
         "|---|" + "---|" * (len(peak["sizes"]) + 1),
     ]
     for dtype, row in peak["gflops"].items():
+        row = {int(n): v for n, v in row.items()}  # a JSON round trip makes the sizes strings
         cells = " | ".join(f"{row[n]:.0f}" for n in peak["sizes"])
         lines.append(f"| {dtype} | {cells} | {peak['peak_gflops'][dtype]:.0f} |")
     lines += [
@@ -222,6 +251,54 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def record_command(header: dict) -> str:
+    """The command as run, with the OpenMP environment the header recorded (older headers kept it apart)."""
+    env = [f"{k}={v}" for k, v in header.get("omp", {}).items() if v is not None and f"{k}=" not in header["command"]]
+    return " ".join([*env, header["command"]])
+
+
+def result(report: dict) -> dict:
+    """The bench/results JSON record (benchlib schema) of a run's raw ``report``."""
+    h, peak = report["header"], report["peak"]
+    measured = statistics.median(report["fraction_of_bf16_peak_per_fast_step"])
+    stats = {
+        "peak_gflops": peak["peak_gflops"],
+        "fraction_of_bf16_peak_per_fast_step": report["fraction_of_bf16_peak_per_fast_step"],
+        "fraction_of_bf16_peak_median": measured,
+        "fraction_of_fp32_peak_median": report["fraction_of_fp32_peak_median"],
+        "before_fraction_of_bf16_peak_median": report["before_fraction_of_bf16_peak_median"],
+        "median_step_wall_s": report["median_step_wall_s"],
+        "median_phase_s": report["median_phase_s"],
+        "median_phase_share": report["median_phase_share"],
+        "cpu_busy_during_peak": report["cpu_busy_during_peak"],
+    }
+    fig = figure(
+        "mfu.dpo-smol.fast",
+        "dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak",
+        f">= {GOAL:.2f}",
+        measured,
+        met(measured, ">=", GOAL),
+        VERDICT,
+        note=f"lower bound (fused attention FLOPs not counted); bf16 peak {peak['peak_gflops']['bf16']:.0f} GFLOP/s; "
+        f"before the fast path {report['before_fraction_of_bf16_peak_median']:.3f}; "
+        f"{len(report['fraction_of_bf16_peak_per_fast_step'])} profiled step(s)",
+    )
+    cpu = {"model": h["cpu_model"], "flags_of_interest": h["cpu_bf16_flags"], "flags": h["cpu_flags"]}
+    extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
+    if h.get("git"):
+        extra["git"] = h["git"]
+    return result_record("mfu", record_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
+
+
+def write(report: dict, out: Path) -> Path:
+    """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
+    raw = {k: report[k] for k in RAW_KEYS}
+    path = write_result(result(raw), out.parent, raw=raw)
+    md = out.with_suffix(".md")
+    md.write_text(with_hand_notes(md, markdown(raw)), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -229,14 +306,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per path, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default="bench/results/mfu")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, small sizes; temp dir")
+    parser.add_argument("--out", default=None, help="path stem of the .json/.md (default bench/results/mfu)")
+    parser.add_argument(
+        "--rerender", metavar="JSON", help="rebuild the result and .md from a run's raw JSON, without measuring"
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        report = json.loads(Path(args.rerender).read_text(encoding="utf-8"))
+        path = write(report, Path(args.out) if args.out else Path(args.rerender).with_suffix(""))
+        print(f"wrote {path} and {path.with_suffix('.md')} from {args.rerender}")
+        return 0
     set_offline_env()
     torch.set_num_threads(args.threads)
     header = result_header(args.threads)
+    header["command"] = command_line(argv)  # from the repository root, with the OpenMP environment
     sizes = [256, 512] if args.quick else [576, 1024, 2048]
-    busy = other_core_busy()
+    busy = other_core_busy(0.2 if args.quick else 2.0)
     peak = {"sizes": sizes, **mm_peak(sizes)}
     steps = 1 if args.quick else args.steps
     runs = {}
@@ -265,22 +351,9 @@ def main(argv: list[str] | None = None) -> int:
         "verdict": {"statistic": VERDICT, "measured": measured, "goal": GOAL, "met": bool(measured >= GOAL)},
         "load_average_end": load_average(),
     }
-    report["verdicts"] = [
-        {
-            "figure": "dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak",
-            "goal": f">= {GOAL}",
-            "measured": round(measured, 3),
-            "statistic": VERDICT,
-            "met": report["verdict"]["met"],
-        }
-    ]
-    text = markdown(report)
-    print(text)
-    if not args.quick:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        out.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(markdown(report))
+    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / "mfu")
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
 

@@ -18,8 +18,13 @@ reported: the A/A ratio slow-again_k / slow_k (median + CI), the ratio of median
 largest per-step |loss difference| between fast and slow (same batches; the runs drift apart by the bf16 rounding
 of their updates).
 
+Result: ``bench/results/train_speed.json`` in the shared schema (``bench/benchlib.py``: one figure per recipe, the
+verdict statistic above; every statistic under ``statistics``), the run's raw data beside it under its own keys
+(``header``, ``recipes`` with every step time and loss, ``load_average_end``), and ``train_speed.md``.
+
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/train_speed.py
-    .venv/bin/python bench/train_speed.py --quick      # 3 steps at batch 2, max_length 96; prints, writes nothing
+    .venv/bin/python bench/train_speed.py --quick      # tiny model, 3 steps at batch 2, max_length 96; temp dir
+    .venv/bin/python bench/train_speed.py --rerender bench/results/train_speed.json   # rebuild, no measuring
 """
 
 from __future__ import annotations
@@ -33,19 +38,31 @@ from pathlib import Path
 
 import numpy as np
 from benchlib import (
+    bench_model_path,
+    command_line,
+    figure,
     fmt_times,
     load_average,
     median,
+    met,
     paired_ratios,
     result_header,
+    result_record,
+    results_dir,
     run_interleaved_in_process,
     set_offline_env,
+    with_hand_notes,
+    write_result,
 )
 
 RECIPES = ("dpo-smol", "sft-smol")
 ARMS = {"slow": False, "slow-again": False, "fast": True}  # arm -> cpu_fast_path
 GOAL = 3.0
 VERDICT = "median over rounds of the paired speed-up slow_k / fast_k"
+RAW_KEYS = ("header", "goal", "recipes", "load_average_end")  # the run's own layout, kept beside the schema keys
+# Smoke run: the tiny model, and for dpo-smol the off-policy pairs card (its on-policy card needs runs/rm-smol).
+QUICK_OVERRIDES = ["per_device_train_batch_size=2", "gradient_accumulation_steps=1", "max_length=96"]
+QUICK_DATASETS = {"dpo-smol": "sharegpt-pairs-smol"}
 
 
 def build_arm(recipe_name: str, fast: bool, steps: int, quick: bool, out_dir: str):
@@ -66,7 +83,9 @@ def build_arm(recipe_name: str, fast: bool, steps: int, quick: bool, out_dir: st
         f"output_dir={out_dir}",
     ]
     if quick:
-        overrides += ["per_device_train_batch_size=2", "gradient_accumulation_steps=1", "max_length=96"]
+        overrides += [*QUICK_OVERRIDES, "max_train_samples=8", f"model_name_or_path={bench_model_path(True)}"]
+        if recipe_name in QUICK_DATASETS:
+            overrides.append(f"dataset={QUICK_DATASETS[recipe_name]}")
     recipe = load_recipe(recipe_name, overrides)
     targs = recipe.training_args
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
@@ -179,18 +198,91 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+STATISTICS = (
+    "rounds",
+    "warmup_dropped",
+    "median_step_s",
+    "speedup_median",
+    "speedup_ci95",
+    "speedup_ratio_of_medians",
+    "speedup_cpu_time_ratio_of_medians",
+    "aa_ratio_median",
+    "aa_ratio_ci95",
+    "first_step_abs_loss_gap_fast_vs_slow",
+    "max_abs_loss_gap_fast_vs_slow",
+    "max_abs_loss_gap_aa",
+)
+
+
+def record_command(header: dict) -> str:
+    """The command as run, with the OpenMP environment the header recorded (older headers kept it apart)."""
+    env = [f"{k}={v}" for k, v in header.get("omp", {}).items() if v is not None and f"{k}=" not in header["command"]]
+    return " ".join([*env, header["command"]])
+
+
+def record_cpu(header: dict) -> dict:
+    return {"model": header["cpu_model"], "flags_of_interest": header["cpu_bf16_flags"], "flags": header["cpu_flags"]}
+
+
+def result(report: dict) -> dict:
+    """The bench/results JSON record (benchlib schema) of a run's raw ``report``: one figure per recipe."""
+    h = report["header"]
+    statistics = {r["recipe"]: {k: r[k] for k in STATISTICS} for r in report["recipes"]}
+    figures = [
+        figure(
+            f"train_speed.{r['recipe']}",
+            f"{r['recipe']} optimizer-step speed-up, cpu_fast_path on vs off",
+            f">= {GOAL:g}x",
+            r["speedup_median"],
+            met(r["speedup_median"], ">=", GOAL),
+            VERDICT,
+            unit="x",
+            note=f"95% bootstrap CI [{r['speedup_ci95'][0]:.2f}, {r['speedup_ci95'][1]:.2f}], "
+            f"A/A {r['aa_ratio_median']:.3f}, ratio of median step times {r['speedup_ratio_of_medians']:.2f}, "
+            f"{r['rounds']} rounds",
+        )
+        for r in report["recipes"]
+    ]
+    extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
+    if h.get("git"):
+        extra["git"] = h["git"]
+    return result_record(
+        "train_speed", record_command(h), h["date"], h["torch_threads"], statistics, figures, record_cpu(h), **extra
+    )
+
+
+def write(report: dict, out: Path) -> Path:
+    """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
+    raw = {k: report[k] for k in RAW_KEYS}
+    path = write_result(result(raw), out.parent, raw=raw)
+    md = out.with_suffix(".md")
+    md.write_text(with_hand_notes(md, markdown(raw)), encoding="utf-8")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recipes", default=",".join(RECIPES))
     parser.add_argument("--steps", type=int, default=10, help="measured rounds per recipe (after the warm-up)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: pin the process with taskset)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds, small batches; writes nothing")
-    parser.add_argument("--out", default="bench/results/train_speed")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: tiny model, 2 rounds, small batches; writes to a temp dir"
+    )
+    parser.add_argument("--out", default=None, help="path stem of the .json/.md (default bench/results/train_speed)")
+    parser.add_argument(
+        "--rerender", metavar="JSON", help="rebuild the result and .md from a run's raw JSON, without measuring"
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        report = json.loads(Path(args.rerender).read_text(encoding="utf-8"))
+        path = write(report, Path(args.out) if args.out else Path(args.rerender).with_suffix(""))
+        print(f"wrote {path} and {path.with_suffix('.md')} from {args.rerender}")
+        return 0
     set_offline_env()
     steps = 2 if args.quick else args.steps
     header = result_header(args.threads)
+    header["command"] = command_line(argv)  # from the repository root, with the OpenMP environment
     report = {"header": header, "goal": f"speed-up >= {GOAL}x", "recipes": []}
     for recipe in args.recipes.split(","):
         with tempfile.TemporaryDirectory() as tmp:
@@ -207,24 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{recipe}: speed-up {summary['speedup_median']:.2f}x (CI {summary['speedup_ci95']}), A/A "
               f"{summary['aa_ratio_median']:.3f}", flush=True)  # fmt: skip
     report["load_average_end"] = load_average()
-    report["verdicts"] = [
-        {
-            "figure": f"{r['recipe']} step speed-up, cpu_fast_path on vs off",
-            "goal": f">= {GOAL}x",
-            "measured": round(r["speedup_median"], 3),
-            "ci95": r["speedup_ci95"],
-            "statistic": VERDICT,
-            "met": r["met"],
-        }
-        for r in report["recipes"]
-    ]
-    text = markdown(report)
-    print(text)
-    if not args.quick:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        out.with_suffix(".md").write_text(text, encoding="utf-8")
+    print(markdown(report))
+    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / "train_speed")
+    print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 
 
