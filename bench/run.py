@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "eval_speed": ("eval_speed.py", ["--n", "256"], ["--quick"], ["eval_speed"]),
     "eval_roofline": ("eval_roofline.py", ["--n", "256"], ["--quick"], ["eval_roofline"]),  # after eval_speed
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
+    "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed"]),  # cpu_fast_path on vs off
+    "mfu": ("mfu.py", [], ["--quick"], ["mfu"]),
     "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
