@@ -645,6 +645,27 @@ def result_header(threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def header_command(header: dict) -> str:
+    """The command a :func:`result_header` recorded, with the OpenMP environment it ran under (older headers kept
+    that apart from the command)."""
+    env = [f"{k}={v}" for k, v in header.get("omp", {}).items() if v is not None and f"{k}=" not in header["command"]]
+    return " ".join([*env, header["command"]])
+
+
+def header_cpu(header: dict) -> dict:
+    """The result schema's ``cpu`` entry from a :func:`result_header`."""
+    return {"model": header["cpu_model"], "flags_of_interest": header["cpu_bf16_flags"], "flags": header["cpu_flags"]}
+
+
+def write_raw_result(raw: dict, record: dict, markdown: str, out: Path) -> Path:
+    """``<out>.json`` (the schema ``record`` beside the bench's ``raw`` report) and ``<out>.md`` (``markdown`` plus
+    any hand-written notes already there); into bench/results this also regenerates RESULTS.md."""
+    path = write_result(record, out.parent, raw=raw)
+    md = out.with_suffix(".md")
+    md.write_text(with_hand_notes(md, markdown), encoding="utf-8")
+    return path
+
+
 def _git_state() -> str:
     """``<commit>`` of the checkout the bench ran from, ``+dirty`` if tracked files differ from it."""
     import subprocess

@@ -41,14 +41,15 @@ from benchlib import (
     bench_model_path,
     command_line,
     figure,
+    header_command,
+    header_cpu,
     load_average,
     met,
     result_header,
     result_record,
     results_dir,
     set_offline_env,
-    with_hand_notes,
-    write_result,
+    write_raw_result,
 )
 
 GOAL = 0.30
@@ -251,12 +252,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def record_command(header: dict) -> str:
-    """The command as run, with the OpenMP environment the header recorded (older headers kept it apart)."""
-    env = [f"{k}={v}" for k, v in header.get("omp", {}).items() if v is not None and f"{k}=" not in header["command"]]
-    return " ".join([*env, header["command"]])
-
-
 def result(report: dict) -> dict:
     """The bench/results JSON record (benchlib schema) of a run's raw ``report``."""
     h, peak = report["header"], report["peak"]
@@ -283,20 +278,17 @@ def result(report: dict) -> dict:
         f"before the fast path {report['before_fraction_of_bf16_peak_median']:.3f}; "
         f"{len(report['fraction_of_bf16_peak_per_fast_step'])} profiled step(s)",
     )
-    cpu = {"model": h["cpu_model"], "flags_of_interest": h["cpu_bf16_flags"], "flags": h["cpu_flags"]}
+    cpu = header_cpu(h)
     extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
     if h.get("git"):
         extra["git"] = h["git"]
-    return result_record("mfu", record_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
+    return result_record("mfu", header_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
 
 
 def write(report: dict, out: Path) -> Path:
     """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
     raw = {k: report[k] for k in RAW_KEYS}
-    path = write_result(result(raw), out.parent, raw=raw)
-    md = out.with_suffix(".md")
-    md.write_text(with_hand_notes(md, markdown(raw)), encoding="utf-8")
-    return path
+    return write_raw_result(raw, result(raw), markdown(raw), out)
 
 
 def main(argv: list[str] | None = None) -> int:

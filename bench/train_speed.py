@@ -42,6 +42,8 @@ from benchlib import (
     command_line,
     figure,
     fmt_times,
+    header_command,
+    header_cpu,
     load_average,
     median,
     met,
@@ -51,8 +53,7 @@ from benchlib import (
     results_dir,
     run_interleaved_in_process,
     set_offline_env,
-    with_hand_notes,
-    write_result,
+    write_raw_result,
 )
 
 RECIPES = ("dpo-smol", "sft-smol")
@@ -214,16 +215,6 @@ STATISTICS = (
 )
 
 
-def record_command(header: dict) -> str:
-    """The command as run, with the OpenMP environment the header recorded (older headers kept it apart)."""
-    env = [f"{k}={v}" for k, v in header.get("omp", {}).items() if v is not None and f"{k}=" not in header["command"]]
-    return " ".join([*env, header["command"]])
-
-
-def record_cpu(header: dict) -> dict:
-    return {"model": header["cpu_model"], "flags_of_interest": header["cpu_bf16_flags"], "flags": header["cpu_flags"]}
-
-
 def result(report: dict) -> dict:
     """The bench/results JSON record (benchlib schema) of a run's raw ``report``: one figure per recipe."""
     h = report["header"]
@@ -247,17 +238,14 @@ def result(report: dict) -> dict:
     if h.get("git"):
         extra["git"] = h["git"]
     return result_record(
-        "train_speed", record_command(h), h["date"], h["torch_threads"], statistics, figures, record_cpu(h), **extra
+        "train_speed", header_command(h), h["date"], h["torch_threads"], statistics, figures, header_cpu(h), **extra
     )
 
 
 def write(report: dict, out: Path) -> Path:
     """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
     raw = {k: report[k] for k in RAW_KEYS}
-    path = write_result(result(raw), out.parent, raw=raw)
-    md = out.with_suffix(".md")
-    md.write_text(with_hand_notes(md, markdown(raw)), encoding="utf-8")
-    return path
+    return write_raw_result(raw, result(raw), markdown(raw), out)
 
 
 def main(argv: list[str] | None = None) -> int:
