@@ -84,6 +84,9 @@ def run_eval(
                 spec, pd.prompts, suite.generation, use_cache, lazy, f"{spec.name}/{name}"
             )
         clock.lap("generation")
+        # Replies are always decoded in the exact precision (bf16 flips near-tied greedy tokens: the fast path
+        # moved seed 0's win rate by 0.07, bench/results/eval_precision.md); scoring passes follow the suite's.
+        lazy.use_precision(suite.precision)
         for name, metric in metrics.items():
             metric.with_model(ctx, spec, lazy)
             clock.lap(name)

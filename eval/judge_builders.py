@@ -73,14 +73,14 @@ def _rm_judge(opts: Any, ctx: EvalContext) -> SuiteJudge | None:
         scorer = ctx.reward_scorer
     else:
         size = dict(batch_size=rm_score.batch_size, max_length=rm_score.max_length) if rm_score else {}
-        scorer = MemoScorer(load_reward_scorer(*resolved, name=ref, **size))
+        scorer = MemoScorer(load_reward_scorer(*resolved, name=ref, precision=ctx.suite.precision, **size))
     run_dir = _run_dir(ref, ctx.runs_root)
     card = _run_card(run_dir)
     if card is None:
         accuracy = not_measured(f"'{ref}' has no run metadata naming its dataset card, so no held-out pairs")
     else:
         try:
-            identity = ModelSpec("judge", resolved[0], resolved[1]).identity()
+            identity = ModelSpec("judge", resolved[0], resolved[1], precision=ctx.suite.precision).identity()
             accuracy = heldout_pair_accuracy(scorer, card, "test", opts.heldout_pairs, identity)
         except (AlignkitError, OSError, ValueError, KeyError) as exc:  # a card that cannot load: say why instead
             accuracy = not_measured(f"card '{card}' test split could not be scored ({type(exc).__name__}: {exc})")
@@ -129,7 +129,7 @@ def judge_model_spec(ref: str, runs_root: Any) -> ModelSpec:
 def llm_judge(opts: Any, ctx: EvalContext, pd: PromptData) -> SuiteJudge:
     """A chat model asked "1 or 2?" in both answer orders (:class:`PairwiseLLMJudge`); it reads two full answers per
     order, the costliest judge, so ``llm_max_prompts`` may cap its rows. The model loads once per eval."""
-    model, tok = ctx.aux_model(judge_model_spec(opts.llm_judge, ctx.runs_root))
+    model, tok = ctx.aux_model(judge_model_spec(opts.llm_judge, ctx.runs_root).with_precision(ctx.suite.precision))
     judge = PairwiseLLMJudge(hf_preference_fn(model, tok, batch_size=opts.batch_size))
     info = JudgeInfo(
         "llm",

@@ -41,6 +41,15 @@ class LazyModel:
             self.value = load_model(self.spec)
         return self.value
 
+    def use_precision(self, precision: str) -> None:
+        """Score from now on in ``precision`` (:mod:`alignkit.inference_precision`): a loaded model is cast in
+        place, a model not loaded yet loads in it. The harness generates in the exact precision, then switches."""
+        from alignkit.inference_precision import inference_dtype
+
+        self.spec = self.spec.with_precision(precision)
+        if self.value is not None:
+            self.value[0].to(dtype=inference_dtype(precision))
+
     def release(self) -> None:
         self.value = None
         gc.collect()

@@ -76,7 +76,7 @@ class PerplexityMetric(Metric):
         base = ctx.specs[0]
         ref_spec = (
             base.without_adapter("reference") if ref == "base" else ModelSpec("reference", resolve_model_path(ref))
-        )
+        ).with_precision(ctx.suite.precision)
         lazy = LazyModel(ref_spec)
         model, tok = lazy()
         for spec in ctx.specs:

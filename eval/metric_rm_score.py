@@ -84,7 +84,11 @@ class RmScoreMetric(Metric):
 
         opts = self.opts
         scorer = load_reward_scorer(
-            *self.resolved, batch_size=opts.batch_size, max_length=opts.max_length, name=opts.reward_model
+            *self.resolved,
+            batch_size=opts.batch_size,
+            max_length=opts.max_length,
+            name=opts.reward_model,
+            precision=ctx.suite.precision,
         )
         ctx.reward_scorer = MemoScorer(scorer)
         for spec in ctx.specs:

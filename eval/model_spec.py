@@ -10,6 +10,7 @@ Chat rendering lives in :mod:`alignkit.chat_format`, run directories in :mod:`al
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
+from alignkit.inference_precision import check_precision, effective_precision, inference_dtype
 from alignkit.runs import read_finished_run
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -37,13 +39,21 @@ class ModelSpec:
     trainer: str | None = None
     beta: float | None = None
     reference: str | None = None  # pi_ref checkpoint of a full fine-tune (an adapter's reference is its base)
+    precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 weights where native)
 
     def identity(self) -> dict[str, Any]:
-        """JSON-able fingerprint of the weights this spec loads (see the module docstring)."""
-        return {"base": self.base, "base_files": _file_stamps(self.base), "adapter": _adapter_hash(self.adapter)}
+        """JSON-able fingerprint of the weights this spec loads (see the module docstring). The fast path adds its
+        dtype (its outputs differ from the exact path's); an exact spec keeps the key it always had."""
+        out = {"base": self.base, "base_files": _file_stamps(self.base), "adapter": _adapter_hash(self.adapter)}
+        if effective_precision(self.precision) == "fast":
+            out["dtype"] = "bfloat16"
+        return out
 
     def without_adapter(self, name: str = "base") -> ModelSpec:
-        return ModelSpec(name=name, base=self.reference or self.base)
+        return ModelSpec(name=name, base=self.reference or self.base, precision=self.precision)
+
+    def with_precision(self, precision: str) -> ModelSpec:
+        return dataclasses.replace(self, precision=check_precision(precision, f"model '{self.name}': precision"))
 
     def describe(self) -> dict[str, Any]:
         """Report-friendly summary: name, base, adapter, run and trainer."""
@@ -72,13 +82,6 @@ def _adapter_hash(adapter: str | None) -> str | None:
     return digest.hexdigest()
 
 
-def default_dtype():
-    """fp32 on the CPU (bf16 autocast is ~24x slower there, DESIGN.md), the checkpoint's bf16 on a GPU."""
-    import torch
-
-    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
-
-
 def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` for ``spec`` in eval mode; an adapter is attached with ``PeftModel``.
 
@@ -86,6 +89,8 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     ``disable_adapter()`` and get the DPO reference policy without a second copy of the base weights.
     A run trained with QLoRA is evaluated on the full-precision base: the adapter was trained against the nf4
     dequantization of these weights, which differs by quantization noise only, and fp32 is much faster on a CPU.
+    The weights' dtype follows ``spec.precision`` (:func:`alignkit.inference_precision.inference_dtype`); the LoRA
+    branch is cast with them.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -94,7 +99,7 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
-        model = AutoModelForCausalLM.from_pretrained(spec.base, dtype=default_dtype())
+        model = AutoModelForCausalLM.from_pretrained(spec.base, dtype=inference_dtype(spec.precision))
     except OSError as exc:
         raise AlignkitError(f"model '{spec.name}': cannot load base checkpoint '{spec.base}' ({exc})") from exc
     tok_source = (
@@ -107,7 +112,7 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
         if not (Path(spec.adapter) / "adapter_config.json").exists():
             raise AlignkitError(f"model '{spec.name}': {spec.adapter} has no adapter_config.json (not a PEFT adapter)")
         model = PeftModel.from_pretrained(model, spec.adapter)
-    model.to(device).eval()
+    model.to(device=device, dtype=inference_dtype(spec.precision)).eval()
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

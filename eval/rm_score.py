@@ -19,8 +19,8 @@ from typing import Any
 from alignkit import prefix_cache as prefix
 from alignkit.chat_format import Messages, Prompt, as_messages, completion_text
 from alignkit.errors import AlignkitError
-from alignkit.eval.model_spec import default_dtype
 from alignkit.eval.stats import mean_std_ci
+from alignkit.inference_precision import inference_dtype
 from alignkit.prefix_cache import shared_prefix_len
 from alignkit.runs import read_finished_run, run_is_finished
 
@@ -104,9 +104,15 @@ def resolve_reward_model(ref: str, runs_root: str | Path = "runs") -> tuple[str,
 
 
 def load_reward_scorer(
-    base: str, adapter: str | None = None, batch_size: int = 8, max_length: int = 1024, name: str = "rm"
+    base: str,
+    adapter: str | None = None,
+    batch_size: int = 8,
+    max_length: int = 1024,
+    name: str = "rm",
+    precision: str = "exact",
 ) -> RewardModelScorer:
-    """Load a reward model (base checkpoint + optional PEFT adapter) as a :class:`RewardModelScorer`."""
+    """Load a reward model (base checkpoint + optional PEFT adapter) as a :class:`RewardModelScorer`, its weights in
+    the dtype of ``precision`` (:func:`alignkit.inference_precision.inference_dtype`)."""
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
@@ -119,7 +125,7 @@ def load_reward_scorer(
         hf_logging.set_verbosity_error()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=1, dtype=default_dtype(), pad_token_id=tokenizer.pad_token_id
+            base, num_labels=1, dtype=inference_dtype(precision), pad_token_id=tokenizer.pad_token_id
         )
     finally:
         hf_logging.set_verbosity(verbosity)
@@ -127,7 +133,7 @@ def load_reward_scorer(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device="cuda" if torch.cuda.is_available() else "cpu", dtype=inference_dtype(precision))
     return RewardModelScorer(model, tokenizer, batch_size=batch_size, max_length=max_length, name=name)
 
 

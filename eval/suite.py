@@ -21,6 +21,7 @@ import yaml
 from alignkit.errors import AlignkitError
 from alignkit.eval.generation import GenerationConfig
 from alignkit.eval.registries import METRICS, PROMPT_SOURCES
+from alignkit.inference_precision import check_precision
 from alignkit.pipeline import RunNeed
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
@@ -60,6 +61,7 @@ class Suite:
     metrics: dict[str, Any]  # metric name -> its options dataclass, in the order the harness runs them
     samples: int = 3
     description: str = ""
+    precision: str = "exact"  # alignkit.inference_precision: "exact" (fp32 on a CPU) or "fast" (bf16 where native)
 
     def metric(self, name: str) -> Any | None:
         """The options of an enabled metric, or ``None`` when the suite does not ask for it."""
@@ -160,7 +162,7 @@ def load_suite(name_or_path: str) -> Suite:
     data = _mapping(raw, "top level", path)
     in_metrics = [n for n in METRICS.names() if METRICS.get(n).section == "metrics"]
     top_level = [n for n in METRICS.names() if METRICS.get(n).section != "metrics"]
-    top_keys = {"name", "description", "prompt_sets", "generation", "metrics", "samples", *top_level}
+    top_keys = {"name", "description", "prompt_sets", "generation", "metrics", "samples", "precision", *top_level}
     _check_keys(data, top_keys, "top level", path)
 
     sets_raw = data.get("prompt_sets") or []
@@ -187,6 +189,7 @@ def load_suite(name_or_path: str) -> Suite:
         metrics=metrics,
         samples=int(data.get("samples", 3)),
         description=str(data.get("description") or ""),
+        precision=check_precision(data.get("precision", "exact"), f"suite {path}: 'precision'"),
     )
 
 

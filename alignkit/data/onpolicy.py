@@ -42,6 +42,7 @@ from alignkit.data.onpolicy_samples import sample_and_score
 from alignkit.data.pair_selection import DROP_REASONS, Candidate, SelectionRules, select_pair
 from alignkit.data.store import BuildResult, cached_build, fingerprint_key
 from alignkit.errors import AlignkitError
+from alignkit.inference_precision import check_precision
 from alignkit.pipeline import RunNeed
 
 NAME = "onpolicy-pairs"
@@ -132,6 +133,7 @@ def build_onpolicy_pairs(
     drop_truncated: bool = False,
     chosen_complete: bool = False,
     greedy_candidate: bool = False,
+    precision: str = "exact",
     seed: int = 0,
     prompt_offset: int = 0,
     batch_size: int = 64,
@@ -154,6 +156,8 @@ def build_onpolicy_pairs(
             response_scorers`); a grader reads ``reference_column``.
         n_samples, temperature, top_p, max_new_tokens, seed: sampling (N replies per prompt).
         greedy_candidate: also decode each prompt greedily and add that reply as one more candidate.
+        precision: ``exact`` or ``fast``: the scorer's weights in bf16 where the hardware has native bf16
+            (:mod:`alignkit.inference_precision`; its identity, hence the key, says so). Sampling stays exact.
         min_margin, length_delta, drop_truncated, chosen_complete: selection (:mod:`alignkit.data.pair_selection`).
         batch_size: generation rows per batch; chunk_size: prompts per saved chunk (both shape the seeded batches,
             so both are part of the key).
@@ -173,8 +177,11 @@ def build_onpolicy_pairs(
         )
     except ValueError as exc:
         raise AlignkitError(f"on-policy pairs: {exc}") from None
-    score_with = parse_scorer(scorer, runs_root, batch_size=scorer_batch_size, purpose="on-policy pairs: scorer")
-    spec = resolve_policy(policy, runs_root, purpose="on-policy pairs: policy")
+    check_precision(precision, "on-policy pairs: precision")
+    score_with = parse_scorer(
+        scorer, runs_root, batch_size=scorer_batch_size, purpose="on-policy pairs: scorer", precision=precision
+    )
+    spec = resolve_policy(policy, runs_root, purpose="on-policy pairs: policy")  # samples in exact precision
     picked, pools = {}, {}
     for split, n, offset in (("train", n_prompts, prompt_offset), ("test", n_test, 0)):
         pool = load_pool(prompts, split, reference_column, source=source, cache_root=cache_root)

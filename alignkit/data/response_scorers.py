@@ -75,9 +75,17 @@ class RewardModelResponses(ResponseScorer):
 
     kind = "reward_model"
 
-    def __init__(self, ref: str, base: str, adapter: str | None, batch_size: int = 8, max_length: int = 1024):
+    def __init__(
+        self,
+        ref: str,
+        base: str,
+        adapter: str | None,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        precision: str = "exact",
+    ):
         super().__init__(ref)
-        self.spec = ModelSpec(name=ref, base=base, adapter=adapter)
+        self.spec = ModelSpec(name=ref, base=base, adapter=adapter, precision=precision)
         self.batch_size, self.max_length = batch_size, max_length
         self._scorer = None
 
@@ -94,6 +102,7 @@ class RewardModelResponses(ResponseScorer):
                 batch_size=self.batch_size,
                 max_length=self.max_length,
                 name=self.ref,
+                precision=self.spec.precision,
             )
         flat_prompts = [p for p, group in zip(prompts, groups, strict=True) for _ in group]
         flat = _finite(self._scorer(flat_prompts, [r for group in groups for r in group]), self.ref)
@@ -175,10 +184,15 @@ class LLMJudgeResponses(ResponseScorer):
 
 
 def parse_scorer(
-    ref: str, runs_root: str | Path = "runs", batch_size: int = 8, max_length: int = 1024, purpose: str = "scorer"
+    ref: str,
+    runs_root: str | Path = "runs",
+    batch_size: int = 8,
+    max_length: int = 1024,
+    purpose: str = "scorer",
+    precision: str = "exact",
 ) -> ResponseScorer:
     """The scorer a reference names (module docstring); a bad reference is a one-line error that starts with
-    ``purpose``."""
+    ``purpose``. A model scorer loads its weights in ``precision``'s dtype (:mod:`alignkit.inference_precision`)."""
     from alignkit.plugins.graders import GRADERS
 
     if not ref:
@@ -187,6 +201,7 @@ def parse_scorer(
         return GraderResponses(ref, ref.removeprefix(GRADER_PREFIX), purpose)
     if ref.startswith(LLM_PREFIX):
         spec = resolve_policy(ref[len(LLM_PREFIX) :], runs_root, purpose=f"{purpose} (LLM judge)")
+        spec = spec.with_precision(precision)
         return LLMJudgeResponses(ref, spec, batch_size=batch_size)
     if ref.startswith(RUN_PREFIX):
         require_finished_run(ref, runs_root, purpose)
@@ -200,4 +215,4 @@ def parse_scorer(
     resolved = resolve_reward_model(ref, runs_root)
     assert resolved is not None  # a run was checked finished above
     base, adapter = resolved
-    return RewardModelResponses(ref, base, adapter, batch_size=batch_size, max_length=max_length)
+    return RewardModelResponses(ref, base, adapter, batch_size=batch_size, max_length=max_length, precision=precision)
