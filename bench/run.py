@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "generation_speed": ("generation_speed.py", [], ["--quick"], ["generation_speed"]),
     "eval_speed": ("eval_speed.py", ["--n", "256"], ["--quick"], ["eval_speed"]),
     "eval_roofline": ("eval_roofline.py", ["--n", "256"], ["--quick"], ["eval_roofline"]),  # after eval_speed
+    "eval_precision": ("eval_precision.py", [], ["--quick"], ["eval_precision"]),  # needs efficacy's seed-0 run
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
     "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed"]),  # cpu_fast_path on vs off
     "mfu": ("mfu.py", [], ["--quick"], ["mfu"]),
