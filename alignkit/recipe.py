@@ -92,6 +92,8 @@ class Recipe:
     hardware: dict[str, Any]
     hardware_choices: dict[str, Any]
     hardware_reasons: dict[str, str]
+    # ``model_name_or_path: run:NAME``: the chain of starts, filled by alignkit.train (see alignkit.run_start)
+    start_chain: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def trainer_class(self):

@@ -17,6 +17,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
 from alignkit.recipe import Recipe
+from alignkit.run_start import resolve_start, start_needs, start_run_name
 from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
 
 logger = logging.getLogger("alignkit")
@@ -100,6 +101,8 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "hardware_choices": recipe.hardware_choices,
         "hardware_reasons": recipe.hardware_reasons,
     }
+    if recipe.start_chain:
+        config["start_chain"] = recipe.start_chain
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     resolved = {
         "recipe": asdict(recipe.args),
@@ -119,6 +122,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "hardware_choices": recipe.hardware_choices,
         "versions": _versions(),
         "status": status,
+        **({"start_chain": recipe.start_chain} if recipe.start_chain else {}),
         **(extra or {}),
     }
     atomic_write_json(run_dir / RUN_FILE, meta)
@@ -165,15 +169,39 @@ def build_trainer(
     return BuiltTrainer(recipe.trainer_class(**kwargs), len(train_ds), peft_config)
 
 
+def _model_path(recipe: Recipe) -> str:
+    """A model name or path resolved to something loadable (an embedded alias is materialized)."""
+    from alignkit.models import resolve_model_path
+    from alignkit.recipe import list_recipes
+
+    twin = recipe.name.replace("-qwen", "-smol")
+    return resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+
+
+def _start_from_run(recipe: Recipe, starts: list, paths: RunPaths) -> str:
+    """Train the missing start run (once, saying so), then resolve it to a checkpoint and record the chain."""
+    try:
+        ensure_runs(starts, paths.final.parent)
+        start = resolve_start(recipe.model_args.model_name_or_path, paths.final.parent, recipe.args.trainer)
+    except BaseException:
+        if last_checkpoint(paths.staging) is None and paths.resume_from is None:
+            shutil.rmtree(paths.staging, ignore_errors=True)
+        raise
+    recipe.start_chain = start.chain
+    chain = " <- ".join([recipe.name, *(f"run:{link['run']}" for link in start.chain)])
+    print(f"alignkit: starts from {chain}; start checkpoint (also the reference model) {start.path}", flush=True)
+    return start.path
+
+
 def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite)."""
     from alignkit.data.cards import load_card
-    from alignkit.models import load_tokenizer, resolve_model_path
-    from alignkit.recipe import list_recipes
+    from alignkit.models import load_tokenizer
 
     final = Path(recipe.training_args.output_dir)
-    twin = recipe.name.replace("-qwen", "-smol")
-    model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+    starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
+    from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
+    model_path = None if from_run else _model_path(recipe)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
     needs = dataset_runs(card)
     for need in needs:
@@ -188,6 +216,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     for key, why in recipe.hardware_reasons.items():
         print(f"alignkit: {key}: {why}", flush=True)
+    if from_run:
+        model_path = _start_from_run(recipe, starts, paths)
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
