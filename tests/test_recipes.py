@@ -18,7 +18,7 @@ def test_recipes_exist():
 @pytest.mark.parametrize("name", sorted(list_recipes()))
 def test_every_recipe_parses(name):
     recipe = load_recipe(name, hardware=CPU)
-    assert recipe.args.trainer in {"sft", "reward", "dpo", "grpo", "ppo"}
+    assert recipe.args.trainer in {"sft", "reward", "dpo", "grpo", "ppo", "kto", "cpo"}
     assert recipe.args.description, f"{name}: a one-line description is required for `alignkit list`"
     text = recipe.path.read_text()
     assert text.startswith("#") and "make recipe=" in text or "make " in text.splitlines()[1]
