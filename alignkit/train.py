@@ -70,12 +70,49 @@ def peft_config_for(recipe: Recipe):
 
 
 def reward_funcs_for(recipe: Recipe) -> list:
+    """The recipe's reward functions: registered names (graders, penalties) and reward models (``run:NAME`` of a
+    finished reward run, or a reward-model path), each a callable in TRL's reward signature."""
     from alignkit.plugins.common.reward_funcs import get_reward_func
 
-    try:
-        return [get_reward_func(name) for name in recipe.args.reward_funcs or []]
-    except ValueError as exc:
-        raise AlignkitError(f"{recipe.path}: reward_funcs: {exc}") from None
+    funcs = []
+    for name in recipe.args.reward_funcs or []:
+        if _is_reward_model(name):
+            funcs.append(_reward_model_func(recipe, name))
+            continue
+        try:
+            funcs.append(get_reward_func(name))
+        except ValueError as exc:
+            raise AlignkitError(
+                f"{recipe.path}: reward_funcs: {exc} (or a reward model: run:NAME or a path)"
+            ) from None
+    return funcs
+
+
+def _is_reward_model(name: str) -> bool:
+    return name.startswith("run:") or name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir()
+
+
+def reward_model_needs(recipe: Recipe) -> list:
+    """The reward runs (``run:NAME`` in ``reward_funcs``) a PPO/GRPO recipe scores with, trained first when missing."""
+    from alignkit.data.model_refs import run_needs
+
+    refs = {f"reward_funcs[{i}]": r for i, r in enumerate(recipe.args.reward_funcs or []) if r.startswith("run:")}
+    return run_needs(refs, str(recipe.path), trainers=dict.fromkeys(refs, "reward"))
+
+
+def _reward_model_func(recipe: Recipe, ref: str):
+    """A reward model as a TRL reward function: the scorer the eval's rm_score metric uses, so training and
+    evaluation score replies the same way (chat template of the RM's tokenizer, logit at the last token)."""
+    from alignkit.eval.rm_score import load_reward_scorer, resolve_reward_model
+
+    runs_root = Path(recipe.training_args.output_dir).parent  # the staging dir sits beside the finished runs
+    if not ref.startswith("run:") and not Path(ref).expanduser().is_dir():
+        raise AlignkitError(f"{recipe.path}: reward_funcs: reward model path '{ref}' does not exist")
+    resolved = resolve_reward_model(ref, runs_root)
+    if resolved is None:
+        raise AlignkitError(f"{recipe.path}: reward_funcs: {ref} is not a finished run in {runs_root}/")
+    base, adapter = resolved
+    return load_reward_scorer(base, adapter, name=ref.removeprefix("run:"))
 
 
 class _JsonlLogCallback:
@@ -203,7 +240,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
     model_path = None if from_run else _model_path(recipe)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
-    needs = dataset_runs(card)
+    needs = dataset_runs(card) + reward_model_needs(recipe)
     for need in needs:
         if need.name == final.name:
             raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
@@ -223,7 +260,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
 
         return train_rounds(recipe, model_path, paths, card, needs)
     try:
-        ensure_runs(needs, final.parent)  # the runs the card samples from or scores with, trained first
+        ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path)
         write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
         built = build_trainer(

@@ -3,17 +3,23 @@ KTO trains on, and SimPO's loss against its formula on hand-computed log-probs."
 
 import json
 import math
+import shutil
 from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors.torch import load_file
-from tiny_recipes import pair_card
+from tiny_recipes import pair_card, prompt_card
 
 from alignkit.cli import main
+from alignkit.data.cards import load_card
 from alignkit.data.unpaired import unpair_rows
 from alignkit.errors import AlignkitError
+from alignkit.hardware import Hardware
+from alignkit.recipe import list_recipes, load_recipe
+from alignkit.train import reward_funcs_for, reward_model_needs
 
+CPU = Hardware(device="cpu", cpu_count=2, cpu_bf16=False)
 TINY = ["max_steps=2", "max_length=64", "logging_steps=1", "save_strategy=no", "warmup_steps=0", "learning_rate=0.01"]
 TINY += ["bf16=false", "use_cpu=true", "max_train_samples=8"]
 
@@ -85,7 +91,6 @@ class _FixedLogits(torch.nn.Module):
 
 def test_simpo_loss_is_the_simpo_formula_on_hand_computed_logprobs(tiny_model, tmp_path):
     from alignkit.models import load_tokenizer
-    from alignkit.recipe import load_recipe
     from alignkit.train import build_trainer
 
     overrides = [f"model_name_or_path={tiny_model}", f"dataset={pair_card(tmp_path)}", f"output_dir={tmp_path / 'o'}"]
@@ -112,3 +117,80 @@ def test_simpo_loss_is_the_simpo_formula_on_hand_computed_logprobs(tiny_model, t
     z = beta * math.log(0.75) - beta * math.log(0.25) - gamma
     assert z == pytest.approx(1.19722, abs=1e-5)
     assert loss.item() == pytest.approx(math.log1p(math.exp(-z)), abs=1e-6) == pytest.approx(0.263926, abs=1e-6)
+
+
+def _finished_run(run_dir, model_dir, trainer, base):
+    """A finished run whose weights are a full model directory (what `alignkit train` leaves without LoRA)."""
+    shutil.copytree(model_dir, run_dir / "model")
+    meta = {"status": "finished", "trainer": trainer, "recipe": run_dir.name, "model_dir": "model", "base_model": base}
+    (run_dir / "run.json").write_text(json.dumps(meta))
+
+
+def test_ppo_smol_chat_starts_from_sft_and_is_rewarded_by_the_rm_run(tiny_model, tiny_rm, tmp_path, capsys):
+    recipe = load_recipe("ppo-smol-chat")
+    assert [(n.name, n.trainer) for n in reward_model_needs(recipe)] == [("rm-smol", "reward")]  # trained if missing
+    runs = tmp_path / "runs"
+    _finished_run(runs / "sft-smol", tiny_model, "sft", tiny_model)
+    _finished_run(runs / "rm-smol", tiny_rm, "reward", tiny_rm)
+    out = runs / "ppo-smol-chat"
+    args = ["train", "ppo-smol-chat", f"dataset={prompt_card(tmp_path)}", f"output_dir={out}", "max_steps=2"]
+    args += [
+        "per_device_train_batch_size=2",
+        "steps_per_generation=1",
+        "max_completion_length=8",
+        "learning_rate=0.01",
+    ]
+    assert main([*args, "bf16=false", "use_cpu=true", "save_strategy=no", "--no-eval"]) == 0
+    assert "starts from ppo-smol-chat <- run:sft-smol" in capsys.readouterr().out
+    run = json.loads((out / "run.json").read_text())
+    assert run["global_step"] == 2 and run["base_model"] == str(runs / "sft-smol" / "model")
+    logs = _logs(out)
+    assert all("rewards/rm_score[rm-smol]/mean" in e and "kl_coef" in e for e in logs[:2])
+    assert _lora_b_moved(out)
+
+
+# which card formats each trainer reads (TRL's KTOTrainer also unpairs a preference card itself)
+TRAINER_FORMATS = {
+    "sft": {"language_modeling", "prompt_completion"},
+    "reward": {"preference"},
+    "dpo": {"preference"},
+    "cpo": {"preference"},
+    "kto": {"unpaired_preference", "preference"},
+    "grpo": {"prompt_only"},
+    "ppo": {"prompt_only"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(list_recipes()))
+def test_every_recipe_names_a_card_its_trainer_reads(name):
+    recipe = load_recipe(name, hardware=CPU)
+    assert load_card(recipe.args.dataset).format in TRAINER_FORMATS[recipe.args.trainer], name
+
+
+def test_qwen_catalog_recipes_validate(tmp_path):
+    from alignkit.plugins.graders import MathAnswer
+    from alignkit.run_start import start_needs
+
+    for name in ("rm-qwen", "grpo-qwen", "kto-qwen", "simpo-qwen", "ppo-qwen-chat"):
+        margs = load_recipe(name, hardware=CPU).model_args
+        assert margs.load_in_4bit and margs.bnb_4bit_quant_type == "nf4" and margs.use_peft, name
+    ppo = load_recipe("ppo-qwen-chat", hardware=CPU)
+    assert [(n.name, n.trainer) for n in start_needs(ppo, tmp_path)] == [("sft-qwen", None)]
+    assert [(n.name, n.trainer) for n in reward_model_needs(ppo)] == [("rm-qwen", "reward")]
+    assert load_recipe("rm-qwen", hardware=CPU).model_args.lora_modules_to_save == ["score"]
+    grpo = load_recipe("grpo-qwen", hardware=CPU)
+    assert [type(f) for f in reward_funcs_for(grpo)] == [MathAnswer] and "answer" in load_card(
+        "gsm8k"
+    ).columns.values()
+    simpo = load_recipe("simpo-qwen", hardware=CPU).training_args
+    assert (simpo.loss_type, simpo.cpo_alpha) == ("simpo", 0.0)
+
+
+def test_an_unknown_reward_is_one_line(tmp_path):
+    recipe = load_recipe("ppo-smol-chat", ["reward_funcs=[run:rm-smol, no_such_reward]"], hardware=CPU)
+    recipe.training_args.output_dir = str(tmp_path / "runs" / "x.partial")
+    with pytest.raises(AlignkitError, match="reward_funcs: .*not a finished run"):
+        reward_funcs_for(recipe)
+    recipe.args.reward_funcs = ["no_such_reward"]
+    with pytest.raises(AlignkitError, match="unknown reward function 'no_such_reward'"):
+        reward_funcs_for(recipe)
