@@ -16,12 +16,14 @@ from alignkit.errors import AlignkitError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from alignkit.recipe import list_recipes, recipe_description
+    from alignkit.recipe import list_recipes, recipe_description, recipe_hardware
 
     recipes = list_recipes()
     width = max(map(len, recipes), default=0)
+    hardware = {name: recipe_hardware(path) for name, path in recipes.items()}
+    hw_width = max(map(len, hardware.values()), default=0)
     for name, path in recipes.items():
-        print(f"{name:<{width}}  {recipe_description(path)}")
+        print(f"{name:<{width}}  {hardware[name]:<{hw_width}}  {recipe_description(path)}")
     return 0
 
 

@@ -230,6 +230,18 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs)
     return parse_recipe_dict(raw, str(path), name=path.stem, **kwargs)
 
 
+def recipe_hardware(path: Path) -> str:
+    """The short hardware line of a recipe's header (``# Hardware:  1 GPU with >= 12 GB (...)`` -> ``1 GPU with >= 12
+    GB``): up to the first ``;`` or parenthesis; ``""`` when the header has none."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("Hardware:"):
+            return re.split(r";| \(", text[len("Hardware:") :].strip(), maxsplit=1)[0].strip()
+    return ""
+
+
 def recipe_description(path: Path) -> str:
     try:
         return str(read_yaml_mapping(path).get("description", "")).strip()

@@ -194,3 +194,22 @@ def test_an_unknown_reward_is_one_line(tmp_path):
     recipe.args.reward_funcs = ["no_such_reward"]
     with pytest.raises(AlignkitError, match="unknown reward function 'no_such_reward'"):
         reward_funcs_for(recipe)
+
+
+def test_list_prints_every_recipe_with_hardware_and_the_readme_table_lists_every_recipe(capsys):
+    import re
+    from pathlib import Path
+
+    from alignkit.recipe import recipe_description, recipe_hardware
+
+    assert main(["list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert set(lines) == set(list_recipes())
+    for name, path in list_recipes().items():
+        hardware = recipe_hardware(path)
+        assert ("GPU" in hardware or "CPU" in hardware) and hardware in lines[name], name  # from the header
+        assert lines[name].rstrip().endswith(recipe_description(path)), name
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("| recipe | what |") :].split("\n\n", 1)[0]
+    listed = {name for row in table.splitlines()[2:] for name in re.findall(r"`([\w-]+)`", row.split("|")[1])}
+    assert listed == set(list_recipes())
