@@ -64,7 +64,8 @@ class RecipeArguments:
         default=None,
         metadata={
             "help": "GRPO/PPO reward functions by name (graders and penalties, see "
-            "alignkit.plugins.common.reward_funcs)."
+            "alignkit.plugins.common.reward_funcs), or reward models: run:NAME (a reward run, trained first when "
+            "missing) or a reward-model path."
         },
     )
     eval_suite: str | None = field(

@@ -4,12 +4,15 @@ one-line error; config.yaml records the chain of starts."""
 
 import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 from tiny_recipes import pair_card, sft_card, use_recipe_dir, write_recipe
 
 from alignkit.cli import main
+from alignkit.eval.model_spec import run_specs
 
 
 @pytest.fixture
@@ -51,6 +54,11 @@ def test_a_missing_start_is_trained_once_merged_and_is_the_reference(recipes, tm
     # DPO's first loss is ln 2 exactly when policy and reference are the same model: the merged start
     first = json.loads((runs / "dpo-tiny" / "train_log.jsonl").read_text().splitlines()[0])
     assert first["loss"] == pytest.approx(math.log(2), abs=1e-4)
+
+    # the eval finds the start again when the merged cache is gone: it merges it anew, to the same key
+    shutil.rmtree(merged)
+    base, _ = run_specs(runs / "dpo-tiny")
+    assert base.base == merged and (Path(merged) / "config.json").is_file()
 
     # the start is reused (not retrained), and a chain of two starts is recorded, nearest first
     assert _train("dpo-again", runs) == 0
