@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 QUICK ?=
 
 .DEFAULT_GOAL := run
-.PHONY: run setup train eval test check lint bench clean list
+.PHONY: run setup train eval test check lint bench clean list pipeline
 
 run: setup
 	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
@@ -37,6 +37,10 @@ train: setup
 # every recipe with its hardware and one-line description
 list: setup
 	@$(VENV)/bin/alignkit list
+
+# SFT, RM, every method from SFT, one comparison report in runs/pipeline/ (a skeleton: alignkit/stages.py)
+pipeline: setup
+	$(VENV)/bin/alignkit pipeline $(ARGS)
 
 run ?=
 eval: setup

@@ -1,4 +1,4 @@
-"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``.
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``, ``pipeline``.
 
 User errors (AlignkitError) print one line and exit with code 2; no traceback.
 """
@@ -57,6 +57,12 @@ def _cmd_pairs(argv: list[str]) -> int:
     return pairs_main(argv)
 
 
+def _cmd_pipeline(argv: list[str]) -> int:
+    from alignkit.stages import main as pipeline_main
+
+    return pipeline_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -71,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.set_defaults(func=_cmd_list)
     sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
     sub.add_parser("pairs", help="build on-policy preference pairs (alignkit pairs --help)", add_help=False)
+    sub.add_parser(
+        "pipeline", help="SFT, RM, every method from SFT, one report (alignkit pipeline --help)", add_help=False
+    )
     return parser
 
 
@@ -99,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(argv[1:])
         if argv[:1] == ["pairs"]:
             return _cmd_pairs(argv[1:])
+        if argv[:1] == ["pipeline"]:
+            return _cmd_pipeline(argv[1:])
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         # `train R --no-eval k=v`: argparse stops filling the positional list at the first option; later key=value
