@@ -1,6 +1,7 @@
 """``alignkit pipeline`` (``make pipeline``): SFT, then the reward model, then each preference or RL method started
 from the SFT run, then one comparison report. A skeleton of issue 14's pipeline: the stages, caching and resuming
-are real; the report is ``alignkit eval --compare`` against the base model only (not yet also against SFT), and its
+are real; the reports are two ``alignkit eval --compare`` runs (every stage against the base model in
+``report.md``, every method against SFT in ``vs-sft/report.md``), not yet one table with plots per stage, and its
 time budget is not measured.
 
 Every stage is a run under ``runs/pipeline/`` (``--runs-root``). A finished run is reused, an interrupted one
@@ -52,12 +53,14 @@ def train_command(runs_root: Path, stage: Stage, state: str) -> list[str]:
     return argv + (["--resume"] if state == "resume" else [])
 
 
-def eval_command(runs_root: Path, suite: str) -> list[str]:
-    runs = [str(runs_root / s.recipe) for s in STAGES if s.recipe != "rm-smol"]
-    return ["eval", BASELINE, "--compare", *runs, "--suite", suite, "--runs-root", str(runs_root)] + [
-        "--out",
-        str(runs_root),
-        "--train-missing",
+def eval_commands(runs_root: Path, suite: str) -> list[list[str]]:
+    """Two comparisons: every run against the base model (``runs_root/report.md``), and every method against SFT
+    (``runs_root/vs-sft/report.md``)."""
+    sft, methods = str(runs_root / "sft-smol"), [str(runs_root / s.recipe) for s in STAGES[2:]]
+    common = ["--suite", suite, "--runs-root", str(runs_root), "--train-missing"]
+    return [
+        ["eval", BASELINE, "--compare", sft, *methods, *common, "--out", str(runs_root)],
+        ["eval", sft, "--compare", *methods, *common, "--out", str(runs_root / "vs-sft")],
     ]
 
 
@@ -83,6 +86,9 @@ def main(argv: list[str]) -> int:
         if code != 0:
             print(f"alignkit pipeline: stage {stage.recipe} failed (exit {code}); rerun to continue from it")
             return code
-    command = eval_command(runs_root, args.suite)
-    print(f"alignkit pipeline: report: alignkit {' '.join(command)}")
-    return 0 if args.dry_run else alignkit_main(command)
+    for command in eval_commands(runs_root, args.suite):
+        print(f"alignkit pipeline: report: alignkit {' '.join(command)}")
+        code = 0 if args.dry_run else alignkit_main(command)
+        if code != 0:
+            return code
+    return 0

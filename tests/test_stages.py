@@ -20,6 +20,8 @@ def test_pipeline_reuses_resumes_trains_and_stops_at_a_failed_stage(tmp_path, mo
         assert f"{recipe}: train: alignkit train {recipe} model_name_or_path=run:sft-smol" in out, recipe
     assert "ppo-smol-chat: train: alignkit train ppo-smol-chat output_dir=" in out  # its recipe starts from SFT
     assert f"report: alignkit eval smollm2-135m-instruct --compare {runs / 'sft-smol'} {runs / 'dpo-smol'}" in out
+    assert f"report: alignkit eval {runs / 'sft-smol'} --compare {runs / 'dpo-smol'}" in out  # methods vs SFT
+    assert f"--out {runs / 'vs-sft'}" in out
 
     calls = []
     monkeypatch.setattr(alignkit.cli, "main", lambda argv: calls.append(argv) or (2 if argv[1] == "kto-smol" else 0))
