@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 QUICK ?=
 
 .DEFAULT_GOAL := run
-.PHONY: run setup train eval test check lint bench clean
+.PHONY: run setup train eval test check lint bench clean list pipeline
 
 run: setup
 	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
@@ -33,6 +33,14 @@ $(STAMP): pyproject.toml Makefile
 
 train: setup
 	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+
+# every recipe with its hardware and one-line description
+list: setup
+	@$(VENV)/bin/alignkit list
+
+# SFT, RM, every method from SFT, one comparison report in runs/pipeline/ (a skeleton: alignkit/stages.py)
+pipeline: setup
+	$(VENV)/bin/alignkit pipeline $(ARGS)
 
 run ?=
 eval: setup

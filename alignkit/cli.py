@@ -1,4 +1,4 @@
-"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``.
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``, ``pipeline``.
 
 User errors (AlignkitError) print one line and exit with code 2; no traceback.
 """
@@ -16,12 +16,14 @@ from alignkit.errors import AlignkitError
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from alignkit.recipe import list_recipes, recipe_description
+    from alignkit.recipe import list_recipes, recipe_description, recipe_hardware
 
     recipes = list_recipes()
     width = max(map(len, recipes), default=0)
+    hardware = {name: recipe_hardware(path) for name, path in recipes.items()}
+    hw_width = max(map(len, hardware.values()), default=0)
     for name, path in recipes.items():
-        print(f"{name:<{width}}  {recipe_description(path)}")
+        print(f"{name:<{width}}  {hardware[name]:<{hw_width}}  {recipe_description(path)}")
     return 0
 
 
@@ -55,6 +57,12 @@ def _cmd_pairs(argv: list[str]) -> int:
     return pairs_main(argv)
 
 
+def _cmd_pipeline(argv: list[str]) -> int:
+    from alignkit.stages import main as pipeline_main
+
+    return pipeline_main(argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_list.set_defaults(func=_cmd_list)
     sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
     sub.add_parser("pairs", help="build on-policy preference pairs (alignkit pairs --help)", add_help=False)
+    sub.add_parser(
+        "pipeline", help="SFT, RM, every method from SFT, one report (alignkit pipeline --help)", add_help=False
+    )
     return parser
 
 
@@ -97,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_eval(argv[1:])
         if argv[:1] == ["pairs"]:
             return _cmd_pairs(argv[1:])
+        if argv[:1] == ["pipeline"]:
+            return _cmd_pipeline(argv[1:])
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         # `train R --no-eval k=v`: argparse stops filling the positional list at the first option; later key=value

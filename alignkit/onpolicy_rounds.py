@@ -56,13 +56,19 @@ def check_rounds(recipe: Any, card: Any) -> None:
         )
 
 
-def merge_adapter(base: str | Path, adapter: str | Path, out: str | Path, tokenizer: Any) -> Path:
-    """Merge a LoRA adapter into its base and save the full model (and tokenizer) to ``out``, atomically."""
+def merge_adapter(
+    base: str | Path, adapter: str | Path, out: str | Path, tokenizer: Any, reward: bool = False
+) -> Path:
+    """Merge a LoRA adapter into its base and save the full model (and tokenizer) to ``out``, atomically;
+    ``reward``: a one-label sequence-classification model (a reward run, whose adapter carries the score head)."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     out = Path(out)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+    if reward:
+        model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, dtype="auto")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

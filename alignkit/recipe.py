@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.resources
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,14 +26,28 @@ import yaml
 from alignkit import yaml12
 from alignkit.errors import AlignkitError
 
-# trainer name -> (config class, trainer class) in alignkit.plugins
-TRAINERS: dict[str, tuple[str, str]] = {
-    "sft": ("SFTConfig", "SFTTrainer"),
-    "reward": ("RewardConfig", "RewardTrainer"),
-    "dpo": ("DPOConfig", "DPOTrainer"),
-    "grpo": ("GRPOConfig", "GRPOTrainer"),
-    "ppo": ("PPOConfig", "PPOTrainer"),
+# trainer name -> (module, config class, trainer class). alignkit's plugins where alignkit adds something; TRL's own
+# trainer where nothing of ours applies (KTO; CPO, whose loss_type simpo with cpo_alpha 0 is SimPO).
+TRAINERS: dict[str, tuple[str, str, str]] = {
+    "sft": ("alignkit.plugins", "SFTConfig", "SFTTrainer"),
+    "reward": ("alignkit.plugins", "RewardConfig", "RewardTrainer"),
+    "dpo": ("alignkit.plugins", "DPOConfig", "DPOTrainer"),
+    "grpo": ("alignkit.plugins", "GRPOConfig", "GRPOTrainer"),
+    "ppo": ("alignkit.plugins", "PPOConfig", "PPOTrainer"),
+    "kto": ("trl", "KTOConfig", "KTOTrainer"),
+    "cpo": ("trl.experimental.cpo", "CPOConfig", "CPOTrainer"),
 }
+
+
+def trainer_classes(trainer: str) -> tuple[type, type]:
+    """``(config class, trainer class)`` of a recipe's ``trainer``."""
+    module_name, config_name, trainer_name = TRAINERS[trainer]
+    if module_name.startswith("trl.experimental"):
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # the recipe header says it is experimental
+    module = importlib.import_module(module_name)
+    return getattr(module, config_name), getattr(module, trainer_name)
+
+
 RUNS_ROOT = Path("runs")
 
 
@@ -49,7 +64,8 @@ class RecipeArguments:
         default=None,
         metadata={
             "help": "GRPO/PPO reward functions by name (graders and penalties, see "
-            "alignkit.plugins.common.reward_funcs)."
+            "alignkit.plugins.common.reward_funcs), or reward models: run:NAME (a reward run, trained first when "
+            "missing) or a reward-model path."
         },
     )
     eval_suite: str | None = field(
@@ -92,10 +108,12 @@ class Recipe:
     hardware: dict[str, Any]
     hardware_choices: dict[str, Any]
     hardware_reasons: dict[str, str]
+    # ``model_name_or_path: run:NAME``: the chain of starts, filled by alignkit.train (see alignkit.run_start)
+    start_chain: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def trainer_class(self):
-        return getattr(importlib.import_module("alignkit.plugins"), TRAINERS[self.args.trainer][1])
+        return trainer_classes(self.args.trainer)[1]
 
 
 def recipe_dir() -> Path:
@@ -155,7 +173,7 @@ def parse_recipe_dict(
     trainer = raw.get("trainer")
     if trainer not in TRAINERS:
         raise AlignkitError(f"{source}: field 'trainer' must be one of {sorted(TRAINERS)}, got {trainer!r}")
-    config_cls = getattr(importlib.import_module("alignkit.plugins"), TRAINERS[trainer][0])
+    config_cls = trainer_classes(trainer)[0]
     name = name or Path(source).stem
     hw = hardware or hw_mod.detect()
     explicit = set(raw)
@@ -211,6 +229,18 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs)
     path = find_recipe(name_or_path)
     raw = {**read_yaml_mapping(path), **parse_overrides(overrides or [])}
     return parse_recipe_dict(raw, str(path), name=path.stem, **kwargs)
+
+
+def recipe_hardware(path: Path) -> str:
+    """The short hardware line of a recipe's header (``# Hardware:  1 GPU with >= 12 GB (...)`` -> ``1 GPU with >= 12
+    GB``): up to the first ``;`` or parenthesis; ``""`` when the header has none."""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("#").strip()
+        if text.startswith("Hardware:"):
+            return re.split(r";| \(", text[len("Hardware:") :].strip(), maxsplit=1)[0].strip()
+    return ""
 
 
 def recipe_description(path: Path) -> str:

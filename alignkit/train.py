@@ -17,6 +17,7 @@ from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
 from alignkit.recipe import Recipe
+from alignkit.run_start import resolve_start, start_needs, start_run_name
 from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
 
 logger = logging.getLogger("alignkit")
@@ -69,12 +70,49 @@ def peft_config_for(recipe: Recipe):
 
 
 def reward_funcs_for(recipe: Recipe) -> list:
+    """The recipe's reward functions: registered names (graders, penalties) and reward models (``run:NAME`` of a
+    finished reward run, or a reward-model path), each a callable in TRL's reward signature."""
     from alignkit.plugins.common.reward_funcs import get_reward_func
 
-    try:
-        return [get_reward_func(name) for name in recipe.args.reward_funcs or []]
-    except ValueError as exc:
-        raise AlignkitError(f"{recipe.path}: reward_funcs: {exc}") from None
+    funcs = []
+    for name in recipe.args.reward_funcs or []:
+        if _is_reward_model(name):
+            funcs.append(_reward_model_func(recipe, name))
+            continue
+        try:
+            funcs.append(get_reward_func(name))
+        except ValueError as exc:
+            raise AlignkitError(
+                f"{recipe.path}: reward_funcs: {exc} (or a reward model: run:NAME or a path)"
+            ) from None
+    return funcs
+
+
+def _is_reward_model(name: str) -> bool:
+    return name.startswith("run:") or name.startswith((".", "/", "~")) or Path(name).expanduser().is_dir()
+
+
+def reward_model_needs(recipe: Recipe) -> list:
+    """The reward runs (``run:NAME`` in ``reward_funcs``) a PPO/GRPO recipe scores with, trained first when missing."""
+    from alignkit.data.model_refs import run_needs
+
+    refs = {f"reward_funcs[{i}]": r for i, r in enumerate(recipe.args.reward_funcs or []) if r.startswith("run:")}
+    return run_needs(refs, str(recipe.path), trainers=dict.fromkeys(refs, "reward"))
+
+
+def _reward_model_func(recipe: Recipe, ref: str):
+    """A reward model as a TRL reward function: the scorer the eval's rm_score metric uses, so training and
+    evaluation score replies the same way (chat template of the RM's tokenizer, logit at the last token)."""
+    from alignkit.eval.rm_score import load_reward_scorer, resolve_reward_model
+
+    runs_root = Path(recipe.training_args.output_dir).parent  # the staging dir sits beside the finished runs
+    if not ref.startswith("run:") and not Path(ref).expanduser().is_dir():
+        raise AlignkitError(f"{recipe.path}: reward_funcs: reward model path '{ref}' does not exist")
+    resolved = resolve_reward_model(ref, runs_root)
+    if resolved is None:
+        raise AlignkitError(f"{recipe.path}: reward_funcs: {ref} is not a finished run in {runs_root}/")
+    base, adapter = resolved
+    return load_reward_scorer(base, adapter, name=ref.removeprefix("run:"))
 
 
 class _JsonlLogCallback:
@@ -100,6 +138,8 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "hardware_choices": recipe.hardware_choices,
         "hardware_reasons": recipe.hardware_reasons,
     }
+    if recipe.start_chain:
+        config["start_chain"] = recipe.start_chain
     atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
     resolved = {
         "recipe": asdict(recipe.args),
@@ -119,6 +159,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "hardware_choices": recipe.hardware_choices,
         "versions": _versions(),
         "status": status,
+        **({"start_chain": recipe.start_chain} if recipe.start_chain else {}),
         **(extra or {}),
     }
     atomic_write_json(run_dir / RUN_FILE, meta)
@@ -165,17 +206,41 @@ def build_trainer(
     return BuiltTrainer(recipe.trainer_class(**kwargs), len(train_ds), peft_config)
 
 
+def _model_path(recipe: Recipe) -> str:
+    """A model name or path resolved to something loadable (an embedded alias is materialized)."""
+    from alignkit.models import resolve_model_path
+    from alignkit.recipe import list_recipes
+
+    twin = recipe.name.replace("-qwen", "-smol")
+    return resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+
+
+def _start_from_run(recipe: Recipe, starts: list, paths: RunPaths) -> str:
+    """Train the missing start run (once, saying so), then resolve it to a checkpoint and record the chain."""
+    try:
+        ensure_runs(starts, paths.final.parent)
+        start = resolve_start(recipe.model_args.model_name_or_path, paths.final.parent, recipe.args.trainer)
+    except BaseException:
+        if last_checkpoint(paths.staging) is None and paths.resume_from is None:
+            shutil.rmtree(paths.staging, ignore_errors=True)
+        raise
+    recipe.start_chain = start.chain
+    chain = " <- ".join([recipe.name, *(f"run:{link['run']}" for link in start.chain)])
+    print(f"alignkit: starts from {chain}; start checkpoint (also the reference model) {start.path}", flush=True)
+    return start.path
+
+
 def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
     """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite)."""
     from alignkit.data.cards import load_card
-    from alignkit.models import load_tokenizer, resolve_model_path
-    from alignkit.recipe import list_recipes
+    from alignkit.models import load_tokenizer
 
     final = Path(recipe.training_args.output_dir)
-    twin = recipe.name.replace("-qwen", "-smol")
-    model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+    starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
+    from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
+    model_path = None if from_run else _model_path(recipe)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
-    needs = dataset_runs(card)
+    needs = dataset_runs(card) + reward_model_needs(recipe)
     for need in needs:
         if need.name == final.name:
             raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
@@ -188,12 +253,14 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     for key, why in recipe.hardware_reasons.items():
         print(f"alignkit: {key}: {why}", flush=True)
+    if from_run:
+        model_path = _start_from_run(recipe, starts, paths)
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
         return train_rounds(recipe, model_path, paths, card, needs)
     try:
-        ensure_runs(needs, final.parent)  # the runs the card samples from or scores with, trained first
+        ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path)
         write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
         built = build_trainer(

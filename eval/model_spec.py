@@ -134,7 +134,12 @@ def run_specs(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec]:
     if not base or not Path(base).exists():  # the run came from another machine: re-resolve its model name
         if not meta.get("model_name_or_path"):
             raise AlignkitError(f"{run_dir / 'run.json'}: base_model '{base}' is missing and no model_name_or_path")
-        base = resolve_model_path(meta["model_name_or_path"])
+        if str(meta["model_name_or_path"]).startswith("run:"):  # a run started from another run: merge it again
+            from alignkit.run_start import resolve_start
+
+            base = resolve_start(meta["model_name_or_path"], run_dir.parent, meta.get("trainer") or "sft").path
+        else:
+            base = resolve_model_path(meta["model_name_or_path"])
     name = meta.get("recipe") or run_dir.name
     common = dict(name=name, run_dir=str(run_dir), trainer=meta.get("trainer"), beta=meta.get("beta"))
     if meta.get("adapter_dir"):

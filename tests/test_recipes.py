@@ -18,7 +18,7 @@ def test_recipes_exist():
 @pytest.mark.parametrize("name", sorted(list_recipes()))
 def test_every_recipe_parses(name):
     recipe = load_recipe(name, hardware=CPU)
-    assert recipe.args.trainer in {"sft", "reward", "dpo", "grpo", "ppo"}
+    assert recipe.args.trainer in {"sft", "reward", "dpo", "grpo", "ppo", "kto", "cpo"}
     assert recipe.args.description, f"{name}: a one-line description is required for `alignkit list`"
     text = recipe.path.read_text()
     assert text.startswith("#") and "make recipe=" in text or "make " in text.splitlines()[1]
@@ -34,7 +34,11 @@ def test_smol_recipes_use_embedded_model_and_cards():
     for name in list_recipes():
         if name.endswith("-smol") or "-smol-" in name:
             recipe = load_recipe(name, hardware=CPU)
-            assert recipe.model_args.model_name_or_path == "smollm2-135m-instruct", name
+            model = recipe.model_args.model_name_or_path
+            if model.startswith("run:"):  # a start run must itself be a smol recipe (which starts from the embedded)
+                assert model.removeprefix("run:") in list_recipes() and "-smol" in model, name
+            else:
+                assert model == "smollm2-135m-instruct", name
 
 
 def test_qwen_recipes_are_qlora_and_take_dtype_from_hardware():

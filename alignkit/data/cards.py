@@ -22,7 +22,7 @@ import yaml
 
 from alignkit.errors import AlignkitError
 
-FORMATS = ("language_modeling", "prompt_completion", "preference", "prompt_only")
+FORMATS = ("language_modeling", "prompt_completion", "preference", "prompt_only", "unpaired_preference")
 SOURCE_KINDS = ("hub", "file", "builder")
 REQUIRED_FIELDS = ("name", "description", "source", "format", "columns", "splits", "license", "size", "rebuild")
 OPTIONAL_FIELDS = ("transforms",)
@@ -33,6 +33,7 @@ EMBEDDED_TWIN = {
     "prompt_completion": "sharegpt-sft-smol",
     "preference": "sharegpt-pairs-smol",
     "prompt_only": "arith-smol",
+    "unpaired_preference": "sharegpt-onpolicy-kto-smol",
 }
 
 
@@ -44,6 +45,7 @@ def required_columns(fmt: str, conversational: bool) -> tuple[str, ...]:
         "prompt_completion": ("prompt", "completion"),
         "preference": ("chosen", "rejected"),
         "prompt_only": ("prompt",),
+        "unpaired_preference": ("prompt", "completion", "label"),  # KTO: label True = desirable
     }[fmt]
 
 
