@@ -70,7 +70,9 @@ def test_reward_scorer_fast_is_bf16_and_close_to_exact(tiny_model, native):
     native(True)
     prompts = [[{"role": "user", "content": "Say hi."}], [{"role": "user", "content": "Name a colour."}]]
     replies = ["Hi there!", "Blue, like the sky."]
+    torch.manual_seed(0)  # the tiny causal LM has no score head: both loads must draw the same random one
     exact = load_reward_scorer(tiny_model, batch_size=2, max_length=64)
+    torch.manual_seed(0)
     fast = load_reward_scorer(tiny_model, batch_size=2, max_length=64, precision="fast")
     assert next(fast.model.parameters()).dtype == torch.bfloat16
     assert next(exact.model.parameters()).dtype == torch.float32
