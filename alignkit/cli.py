@@ -1,6 +1,7 @@
 """The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``.
 
-User errors (AlignkitError) print one line and exit with code 2; no traceback.
+User errors (AlignkitError) print one line and exit with code 2; no traceback unless ``--debug`` is given (anywhere
+on the command line).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 import warnings
 
 from alignkit.errors import AlignkitError
@@ -57,6 +59,7 @@ def _cmd_pairs(argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print its traceback (any position)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train a recipe, then evaluate it")
     p_train.add_argument("recipe", help="recipe name (see `alignkit list`) or path to a recipe YAML")
@@ -89,6 +92,8 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # user errors then print their traceback too (for bug reports)
+    argv = [word for word in argv if word != "--debug"]
     _setup_logging()
     # SIGTERM (a killed job, a CI timeout) unwinds like Ctrl-C, so a run without a checkpoint is cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -107,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except AlignkitError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"alignkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import platform
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,11 +12,12 @@ from typing import Any
 
 import yaml
 
+from alignkit import preflight, run_lock
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
 from alignkit.recipe import Recipe
-from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
+from alignkit.runs import RUN_FILE, RunPaths, abandon, prepare, promote
 
 logger = logging.getLogger("alignkit")
 
@@ -148,6 +148,8 @@ def build_trainer(
     data = dict(seed=seed, builder_args=builder_args)
     train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, **data)
     eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, **data)
+    preflight.check_rows(recipe, card, train_ds, tokenizer)
+    preflight.check_prompts_fit(recipe, card, train_ds, tokenizer)
     reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
     model = load_model(recipe, model_path, tokenizer)
     peft_config = peft_config_for(recipe)
@@ -162,7 +164,9 @@ def build_trainer(
     )
     if reward_funcs is not None:
         kwargs["reward_funcs"] = reward_funcs
-    return BuiltTrainer(recipe.trainer_class(**kwargs), len(train_ds), peft_config)
+    trainer = recipe.trainer_class(**kwargs)
+    preflight.check_rows_kept(recipe, len(train_ds), trainer.train_dataset)
+    return BuiltTrainer(trainer, len(train_ds), peft_config)
 
 
 def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
@@ -173,8 +177,15 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
 
     final = Path(recipe.training_args.output_dir)
     twin = recipe.name.replace("-qwen", "-smol")
-    model_path = resolve_model_path(recipe.model_args.model_name_or_path, twin if twin in list_recipes() else None)
+    preflight.check_hardware(recipe)
+    model_ref = recipe.model_args.model_name_or_path
+    if str(model_ref).startswith("run:"):
+        model_ref = preflight.resolve_run_model(model_ref, final.parent)
+    model_path = resolve_model_path(model_ref, twin if twin in list_recipes() else None)
+    if Path(str(model_ref)).expanduser().exists():  # a directory the user named (hub snapshots are checked on load)
+        preflight.check_model_dir(model_path)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
+    preflight.check_data_fits_trainer(recipe, card)
     needs = dataset_runs(card)
     for need in needs:
         if need.name == final.name:
@@ -191,7 +202,10 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
-        return train_rounds(recipe, model_path, paths, card, needs)
+        try:
+            return train_rounds(recipe, model_path, paths, card, needs)
+        finally:
+            run_lock.release(paths.staging)  # a kept (resumable) staging directory must not stay locked
     try:
         ensure_runs(needs, final.parent)  # the runs the card samples from or scores with, trained first
         tokenizer = load_tokenizer(model_path)
@@ -207,26 +221,23 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
         start = time.time()
         trainer.train(resume_from_checkpoint=paths.resume_from)
         seconds = time.time() - start
+        artifact = "adapter" if built.peft_config is not None else "model"
+        trainer.save_model(str(paths.staging / artifact))
+        tokenizer.save_pretrained(paths.staging / artifact)
+        write_run_metadata(
+            recipe,
+            paths.staging,
+            "finished",
+            {
+                "base_model": model_path,
+                "adapter_dir": artifact if artifact == "adapter" else None,
+                "model_dir": artifact if artifact == "model" else None,
+                "train_seconds": round(seconds, 1),
+                "global_step": trainer.state.global_step,
+                "train_samples": built.train_rows,
+            },
+        )
     except BaseException:
-        # Keep an interrupted run only if it has a checkpoint to resume from; otherwise leave nothing behind.
-        if last_checkpoint(paths.staging) is None and paths.resume_from is None:
-            shutil.rmtree(paths.staging, ignore_errors=True)
+        abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
         raise
-
-    artifact = "adapter" if built.peft_config is not None else "model"
-    trainer.save_model(str(paths.staging / artifact))
-    tokenizer.save_pretrained(paths.staging / artifact)
-    write_run_metadata(
-        recipe,
-        paths.staging,
-        "finished",
-        {
-            "base_model": model_path,
-            "adapter_dir": artifact if artifact == "adapter" else None,
-            "model_dir": artifact if artifact == "model" else None,
-            "train_seconds": round(seconds, 1),
-            "global_step": trainer.state.global_step,
-            "train_samples": built.train_rows,
-        },
-    )
     return promote(paths)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from typing import Any
 from alignkit.cache import cache_dir
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 _BUILDS_ALLOWED = contextvars.ContextVar("alignkit_builds_allowed", default=True)
@@ -71,20 +74,47 @@ def fingerprint_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises a one-line AlignkitError naming the file and line number."""
+def read_jsonl(path: str | os.PathLike, recover_truncated_tail: bool = False) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line raises a one-line AlignkitError naming the file and line number.
+
+    With ``recover_truncated_tail`` (user data files), a last line that was cut off (no final newline, invalid JSON)
+    is dropped with a warning that counts what was kept, as long as some complete row remains."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignkitError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise AlignkitError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    # the text after the final newline: empty for a complete file, a fragment for a cut one
+    tail = len(lines) if lines[-1].strip() else len(lines) - 1
+    for lineno, raw in enumerate(lines[:tail], 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AlignkitError(
+                f"{path}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            cut = lineno == len(lines)  # the last line, with no newline after it: the write was cut off
+            if cut and recover_truncated_tail:
+                if not rows:
+                    raise AlignkitError(
+                        f"{path}:{lineno}: the file is truncated inside this line and no complete row remains; "
+                        "restore the full file"
+                    ) from None
+                logger.warning(
+                    "%s:%d: file truncated inside this line; dropped it, kept %d rows", path, lineno, len(rows)
+                )
+                break
+            raise AlignkitError(
+                f"{path}:{lineno}: invalid JSON ({exc.msg}, column {exc.colno}); the line was not skipped: "
+                "fix or delete it"
+            ) from None
+        if not isinstance(row, dict):
+            raise AlignkitError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; fix or delete it")
+        rows.append(row)
     return rows
 
 
