@@ -40,7 +40,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, matrix_dir, tiny_mode
 def test_reliability_table_is_generated_from_these_cases(matrix_dir, tiny_model):
     outcomes = [_outcome(case, matrix_dir, tiny_model) for case in matrix.CASES]
     expected = matrix.render_table(outcomes, matrix.replacements_for(matrix_dir, tiny_model))
-    assert TABLE.read_text(encoding="utf-8") == expected, "regenerate with bench/reliability_table.py"
+    assert TABLE.read_text(encoding="utf-8") == expected, "regenerate with tests/reliability_table.py"
 
 
 def test_debug_flag_shows_the_traceback_of_a_user_error(capsys):

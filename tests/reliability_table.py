@@ -3,8 +3,8 @@
 The cases and their runner live in tests/bad_input_cases.py, which tests/test_bad_input_matrix.py also runs and
 checks against this file, so the table cannot drift from the tests. Runs in about 20 s on one core.
 
-    .venv/bin/python bench/reliability_table.py           # rewrite bench/results/reliability.md
-    .venv/bin/python bench/reliability_table.py --check   # exit 1 if the committed file differs
+    .venv/bin/python tests/reliability_table.py           # rewrite bench/results/reliability.md
+    .venv/bin/python tests/reliability_table.py --check   # exit 1 if the committed file differs
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "reliability.md"
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests"))  # bad_input_cases sits beside this script
 
 import bad_input_cases as matrix  # noqa: E402
 
@@ -44,7 +44,7 @@ def main() -> int:
     text = generate()
     if args.check:
         if OUT.read_text(encoding="utf-8") != text:
-            print(f"{OUT} is out of date: run bench/reliability_table.py", file=sys.stderr)
+            print(f"{OUT} is out of date: run tests/reliability_table.py", file=sys.stderr)
             return 1
         return 0
     OUT.write_text(text, encoding="utf-8")
