@@ -1,4 +1,4 @@
-"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``.
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``, ``doctor``.
 
 User errors (AlignkitError) print one line and exit with code 2; no traceback unless ``--debug`` is given (anywhere
 on the command line).
@@ -45,6 +45,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from alignkit.doctor import run
+
+    return run()[0]
+
+
 def _cmd_eval(argv: list[str]) -> int:
     from alignkit.eval.command import main as eval_main
 
@@ -70,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.set_defaults(func=_cmd_train)
     p_list = sub.add_parser("list", help="list the recipes with a one-line description")
     p_list.set_defaults(func=_cmd_list)
+    p_doctor = sub.add_parser("doctor", help="check this machine: hardware, precision, 4-bit, versions, data, disk")
+    p_doctor.set_defaults(func=_cmd_doctor)
     sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
     sub.add_parser("pairs", help="build on-policy preference pairs (alignkit pairs --help)", add_help=False)
     return parser
