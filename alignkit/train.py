@@ -165,6 +165,11 @@ def build_trainer(
     if reward_funcs is not None:
         kwargs["reward_funcs"] = reward_funcs
     trainer = recipe.trainer_class(**kwargs)
+    from alignkit.plugins import FiniteGuard
+
+    # right after TRL's flow callback (which decides should_save, read by the guard) and before train_log.jsonl's
+    # writer (so the count the guard adds to a log entry is written)
+    trainer.callback_handler.callbacks.insert(1, FiniteGuard(recipe.args.nonfinite_abort_steps))
     preflight.check_rows_kept(recipe, len(train_ds), trainer.train_dataset)
     return BuiltTrainer(trainer, len(train_ds), peft_config)
 

@@ -30,6 +30,15 @@ class GRPOConfig(PenaltyFields, AdaptiveKLFields, trl.GRPOConfig):
         },
     )
 
+    skip_nonfinite_rewards: bool = field(
+        default=False,
+        metadata={
+            "help": "A reward function's NaN/inf is skipped like TRL's None (that sample is not scored by that "
+            "function) and counted as nonfinite/rewards_skipped. Off: TRL's path (inf reaches the advantages). "
+            "alignkit train turns it on."
+        },
+    )
+
     def __post_init__(self):
         super().__post_init__()
         if self.advantage_method is not None and self.advantage_method not in ADVANTAGE_METHODS:
