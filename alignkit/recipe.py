@@ -173,7 +173,7 @@ def parse_recipe_dict(
     values.setdefault("output_dir", str(runs_root / name))
     values.setdefault("report_to", "none")
     values.setdefault("seed", 42)
-    if trainer == "grpo":  # a recipe run skips (and counts) NaN/inf rewards instead of training on them
+    if trainer in ("grpo", "ppo"):  # a recipe run skips (and counts) NaN/inf rewards instead of training on them
         values.setdefault("skip_nonfinite_rewards", True)
 
     parser = TrlParser([RecipeArguments, ModelConfig, config_cls])

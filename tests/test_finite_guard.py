@@ -114,3 +114,25 @@ def test_weights_that_turned_non_finite_are_never_saved():
     with pytest.raises(AlignkitError, match="no checkpoint was saved"):
         FiniteGuard().on_step_end(None, TrainerState(global_step=4), control, model=model)
     assert control.should_save is False
+
+
+def test_ppo_skips_nan_and_inf_rewards(tiny_model, tmp_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+
+    from alignkit.plugins import PPOConfig, PPOTrainer
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + {i}?"}]} for i in range(4)]
+    args = PPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=4, max_completion_length=6, max_steps=1,
+        learning_rate=5e-2, logging_steps=1, save_strategy="no", skip_nonfinite_rewards=True, **CPU,
+    )  # fmt: skip
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = PPOTrainer(
+        tiny_model, [shaky_reward], args=args, train_dataset=Dataset.from_list(rows), peft_config=lora
+    )
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "nonfinite/rewards_skipped" in h]
+    assert [h["nonfinite/rewards_skipped"] for h in logged] == [2]  # NaN and inf of the one rollout of 4
+    assert all(math.isfinite(h["loss"]) for h in trainer.state.log_history if "loss" in h)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
