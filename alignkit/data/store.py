@@ -127,6 +127,26 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
     return n
 
 
+def _verify_build(target: Path) -> tuple[str | None, dict[str, Any]]:
+    """``(None, manifest)`` for a complete build, else ``(what is wrong, {})``: every split file must exist and match
+    the sha256 the manifest recorded (builds made before checksums: the row count)."""
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        counts = dict(manifest["counts"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"manifest.json unreadable: {type(exc).__name__}", {}
+    for split, count in counts.items():
+        path = target / f"{split}.jsonl"
+        if not path.is_file():
+            return f"{path.name} is missing", {}
+        expected = (manifest.get("sha256") or {}).get(split)
+        if expected is not None and file_identity(path)["sha256"] != expected:
+            return f"{path.name} does not match its checksum", {}
+        if expected is None and sum(1 for line in open(path, "rb") if line.strip()) != count:
+            return f"{path.name} does not hold the {count} rows of its manifest", {}
+    return None, manifest
+
+
 def cached_build(
     name: str,
     fingerprint: dict[str, Any],
@@ -141,10 +161,11 @@ def cached_build(
     target = parent / key
     manifest_path = target / "manifest.json"
     if manifest_path.exists() and not force:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
-        if all(p.exists() for p in files.values()):
+        problem, manifest = _verify_build(target)
+        if problem is None:
+            files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
             return BuildResult(name, target, files, manifest, reused=True)
+        logger.warning("dataset cache %s is corrupt (%s); rebuilding it", target, problem)
     if not _BUILDS_ALLOWED.get():
         raise AlignkitError(
             f"dataset '{name}' is not built on this machine for these inputs (key {key}); nothing is built here"
@@ -159,6 +180,7 @@ def cached_build(
             "name": name,
             "key": key,
             "counts": counts,
+            "sha256": {split: file_identity(tmp / f"{split}.jsonl")["sha256"] for split in counts},
             **extra,
             "fingerprint": fingerprint,
             "build_seconds": round(time.perf_counter() - start, 2),
