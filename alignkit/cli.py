@@ -7,6 +7,7 @@ on the command line).
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -98,6 +99,13 @@ def _setup_logging() -> None:
         pass
 
 
+def _close_progress_bars() -> None:
+    """Finish the progress bars an error interrupted, so the error line starts a line of its own (and is the last)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv  # user errors then print their traceback too (for bug reports)
@@ -120,10 +128,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except AlignkitError as exc:
+        _close_progress_bars()
         if debug:
             traceback.print_exc()
         print(f"alignkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        _close_progress_bars()
+        if debug:
+            traceback.print_exc()
+        print(
+            f"alignkit: error: no space left on the device writing {exc.filename or 'a file'}; free some space, then "
+            "RESUME=1 continues from the last complete checkpoint (earlier reports and checkpoints are intact)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(
             "alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",

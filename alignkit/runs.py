@@ -66,9 +66,18 @@ def read_finished_run(run_dir: str | Path) -> dict:
     return meta
 
 
+# The Trainer writes this file last into a checkpoint directory: without it, the save was cut off (a full disk, a kill)
+CHECKPOINT_COMPLETE_MARKER = "trainer_state.json"
+
+
 def last_checkpoint(directory: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``directory`` (a half-written one is passed over), or None."""
     checkpoints = sorted(
-        (p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        (
+            p
+            for p in directory.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_COMPLETE_MARKER).is_file()
+        ),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     return str(checkpoints[-1]) if checkpoints else None
