@@ -90,6 +90,11 @@ def check_model_dir(path: str | Path) -> None:
             f"model directory '{path}' has no weights (*.safetensors or *.bin); save the model there with "
             "save_pretrained, or point model_name_or_path at the checkpoint"
         )
+    if not next(path.glob("*.safetensors"), None) and not next(path.glob("*.gguf"), None):
+        raise AlignkitError(
+            f"model directory '{path}' has only pickled *.bin weights, and alignkit loads safetensors only (a pickle "
+            "can run code); convert it with save_pretrained(dir, safe_serialization=True)"
+        )
 
 
 def check_data_fits_trainer(recipe: Any, card: Any) -> None:

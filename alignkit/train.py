@@ -43,17 +43,21 @@ def load_model(recipe: Recipe, model_path: str, tokenizer):
     margs = recipe.model_args
     dtype = margs.dtype if margs.dtype in (None, "auto") else getattr(torch, margs.dtype)
     quantization_config = get_quantization_config(margs)
-    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config}
+    # safetensors only: a pickled .bin checkpoint can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config, "use_safetensors": True}
     if margs.attn_implementation:
         kwargs["attn_implementation"] = margs.attn_implementation
     if quantization_config is not None and torch.cuda.is_available():
         from accelerate import PartialState
 
         kwargs["device_map"] = {"": PartialState().local_process_index}  # one quantized replica per process
-    if recipe.args.trainer == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    try:
+        if recipe.args.trainer == "reward":
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except OSError as exc:  # no safetensors weights, a missing file in a hub snapshot ...
+        raise AlignkitError(f"model '{model_path}' cannot be loaded: {str(exc).splitlines()[0]}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model

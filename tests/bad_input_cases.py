@@ -209,6 +209,18 @@ def _dir_without_weights(ctx: Ctx) -> list[str]:
     return ctx.train(model=str(model))
 
 
+def _bin_weights_only(ctx: Ctx) -> list[str]:
+    import torch
+    from safetensors.torch import load_file
+
+    model = ctx.tmp / "pickled"
+    shutil.copytree(ctx.tiny_model, model)
+    weights = model / "model.safetensors"
+    torch.save(load_file(str(weights)), model / "pytorch_model.bin")
+    weights.unlink()
+    return ctx.train(model=str(model))
+
+
 def _no_chat_template(ctx: Ctx) -> list[str]:
     model = ctx.tmp / "notemplate"
     shutil.copytree(ctx.tiny_model, model)
@@ -335,6 +347,8 @@ CASES: list[Case] = [
          r"model 'some-org/some-model' is not in the local cache.*HF_HUB_OFFLINE"),
     Case("model-dir-without-weights", "model", "a model directory with config.json only", _dir_without_weights,
          r"noweights.*no weights"),
+    Case("model-bin-weights-only", "model", "a model directory with pickled .bin weights only", _bin_weights_only,
+         r"pickled.*only pickled \*\.bin weights.*safetensors only.*safe_serialization=True"),
     Case("model-no-chat-template", "model", "a tokenizer without chat template on conversational data",
          _no_chat_template, r"notemplate.*no chat template.*conversational"),
     Case("model-rm-not-classifier", "model", "a causal LM given as reward model", _rm_not_classifier,
@@ -409,13 +423,15 @@ def _tree(root: Path) -> set[str]:
 
 def run_case(case: Case, base: Path, tiny_model: str) -> Outcome:
     """Run one case in-process in ``base/<case id>``; see the module docstring."""
-    from alignkit.cache import cache_dir
     from alignkit.cli import main
 
     ctx = Ctx(base / case.id, tiny_model)
     shutil.rmtree(ctx.tmp, ignore_errors=True)
     ctx.tmp.mkdir(parents=True)
-    cache = cache_dir()
+    # a cache of its own: whatever the case writes there shows, and other processes' cache writes do not
+    cache = base / f"{case.id}.cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    ctx.env.setdefault("ALIGNKIT_CACHE", str(cache))
     stderr = io.StringIO()
     root = logging.getLogger()
     saved_handlers, saved_env = root.handlers[:], dict(os.environ)
