@@ -1,15 +1,18 @@
-"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``, ``pipeline``.
+"""The ``alignkit`` command: ``train``, ``list``, ``eval``, ``pairs``, ``pipeline``, ``doctor``.
 
-User errors (AlignkitError) print one line and exit with code 2; no traceback.
+User errors (AlignkitError) print one line and exit with code 2; no traceback unless ``--debug`` is given (anywhere
+on the command line).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
 import sys
+import traceback
 import warnings
 
 from alignkit.errors import AlignkitError
@@ -45,6 +48,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from alignkit.doctor import run
+
+    return run()[0]
+
+
 def _cmd_eval(argv: list[str]) -> int:
     from alignkit.eval.command import main as eval_main
 
@@ -65,6 +74,7 @@ def _cmd_pipeline(argv: list[str]) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignkit", description="QLoRA alignment recipes and plugins for TRL.")
+    parser.add_argument("--debug", action="store_true", help="on an error, also print its traceback (any position)")
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train a recipe, then evaluate it")
     p_train.add_argument("recipe", help="recipe name (see `alignkit list`) or path to a recipe YAML")
@@ -75,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_train.set_defaults(func=_cmd_train)
     p_list = sub.add_parser("list", help="list the recipes with a one-line description")
     p_list.set_defaults(func=_cmd_list)
+    p_doctor = sub.add_parser("doctor", help="check this machine: hardware, precision, 4-bit, versions, data, disk")
+    p_doctor.set_defaults(func=_cmd_doctor)
     sub.add_parser("eval", help="evaluate runs or models (alignkit eval --help)", add_help=False)
     sub.add_parser("pairs", help="build on-policy preference pairs (alignkit pairs --help)", add_help=False)
     sub.add_parser(
@@ -98,8 +110,17 @@ def _setup_logging() -> None:
         pass
 
 
+def _close_progress_bars() -> None:
+    """Finish the progress bars an error interrupted, so the error line starts a line of its own (and is the last)."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # user errors then print their traceback too (for bug reports)
+    argv = [word for word in argv if word != "--debug"]
     _setup_logging()
     # SIGTERM (a killed job, a CI timeout) unwinds like Ctrl-C, so a run without a checkpoint is cleaned up.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -120,8 +141,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return args.func(args)
     except AlignkitError as exc:
+        _close_progress_bars()
+        if debug:
+            traceback.print_exc()
         print(f"alignkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        _close_progress_bars()
+        if debug:
+            traceback.print_exc()
+        print(
+            f"alignkit: error: no space left on the device writing {exc.filename or 'a file'}; free some space, then "
+            "RESUME=1 continues from the last complete checkpoint (earlier reports and checkpoints are intact)",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print(
             "alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",

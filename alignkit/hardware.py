@@ -116,3 +116,18 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
             chosen.pop(key, None)
         reasons["precision"] = "set by the recipe"
     return {k: v for k, v in chosen.items() if k not in explicit}, reasons
+
+
+def four_bit_problem() -> str | None:
+    """Why bitsandbytes (4-bit/8-bit loading) cannot run here, or ``None`` when it imports.
+
+    ``alignkit doctor`` goes further and quantizes a small matrix (:func:`alignkit.doctor.check_four_bit`)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed"
+    try:
+        import bitsandbytes  # noqa: F401
+    except Exception as exc:  # a broken build or a missing native library
+        return f"import bitsandbytes failed: {type(exc).__name__}: {exc}"
+    return None

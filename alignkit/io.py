@@ -46,3 +46,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_files(directory: str | os.PathLike, files: dict[str, str | bytes], last: str | None = None) -> None:
+    """Write every file of ``files`` (name -> text or bytes) into ``directory``, all or none: each goes to a temporary
+    sibling first, and only when all are written (a full disk fails here) are they renamed into place, ``last``
+    last. A failed write leaves the previous files untouched and no temporary behind."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    try:
+        for name, content in files.items():
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            written[name] = tmp
+            with os.fdopen(
+                fd,
+                "wb" if isinstance(content, bytes) else "w",
+                **({} if isinstance(content, bytes) else {"encoding": "utf-8"}),
+            ) as f:
+                f.write(content)
+            os.chmod(tmp, _umask_mode())
+    except BaseException:
+        for tmp in written.values():
+            Path(tmp).unlink(missing_ok=True)
+        raise
+    for name in sorted(written, key=lambda n: n == last):
+        os.replace(written[name], directory / name)

@@ -55,8 +55,11 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
     """Return a cached HF checkpoint directory for an embedded GGUF model, building it on first use."""
     entry = EMBEDDED_MODELS[alias]
     target = cache_dir("models") / alias
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return target
+    weights = target / "model.safetensors"
+    if (target / "config.json").exists() and weights.exists():
+        if safetensors_complete(weights):
+            return target
+        logger.warning("cached model %s is truncated or corrupt; materializing it again", weights)
     gguf_dir = _package_dir(entry.package)
     if not (gguf_dir / entry.gguf_file).exists():
         raise AlignkitError(f"embedded model file {gguf_dir / entry.gguf_file} is missing; reinstall {entry.package}")
@@ -95,6 +98,25 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def safetensors_complete(path: Path) -> bool:
+    """Whether a .safetensors file is whole: its header parses and its tensors end exactly at the end of the file
+    (a cut or partly overwritten file fails one of the two). Reads only the header."""
+    import json
+    import struct
+
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size - 8:
+                return False
+            header = json.loads(f.read(header_len))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error):
+        return False
+    return 8 + header_len + max(ends, default=0) == size
 
 
 def _hub_is_offline() -> bool:

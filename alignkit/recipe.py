@@ -71,6 +71,13 @@ class RecipeArguments:
     eval_suite: str | None = field(
         default="smol", metadata={"help": "Eval suite run after training (eval/suites/<name>.yaml); null = none."}
     )
+    nonfinite_abort_steps: int = field(
+        default=3,
+        metadata={
+            "help": "Optimizer steps with a NaN/inf loss or gradients are skipped; this many in a row abort the run "
+            "(alignkit.plugins.FiniteGuard)."
+        },
+    )
     onpolicy_rounds: int = field(
         default=1,
         metadata={
@@ -88,6 +95,8 @@ class RecipeArguments:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ValueError(f"{key}: must be >= 1 or null, got {value}")
+        if self.nonfinite_abort_steps < 1:
+            raise ValueError(f"nonfinite_abort_steps: must be >= 1, got {self.nonfinite_abort_steps}")
         if self.onpolicy_rounds < 1:
             raise ValueError(f"onpolicy_rounds: must be >= 1, got {self.onpolicy_rounds}")
         if self.onpolicy_rounds > 1 and self.trainer != "dpo":
@@ -182,6 +191,8 @@ def parse_recipe_dict(
     values.setdefault("output_dir", str(runs_root / name))
     values.setdefault("report_to", "none")
     values.setdefault("seed", 42)
+    if trainer in ("grpo", "ppo"):  # a recipe run skips (and counts) NaN/inf rewards instead of training on them
+        values.setdefault("skip_nonfinite_rewards", True)
 
     parser = TrlParser([RecipeArguments, ModelConfig, config_cls])
     parser.exit_on_error = False  # a bad value raises ArgumentError instead of printing usage and exiting

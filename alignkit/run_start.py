@@ -71,8 +71,21 @@ def start_needs(recipe: Any, runs_root: str | Path) -> list[RunNeed]:
             f"`alignkit train {name} --resume` (or remove {partial} to train it afresh)"
         )
     if run_dir.exists():
-        read_finished_run(run_dir)  # unfinished or broken: one line saying what is wrong
+        try:
+            read_finished_run(run_dir)
+        except AlignkitError as exc:
+            raise AlignkitError(
+                f"{purpose} starts from run:{name}, which is not finished or is broken ({exc}); finish it with "
+                f"`alignkit train {name} --resume`, or retrain it with --overwrite"
+            ) from None
         return []  # finished: nothing to train
+    from alignkit.recipe import list_recipes
+
+    if name not in list_recipes():
+        raise AlignkitError(
+            f"{purpose}: run:{name} does not exist in {runs_root}/ and no recipe '{name}' can train it "
+            f"(`alignkit list`); train it first: `alignkit train {name}` with a recipe of that name"
+        )
     return [RunNeed(name, name, purpose)]
 
 

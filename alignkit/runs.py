@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from alignkit import run_lock
 from alignkit.errors import AlignkitError
 
 RUN_FILE = "run.json"
@@ -65,25 +66,43 @@ def read_finished_run(run_dir: str | Path) -> dict:
     return meta
 
 
+# The Trainer writes this file last into a checkpoint directory: without it, the save was cut off (a full disk, a kill)
+CHECKPOINT_COMPLETE_MARKER = "trainer_state.json"
+
+
 def last_checkpoint(directory: Path) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``directory`` (a half-written one is passed over), or None."""
     checkpoints = sorted(
-        (p for p in directory.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        (
+            p
+            for p in directory.glob("checkpoint-*")
+            if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_COMPLETE_MARKER).is_file()
+        ),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     return str(checkpoints[-1]) if checkpoints else None
 
 
 def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPaths:
+    """Decide where a train writes (see the module docstring) and lock the staging directory for this process
+    (:mod:`alignkit.run_lock`); :func:`promote` or :func:`abandon` releases it."""
     if overwrite and resume:
         raise AlignkitError("OVERWRITE=1 and RESUME=1 contradict each other; choose one")
     final = Path(final)
     staging = final.with_name(final.name + ".partial")
+    run_lock.check_free(staging)  # a live train on this run is never disturbed, whatever the flags say
+    paths = _choose(final, staging, overwrite, resume)
+    run_lock.acquire(staging)
+    return paths
+
+
+def _choose(final: Path, staging: Path, overwrite: bool, resume: bool) -> RunPaths:
     finished = run_is_finished(final)
     if resume:
         if staging.exists():
             return RunPaths(final, staging, last_checkpoint(staging))
         if finished:
-            shutil.copytree(final, staging)
+            _make_dirs(lambda: shutil.copytree(final, staging), staging)
             checkpoint = last_checkpoint(staging)
             if checkpoint is None:
                 shutil.rmtree(staging)
@@ -98,8 +117,26 @@ def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPa
         shutil.rmtree(staging)
     if final.exists() and not finished and not overwrite:
         raise AlignkitError(f"{final} exists but holds no finished run; OVERWRITE=1 replaces it")
-    staging.mkdir(parents=True)
+    _make_dirs(lambda: staging.mkdir(parents=True), staging)
     return RunPaths(final, staging, None)
+
+
+def _make_dirs(make, staging: Path) -> None:
+    try:
+        make()
+    except OSError as exc:
+        raise AlignkitError(
+            f"cannot create run directory {staging} ({exc.strerror or exc}); set output_dir to a writable place"
+        ) from None
+
+
+def abandon(paths: RunPaths) -> None:
+    """After a failed or interrupted train: keep the staging directory only if it has a checkpoint to resume from
+    (or was itself resumed), otherwise remove it; either way release the lock."""
+    if last_checkpoint(paths.staging) is None and paths.resume_from is None:
+        shutil.rmtree(paths.staging, ignore_errors=True)
+    else:
+        run_lock.release(paths.staging)
 
 
 def promote(paths: RunPaths) -> Path:
@@ -109,6 +146,7 @@ def promote(paths: RunPaths) -> Path:
         old = paths.final.with_name(f".{paths.final.name}.old-{int(time.time())}")
         paths.final.rename(old)
     paths.staging.rename(paths.final)
+    run_lock.release(paths.final)  # the lock moved with the directory
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return paths.final

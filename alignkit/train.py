@@ -13,12 +13,13 @@ from typing import Any
 
 import yaml
 
+from alignkit import preflight, run_lock
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
 from alignkit.recipe import Recipe
 from alignkit.run_start import resolve_start, start_needs, start_run_name
-from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
+from alignkit.runs import RUN_FILE, RunPaths, abandon, last_checkpoint, prepare, promote
 
 logger = logging.getLogger("alignkit")
 
@@ -44,17 +45,21 @@ def load_model(recipe: Recipe, model_path: str, tokenizer):
     margs = recipe.model_args
     dtype = margs.dtype if margs.dtype in (None, "auto") else getattr(torch, margs.dtype)
     quantization_config = get_quantization_config(margs)
-    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config}
+    # safetensors only: a pickled .bin checkpoint can run code when loaded
+    kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config, "use_safetensors": True}
     if margs.attn_implementation:
         kwargs["attn_implementation"] = margs.attn_implementation
     if quantization_config is not None and torch.cuda.is_available():
         from accelerate import PartialState
 
         kwargs["device_map"] = {"": PartialState().local_process_index}  # one quantized replica per process
-    if recipe.args.trainer == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    try:
+        if recipe.args.trainer == "reward":
+            model = AutoModelForSequenceClassification.from_pretrained(model_path, num_labels=1, **kwargs)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
+    except OSError as exc:  # no safetensors weights, a missing file in a hub snapshot ...
+        raise AlignkitError(f"model '{model_path}' cannot be loaded: {str(exc).splitlines()[0]}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     return model
@@ -189,6 +194,8 @@ def build_trainer(
     data = dict(seed=seed, builder_args=builder_args)
     train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, **data)
     eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, **data)
+    preflight.check_rows(recipe, card, train_ds, tokenizer)
+    preflight.check_prompts_fit(recipe, card, train_ds, tokenizer)
     reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
     model = load_model(recipe, model_path, tokenizer)
     peft_config = peft_config_for(recipe)
@@ -203,7 +210,14 @@ def build_trainer(
     )
     if reward_funcs is not None:
         kwargs["reward_funcs"] = reward_funcs
-    return BuiltTrainer(recipe.trainer_class(**kwargs), len(train_ds), peft_config)
+    trainer = recipe.trainer_class(**kwargs)
+    from alignkit.plugins import FiniteGuard
+
+    # right after TRL's flow callback (which decides should_save, read by the guard) and before train_log.jsonl's
+    # writer (so the count the guard adds to a log entry is written)
+    trainer.callback_handler.callbacks.insert(1, FiniteGuard(recipe.args.nonfinite_abort_steps))
+    preflight.check_rows_kept(recipe, len(train_ds), trainer.train_dataset)
+    return BuiltTrainer(trainer, len(train_ds), peft_config)
 
 
 def _model_path(recipe: Recipe) -> str:
@@ -236,10 +250,14 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     from alignkit.models import load_tokenizer
 
     final = Path(recipe.training_args.output_dir)
+    preflight.check_hardware(recipe)
     starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
     from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
     model_path = None if from_run else _model_path(recipe)
+    if not from_run and Path(str(recipe.model_args.model_name_or_path)).expanduser().exists():
+        preflight.check_model_dir(model_path)  # a directory the user named (hub snapshots are checked on load)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
+    preflight.check_data_fits_trainer(recipe, card)
     needs = dataset_runs(card) + reward_model_needs(recipe)
     for need in needs:
         if need.name == final.name:
@@ -258,7 +276,10 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
-        return train_rounds(recipe, model_path, paths, card, needs)
+        try:
+            return train_rounds(recipe, model_path, paths, card, needs)
+        finally:
+            run_lock.release(paths.staging)  # a kept (resumable) staging directory must not stay locked
     try:
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path)
@@ -274,26 +295,23 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
         start = time.time()
         trainer.train(resume_from_checkpoint=paths.resume_from)
         seconds = time.time() - start
+        artifact = "adapter" if built.peft_config is not None else "model"
+        trainer.save_model(str(paths.staging / artifact))
+        tokenizer.save_pretrained(paths.staging / artifact)
+        write_run_metadata(
+            recipe,
+            paths.staging,
+            "finished",
+            {
+                "base_model": model_path,
+                "adapter_dir": artifact if artifact == "adapter" else None,
+                "model_dir": artifact if artifact == "model" else None,
+                "train_seconds": round(seconds, 1),
+                "global_step": trainer.state.global_step,
+                "train_samples": built.train_rows,
+            },
+        )
     except BaseException:
-        # Keep an interrupted run only if it has a checkpoint to resume from; otherwise leave nothing behind.
-        if last_checkpoint(paths.staging) is None and paths.resume_from is None:
-            shutil.rmtree(paths.staging, ignore_errors=True)
+        abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
         raise
-
-    artifact = "adapter" if built.peft_config is not None else "model"
-    trainer.save_model(str(paths.staging / artifact))
-    tokenizer.save_pretrained(paths.staging / artifact)
-    write_run_metadata(
-        recipe,
-        paths.staging,
-        "finished",
-        {
-            "base_model": model_path,
-            "adapter_dir": artifact if artifact == "adapter" else None,
-            "model_dir": artifact if artifact == "model" else None,
-            "train_seconds": round(seconds, 1),
-            "global_step": trainer.state.global_step,
-            "train_samples": built.train_rows,
-        },
-    )
     return promote(paths)

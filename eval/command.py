@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alignkit.errors import AlignkitError
+from alignkit.eval import preflight
 from alignkit.eval.model_spec import ModelSpec, resolve_target, run_specs
 from alignkit.runs import read_finished_run
 
@@ -81,7 +82,9 @@ def plan(args: argparse.Namespace) -> Plan:
         raise AlignkitError("alignkit eval: give a run directory or model (or --compare A B ...)")
     runs_root = Path(args.runs_root)
     resolved = [resolve_target(t, runs_root) for t in targets]
-    metas = [read_finished_run(v) for kind, v in resolved if kind == "run"]
+    runs = {str(v): read_finished_run(v) for kind, v in resolved if kind == "run"}
+    preflight.check_same_suite(runs, suite_given=bool(args.suite))
+    metas = list(runs.values())
     suites = {m.get("eval_suite") for m in metas} - {None}
     caps = [int(m["max_eval_samples"]) for m in metas if m.get("max_eval_samples")]
     common = dict(suite=suites.pop() if len(suites) == 1 else None, max_eval_samples=min(caps) if caps else None)
@@ -111,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         suite.limit(args.max_prompts)
     elif p.max_eval_samples:
         suite.limit(p.max_eval_samples, cap_only=True)
+    preflight.check_model_refs(suite)
+    for spec in p.specs:
+        preflight.check_adapter_base(spec)
     pending = missing_runs(suite.required_runs(), p.runs_root)
     if pending and not args.train_missing:
         raise missing_run_error(pending[0], p.runs_root)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -43,6 +44,8 @@ from alignkit.eval.model_spec import ModelSpec, load_model
 from alignkit.io import atomic_write_text
 from alignkit.prefix_cache import shared_prefix_len
 from alignkit.stop_tokens import loop_stop_length, reply_length, stop_token_ids
+
+logger = logging.getLogger(__name__)
 
 # 2: shared-prefix prefill (same outputs up to fp rounding, see alignkit.prefix_cache)
 # 3: decode engine (alignkit.decoding): per-prompt sampling streams, stop_loops, looping / log-probs in the rows
@@ -124,12 +127,31 @@ def cache_key(spec: ModelSpec, prompts: Sequence[Prompt], config: GenerationConf
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
+def _rows_digest(lines: list[str]) -> str:
+    return hashlib.sha256("\n".join(lines).encode("utf-8")).hexdigest()
+
+
 def _read_cache(path: Path, n: int, need_logprobs: bool = False) -> Generations | None:
+    """The cached generations, or ``None`` (regenerate): a missing entry silently, a corrupt one (unparseable,
+    wrong row count, checksum of the rows differs from the one in its meta line) with a one-line warning."""
     if not path.exists():
         return None
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if "meta" not in r]
-    if len(rows) != n:  # cannot happen with atomic writes, unless someone edited the file: regenerate
+    try:
+        # split on "\n" only: a reply may hold U+2028 and the like, which splitlines() would also split on
+        lines = [line for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        parsed = [json.loads(line) for line in lines]
+        meta = next((r["meta"] for r in parsed if "meta" in r), {})
+        body = [line for line, r in zip(lines, parsed, strict=True) if "meta" not in r]
+        rows = [r for r in parsed if "meta" not in r]
+        problem = None
+        if len(rows) != n:
+            problem = f"{len(rows)} rows, {n} prompts"
+        elif meta.get("rows_sha256") not in (None, _rows_digest(body)):  # entries written before checksums: None
+            problem = "its rows do not match their checksum"
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        problem = f"unreadable: {type(exc).__name__}"
+    if problem is not None:
+        logger.warning("generation cache %s is corrupt (%s); regenerating", path, problem)
         return None
     if need_logprobs and not all("logprobs" in r for r in rows):  # stored without them: regenerate with them
         return None
@@ -176,15 +198,16 @@ def generate(
             return cached
     model, tokenizer = (model_fn or (lambda: load_model(spec)))()
     run = _run_generation(model, tokenizer, prompts, config, desc or spec.name, return_logprobs=return_logprobs)
-    meta = {"meta": {"model": spec.name, "base": spec.base, "adapter": spec.adapter, "config": asdict(config)}}
-    rows = []
+    lines = []
     for i, p in enumerate(prompts):
         row = {"index": i, "prompt": as_messages(p), "response": run.responses[i], "n_tokens": run.n_tokens[i]}
         row.update(truncated=run.truncated[i], looping=run.looping[i])
         if return_logprobs:
             row.update(token_ids=run.token_ids[i], logprobs=run.logprobs[i])
-        rows.append(row)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [meta, *rows]))
+        lines.append(json.dumps(row, ensure_ascii=False))
+    meta = {"model": spec.name, "base": spec.base, "adapter": spec.adapter, "config": asdict(config)}
+    meta["rows_sha256"] = _rows_digest(lines)
+    atomic_write_text(path, "".join(line + "\n" for line in [json.dumps({"meta": meta}, ensure_ascii=False), *lines]))
     return Generations(
         run.responses,
         run.n_tokens,

@@ -139,20 +139,14 @@ def _samples(ctx: EvalContext) -> list[dict[str, Any]]:
 
 
 def write_report(report: dict[str, Any], out_dir: str | Path) -> Path:
-    """Render every file in memory first, then write each atomically; ``report.md`` goes last, so its presence
-    means the set is complete. Returns the path of ``report.md``."""
+    """Render every file in memory first, then write them all or none (:func:`alignkit.io.atomic_write_files`);
+    ``report.md`` is renamed into place last, so its presence means the set is complete. Returns its path."""
     from alignkit.eval.report import render_files
-    from alignkit.io import atomic_write_bytes, atomic_write_text
+    from alignkit.io import atomic_write_files
 
-    files = render_files(report)
-    out_dir = Path(out_dir)
-    for name in sorted(files, key=lambda n: n == "report.md"):
-        content = files[name]
-        if isinstance(content, bytes):
-            atomic_write_bytes(out_dir / name, content)
-        else:
-            atomic_write_text(out_dir / name, content)
-    return out_dir / "report.md"
+    # all or none: a full disk while writing leaves the previous report set whole
+    atomic_write_files(out_dir, render_files(report), last="report.md")
+    return Path(out_dir) / "report.md"
 
 
 def evaluate(

@@ -71,7 +71,10 @@ def _split_conversation(messages: Messages) -> tuple[Messages, str | None]:
 def rows_to_prompts(rows: list[dict[str, Any]], ps: Any) -> PromptData:
     """TRL-format rows -> prompts. ``prompt`` (+ ``completion``/``chosen``) or ``messages`` (final turn = answer)."""
     if not rows:
-        raise AlignkitError(f"prompt set '{ps.name}': card '{ps.card}' split '{ps.split}' has no rows")
+        raise AlignkitError(
+            f"prompt set '{ps.name}': card '{ps.card}' split '{ps.split}' has no rows; add prompts to it or drop "
+            "the prompt set from the suite"
+        )
     cols = set(rows[0])
     prompts: list[Messages] = []
     completions: list[str | None] = []

@@ -125,7 +125,11 @@ def load_reward_scorer(
         hf_logging.set_verbosity_error()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            base, num_labels=1, dtype=inference_dtype(precision), pad_token_id=tokenizer.pad_token_id
+            base,
+            num_labels=1,
+            dtype=inference_dtype(precision),
+            pad_token_id=tokenizer.pad_token_id,
+            use_safetensors=True,
         )
     finally:
         hf_logging.set_verbosity(verbosity)

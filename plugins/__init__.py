@@ -25,6 +25,7 @@ _LAZY = {
     "GRPOTrainer": "grpo.grpo_trainer",
     "PPOConfig": "ppo.ppo_config",
     "PPOTrainer": "ppo.ppo_trainer",
+    "FiniteGuard": "common.finite_guard",
 }
 
 __all__ = sorted(_LAZY)

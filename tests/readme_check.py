@@ -69,7 +69,7 @@ def check_commands(tokens: set[str], targets: set[str], recipes: set[str]) -> li
 
 def check_cli(text: str) -> list[str]:
     problems = []
-    for sub in sorted(set(re.findall(r"alignkit (train|eval|list|pairs)\b", text))):
+    for sub in sorted(set(re.findall(r"alignkit (train|eval|list|pairs|doctor)\b", text))):
         cmd = [sys.executable, "-m", "alignkit", sub] + ([] if sub == "list" else ["--help"])
         result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
         if result.returncode != 0:

@@ -149,21 +149,11 @@ def test_ppo_smol_chat_starts_from_sft_and_is_rewarded_by_the_rm_run(tiny_model,
     assert _lora_b_moved(out)
 
 
-# which card formats each trainer reads (TRL's KTOTrainer also unpairs a preference card itself)
-TRAINER_FORMATS = {
-    "sft": {"language_modeling", "prompt_completion"},
-    "reward": {"preference"},
-    "dpo": {"preference"},
-    "cpo": {"preference"},
-    "kto": {"unpaired_preference", "preference"},
-    "grpo": {"prompt_only"},
-    "ppo": {"prompt_only"},
-}
-
-
 @pytest.mark.parametrize("name", sorted(list_recipes()))
 def test_every_recipe_names_a_card_its_trainer_reads(name):
     recipe = load_recipe(name, hardware=CPU)
+    from alignkit.preflight import TRAINER_FORMATS
+
     assert load_card(recipe.args.dataset).format in TRAINER_FORMATS[recipe.args.trainer], name
 
 

@@ -37,8 +37,10 @@ def test_finished_run_is_not_overwritten_without_flag(tmp_path):
 def test_interrupted_run_needs_resume_or_overwrite(tmp_path):
     final = tmp_path / "r"
     paths = prepare(final)
-    (paths.staging / "checkpoint-5").mkdir()
-    (paths.staging / "checkpoint-10").mkdir()
+    for step in (5, 10, 15):
+        (paths.staging / f"checkpoint-{step}").mkdir()
+        if step != 15:  # checkpoint-15 was cut off before the Trainer wrote its state (written last)
+            (paths.staging / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
     with pytest.raises(AlignkitError, match="RESUME=1"):
         prepare(final)
     resumed = prepare(final, resume=True)

@@ -336,9 +336,34 @@ def _load_file(card: DatasetCard, source_split: str) -> Any:
         path = card.path.parent / path
     if not path.exists():
         raise AlignkitError(f"card '{card.name}': data file {path} does not exist")
-    if path.suffix == ".jsonl":
-        return datasets.Dataset.from_list(read_jsonl(path))
+    rows = read_jsonl(path, recover_truncated_tail=True) if path.suffix == ".jsonl" else None
+    if path.suffix == ".json":
+        rows = _read_json_rows(path)
+    if rows is not None:  # an empty file is an empty split with the card's columns (from_list([]) has none)
+        return datasets.Dataset.from_list(rows) if rows else datasets.Dataset.from_dict({c: [] for c in card.columns})
     loaders = {".json": "json", ".csv": "csv", ".parquet": "parquet"}
     if path.suffix not in loaders:
         raise AlignkitError(f"card '{card.name}': data file {path} must be .jsonl, .json, .csv or .parquet")
     return datasets.load_dataset(loaders[path.suffix], data_files=str(path), split="train")
+
+
+def _read_json_rows(path: Path) -> list[dict[str, Any]] | None:
+    """A ``.json`` file that is an array of objects, as rows; ``None`` for another layout (``datasets`` reads it).
+    A syntax error or a cut-off file is a one-line error with its line."""
+    import json
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise AlignkitError(f"{path}: not UTF-8 (at byte {exc.start}); re-save the file as UTF-8") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        what = "the file is truncated" if exc.pos >= len(text.rstrip()) else f"invalid JSON ({exc.msg})"
+        raise AlignkitError(
+            f"{path}:{exc.lineno}: {what}; restore the full file (or convert it to JSONL, whose complete lines are "
+            "recovered)"
+        ) from None
+    if isinstance(data, list) and all(isinstance(row, dict) for row in data):
+        return data
+    return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -24,6 +25,8 @@ from typing import Any
 from alignkit.cache import cache_dir
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json
+
+logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 _BUILDS_ALLOWED = contextvars.ContextVar("alignkit_builds_allowed", default=True)
@@ -71,20 +74,47 @@ def fingerprint_key(fingerprint: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Read a JSONL file; a bad line raises a one-line AlignkitError naming the file and line number."""
+def read_jsonl(path: str | os.PathLike, recover_truncated_tail: bool = False) -> list[dict[str, Any]]:
+    """Read a JSONL file; a bad line raises a one-line AlignkitError naming the file and line number.
+
+    With ``recover_truncated_tail`` (user data files), a last line that was cut off (no final newline, invalid JSON)
+    is dropped with a warning that counts what was kept, as long as some complete row remains."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AlignkitError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(row, dict):
-                raise AlignkitError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+    with open(path, "rb") as f:
+        lines = f.read().split(b"\n")
+    # the text after the final newline: empty for a complete file, a fragment for a cut one
+    tail = len(lines) if lines[-1].strip() else len(lines) - 1
+    for lineno, raw in enumerate(lines[:tail], 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AlignkitError(
+                f"{path}:{lineno}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); "
+                "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+            ) from None
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            cut = lineno == len(lines)  # the last line, with no newline after it: the write was cut off
+            if cut and recover_truncated_tail:
+                if not rows:
+                    raise AlignkitError(
+                        f"{path}:{lineno}: the file is truncated inside this line and no complete row remains; "
+                        "restore the full file"
+                    ) from None
+                logger.warning(
+                    "%s:%d: file truncated inside this line; dropped it, kept %d rows", path, lineno, len(rows)
+                )
+                break
+            raise AlignkitError(
+                f"{path}:{lineno}: invalid JSON ({exc.msg}, column {exc.colno}); the line was not skipped: "
+                "fix or delete it"
+            ) from None
+        if not isinstance(row, dict):
+            raise AlignkitError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; fix or delete it")
+        rows.append(row)
     return rows
 
 
@@ -95,6 +125,26 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> int:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def _verify_build(target: Path) -> tuple[str | None, dict[str, Any]]:
+    """``(None, manifest)`` for a complete build, else ``(what is wrong, {})``: every split file must exist and match
+    the sha256 the manifest recorded (builds made before checksums: the row count)."""
+    try:
+        manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+        counts = dict(manifest["counts"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"manifest.json unreadable: {type(exc).__name__}", {}
+    for split, count in counts.items():
+        path = target / f"{split}.jsonl"
+        if not path.is_file():
+            return f"{path.name} is missing", {}
+        expected = (manifest.get("sha256") or {}).get(split)
+        if expected is not None and file_identity(path)["sha256"] != expected:
+            return f"{path.name} does not match its checksum", {}
+        if expected is None and sum(1 for line in open(path, "rb") if line.strip()) != count:
+            return f"{path.name} does not hold the {count} rows of its manifest", {}
+    return None, manifest
 
 
 def cached_build(
@@ -111,10 +161,11 @@ def cached_build(
     target = parent / key
     manifest_path = target / "manifest.json"
     if manifest_path.exists() and not force:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
-        if all(p.exists() for p in files.values()):
+        problem, manifest = _verify_build(target)
+        if problem is None:
+            files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
             return BuildResult(name, target, files, manifest, reused=True)
+        logger.warning("dataset cache %s is corrupt (%s); rebuilding it", target, problem)
     if not _BUILDS_ALLOWED.get():
         raise AlignkitError(
             f"dataset '{name}' is not built on this machine for these inputs (key {key}); nothing is built here"
@@ -129,6 +180,7 @@ def cached_build(
             "name": name,
             "key": key,
             "counts": counts,
+            "sha256": {split: file_identity(tmp / f"{split}.jsonl")["sha256"] for split in counts},
             **extra,
             "fingerprint": fingerprint,
             "build_seconds": round(time.perf_counter() - start, 2),

@@ -6,6 +6,7 @@ import torch
 import trl
 
 from alignkit.plugins.common.advantage_methods import normalize
+from alignkit.plugins.common.finite_guard import FiniteRewards, wrap_reward_funcs
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.penalty_fields import add_penalty_rewards
 from alignkit.plugins.grpo.grpo_config import GRPOConfig
@@ -31,6 +32,9 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
     (:func:`~alignkit.plugins.common.penalty_fields.add_penalty_rewards`, shared with PPO), so they enter the weighted
     sum above and are logged as ``rewards/<name>/mean``.
 
+    With ``skip_nonfinite_rewards`` a reward function's NaN/inf is skipped like TRL's ``None`` and counted
+    (``nonfinite/rewards_skipped``, :mod:`alignkit.plugins.common.finite_guard`).
+
     Adaptive KL (Ziegler et al. 2019, https://arxiv.org/abs/1909.08593, §2.2): TRL's per-token k3 KL (the ``kl``
     metric, the very term β multiplies in the loss) is collected over the micro-batches of a generation batch; before
     the next generation, β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), n = completions in the batch (all
@@ -54,6 +58,8 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
             reward_funcs, args, reward_processing_classes = add_penalty_rewards(
                 reward_funcs, args, reward_processing_classes
             )
+        if args is not None and args.skip_nonfinite_rewards:  # a NaN/inf reward is skipped like None, and counted
+            reward_funcs = wrap_reward_funcs(reward_funcs)
         super().__init__(
             model, reward_funcs, args, train_dataset, eval_dataset, processing_class, reward_processing_classes,
             *pos, **kwargs,
@@ -70,6 +76,9 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
         if self._kl_callback is not None and mode == "train":
             self._kl_callback.flush()  # β from the KL measured on the previous generation batch
         output = super()._generate_and_score_completions(inputs)
+        if self.args.skip_nonfinite_rewards:
+            skipped = sum(f.take() for f in self.reward_funcs if isinstance(f, FiniteRewards))
+            self._metrics[mode]["nonfinite/rewards_skipped"].append(float(skipped))
         if self.args.advantage_method is not None:
             rewards_per_func = self._last_rewards_per_func
             rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device)).nansum(dim=1)

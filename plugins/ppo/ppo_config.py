@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from alignkit.plugins.common.finite_reward_fields import FiniteRewardFields
 from alignkit.plugins.common.kl_fields import AdaptiveKLFields
 from alignkit.plugins.common.penalty_fields import PenaltyFields
 
@@ -14,7 +15,7 @@ __all__ = ["PPOConfig"]
 
 
 @dataclass
-class PPOConfig(PenaltyFields, AdaptiveKLFields, GRPOConfig):
+class PPOConfig(FiniteRewardFields, PenaltyFields, AdaptiveKLFields, GRPOConfig):
     """GRPOConfig plus the PPO fields. Reused TRL names: ``beta`` (initial/fixed KL coefficient β), ``epsilon`` /
     ``epsilon_high`` (policy clip range), ``num_iterations`` (PPO epochs per rollout), ``steps_per_generation`` ÷
     ``gradient_accumulation_steps`` (minibatches per rollout), ``reward_weights``, ``mask_truncated_completions``.

@@ -15,6 +15,7 @@ from torch import nn
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from alignkit.plugins.common.finite_guard import FiniteRewards, wrap_reward_funcs
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.kl_estimators import kl_estimate, kl_k2
 from alignkit.plugins.common.masked import masked_mean
@@ -85,6 +86,8 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
         reward_funcs, args, reward_processing_classes = add_penalty_rewards(
             reward_funcs, args, reward_processing_classes
         )
+        if args.skip_nonfinite_rewards:  # a NaN/inf reward is skipped like None, and counted
+            reward_funcs = wrap_reward_funcs(reward_funcs)
         super().__init__(
             model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
             reward_processing_classes, callbacks, optimizers, quantization_config=quantization_config,
@@ -101,6 +104,9 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         out = super()._generate_and_score_completions(inputs)  # with π_old: ForwardEconomies
         mode = "train" if self.model.training else "eval"
+        if self.args.skip_nonfinite_rewards:
+            skipped = sum(f.take() for f in self.reward_funcs if isinstance(f, FiniteRewards))
+            self._metrics[mode]["nonfinite/rewards_skipped"].append(float(skipped))
         mask = out["completion_mask"]
         ids = torch.cat([out["prompt_ids"], out["completion_ids"]], dim=1)
         attn = torch.cat([out["prompt_mask"], mask], dim=1)
