@@ -33,6 +33,7 @@ from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json
+from alignkit.model_card import write_model_card
 from alignkit.pipeline import RunNeed, dataset_builder_args, ensure_runs
 from alignkit.runs import RunPaths, last_checkpoint, promote
 
@@ -181,4 +182,6 @@ def train_rounds(recipe: Any, model_path: str, paths: RunPaths, card: Any, needs
             "train_samples": sum(r["pairs"]["counts"]["train"] for r in records),
         },
     )
-    return promote(paths)
+    final = promote(paths)
+    write_model_card(final)  # over TRL's generic card; the eval refreshes it with report.json
+    return final

@@ -243,6 +243,24 @@ def recipe_hardware(path: Path) -> str:
     return ""
 
 
+def recipe_command(recipe: Recipe) -> str:
+    """The ``alignkit train`` command line that reproduces ``recipe``: its name (or file path) plus, as ``key=value``
+    overrides, every key whose value differs from the recipe file's (a model card quotes it)."""
+    import json
+    import shlex
+
+    try:
+        on_file = read_yaml_mapping(recipe.path)
+    except AlignkitError:
+        on_file = {}
+    target = recipe.name if list_recipes().get(recipe.name) == recipe.path else str(recipe.path)
+    words = ["alignkit", "train", target]
+    for key, value in recipe.raw.items():
+        if key not in on_file or on_file[key] != value:
+            words.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return shlex.join(words)
+
+
 def recipe_description(path: Path) -> str:
     try:
         return str(read_yaml_mapping(path).get("description", "")).strip()

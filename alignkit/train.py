@@ -15,8 +15,9 @@ import yaml
 
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
+from alignkit.model_card import write_model_card
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
-from alignkit.recipe import Recipe
+from alignkit.recipe import Recipe, recipe_command
 from alignkit.run_start import resolve_start, start_needs, start_run_name
 from alignkit.runs import RUN_FILE, RunPaths, last_checkpoint, prepare, promote
 
@@ -149,6 +150,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
     atomic_write_json(run_dir / "resolved_config.json", resolved)
     meta = {
         "recipe": recipe.name,
+        "command": recipe_command(recipe),
         "trainer": recipe.args.trainer,
         "model_name_or_path": recipe.model_args.model_name_or_path,
         "dataset": recipe.args.dataset,
@@ -296,4 +298,6 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             "train_samples": built.train_rows,
         },
     )
-    return promote(paths)
+    final = promote(paths)
+    write_model_card(final)  # over TRL's generic card and PEFT's template; the eval refreshes it with report.json
+    return final
