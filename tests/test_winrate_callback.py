@@ -1,0 +1,94 @@
+"""WinRateCallback on a stock trl.DPOTrainer with the tiny model: the start is generated once, every N steps the
+policy is judged against it, the entries reach the trainer's loggers (every callback's on_log, log_history), and
+winrate.png is drawn."""
+
+import pytest
+from datasets import Dataset
+from plugin_runs import TINY_RUN
+from transformers import TrainerCallback
+
+from alignkit.errors import AlignkitError
+from alignkit.eval.judges import RewardModelJudge
+
+PROMPTS = [[{"role": "user", "content": f"Tell me about {x}."}] for x in ("cats", "rain", "tea", "maps")]
+
+
+def pairs():
+    return Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Say something about {i}."}],
+                "chosen": [{"role": "assistant", "content": f"{i} is a fine number."}],
+                "rejected": [{"role": "assistant", "content": "no no no"}],
+            }
+            for i in range(8)
+        ]
+    )
+
+
+class Recorder(TrainerCallback):
+    """What a reporting integration (TensorBoard, wandb) sees: every on_log payload, in order."""
+
+    def __init__(self):
+        self.logs = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+class CountingScorer:
+    """A TRL-style reward function that counts its calls: reply length in characters."""
+
+    __name__ = "length"
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, prompts, completions):
+        self.calls += 1
+        return [float(len(c)) for c in completions]
+
+
+def test_winrate_callback_on_stock_dpo_trainer(tiny_model, tmp_path):
+    import trl
+
+    from alignkit.eval import WinRateCallback
+    from alignkit.eval.generation import GenerationConfig
+
+    scorer = CountingScorer()
+    recorder = Recorder()
+    callback = WinRateCallback(
+        PROMPTS, RewardModelJudge(scorer), every_n_steps=2, generation=GenerationConfig(max_new_tokens=8)
+    )
+    args = trl.DPOConfig(output_dir=str(tmp_path), **{**TINY_RUN, "max_steps": 3})
+    trainer = trl.DPOTrainer(model=tiny_model, args=args, train_dataset=pairs(), callbacks=[recorder, callback])
+    trainer.train()
+
+    # measured at step 2 and at the last step (3); the start's replies were generated once, not per call
+    assert [h["step"] for h in callback.history] == [2, 3]
+    assert scorer.calls == 2 * 2  # each measurement scores policy and start replies once
+    assert callback.trainer is trainer  # found on the call stack, so the entries went through trainer.log
+    logged = [entry for entry in recorder.logs if "winrate/win_rate" in entry]
+    assert len(logged) == 2
+    for entry in logged:
+        assert 0.0 <= entry["winrate/ci_low"] <= entry["winrate/win_rate"] <= entry["winrate/ci_high"] <= 1.0
+        assert {"winrate/lc_win_rate", "winrate/length", "winrate/start_length", "winrate/distinct_2"} <= set(entry)
+    history = [e for e in trainer.state.log_history if "winrate/win_rate" in e]
+    assert [e["step"] for e in history] == [2, 3]
+    # TRL's own running metrics still reach its regular log entries (our entries bypass TRL's log, which clears them)
+    assert all("rewards/margins" in e for e in trainer.state.log_history if "loss" in e)
+    assert (tmp_path / "winrate.png").stat().st_size > 1000
+
+
+def test_bad_arguments_are_one_line_errors():
+    from alignkit.eval import WinRateCallback
+
+    judge = RewardModelJudge(CountingScorer())
+    with pytest.raises(AlignkitError, match="every_n_steps"):
+        WinRateCallback(PROMPTS, judge, every_n_steps=0)
+    with pytest.raises(AlignkitError, match="prompts"):
+        WinRateCallback([], judge)
+    with pytest.raises(AlignkitError, match="judge"):
+        WinRateCallback(PROMPTS, object())
+    with pytest.raises(AlignkitError, match="references: has 1 rows"):
+        WinRateCallback(PROMPTS, judge, references=["x"])
