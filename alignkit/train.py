@@ -167,6 +167,27 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
     atomic_write_json(run_dir / RUN_FILE, meta)
 
 
+def recipe_callbacks(recipe: Recipe, runs_root: Path) -> list:
+    """The callbacks the recipe's keys switch on: ``winrate_steps`` adds the held-out win-rate callback, built from
+    the recipe's eval suite (whose judge run is trained first when missing)."""
+    callbacks = []
+    every = getattr(recipe.training_args, "winrate_steps", 0)
+    if every:
+        if not recipe.args.eval_suite:
+            raise AlignkitError(f"{recipe.path}: winrate_steps needs an eval_suite to take its prompts and judge from")
+        from alignkit.eval.suite import load_suite
+        from alignkit.eval.winrate_callback import callback_from_suite
+
+        ensure_runs(load_suite(recipe.args.eval_suite).required_runs(), runs_root)
+        args = recipe.training_args
+        callbacks.append(
+            callback_from_suite(
+                recipe.args.eval_suite, runs_root, every, args.winrate_prompts, args.winrate_max_new_tokens
+            )
+        )
+    return callbacks
+
+
 @dataclass
 class BuiltTrainer:
     trainer: Any
@@ -269,7 +290,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             recipe,
             model_path,
             tokenizer,
-            [_JsonlLogCallback(paths.staging / "train_log.jsonl")],
+            [_JsonlLogCallback(paths.staging / "train_log.jsonl"), *recipe_callbacks(recipe, final.parent)],
             builder_args=dataset_builder_args(card, final.parent),
         )
         trainer = built.trainer

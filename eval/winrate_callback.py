@@ -218,3 +218,38 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> Path | None:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def callback_from_suite(
+    suite_name: str, runs_root: str | Path, every_n_steps: int, n_prompts: int = 16, max_new_tokens: int = 64
+) -> WinRateCallback:
+    """The callback a recipe's ``winrate_steps`` turns on: the first ``n_prompts`` rows of the suite's first prompt
+    set, judged by the suite's held-out reward model (``win_rate.rm_judge``, else the proxy ``rm_score``, which
+    logs a warning: a judge should not grade its own pupil), or by the set's grader when no reward model is named."""
+    from alignkit.eval.judges import GraderJudge, RewardModelJudge
+    from alignkit.eval.prompt_sets import load_rows, rows_to_prompts
+    from alignkit.eval.rm_score import load_reward_scorer, resolve_reward_model
+    from alignkit.eval.suite import load_suite
+
+    suite = load_suite(suite_name)
+    if not suite.prompt_sets:
+        raise AlignkitError(f"winrate_steps: eval suite '{suite.name}' has no prompt set to judge on")
+    ps = suite.prompt_sets[0]
+    data = rows_to_prompts(load_rows(ps.card, ps.split, min(n_prompts, ps.max_prompts), ps.source), ps)
+    win, proxy = suite.metric("win_rate"), suite.metric("rm_score")
+    ref = (win.rm_judge if win is not None else None) or (proxy.reward_model if proxy is not None else None)
+    if ref is not None:
+        resolved = resolve_reward_model(ref, runs_root)
+        if resolved is None:
+            raise AlignkitError(f"winrate_steps: judge '{ref}' of suite '{suite.name}' is not trained yet")
+        if win is None or not win.rm_judge:
+            logger.warning("winrate_steps: suite '%s' names no held-out rm_judge; judging with the proxy", suite.name)
+        judge: PairwiseJudge = RewardModelJudge(load_reward_scorer(*resolved, name=ref))
+    elif ps.grader and data.references is not None:
+        from alignkit.plugins.graders import get_grader
+
+        judge = GraderJudge(get_grader(ps.grader))
+    else:
+        raise AlignkitError(f"winrate_steps: eval suite '{suite.name}' names no reward model and no grader to judge")
+    config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=min(len(data.prompts), 64))
+    return WinRateCallback(data.prompts, judge, every_n_steps, config, references=data.references)

@@ -92,3 +92,34 @@ def test_bad_arguments_are_one_line_errors():
         WinRateCallback(PROMPTS, object())
     with pytest.raises(AlignkitError, match="references: has 1 rows"):
         WinRateCallback(PROMPTS, judge, references=["x"])
+
+
+def test_recipe_key_turns_it_on(tiny_model, tmp_path):
+    """`winrate_steps` in a recipe: the callback is built from the eval suite (its first prompt set and its judge,
+    here the grader of a graded set) and its entries land in train_log.jsonl, with winrate.png in the run."""
+    import json
+
+    from alignkit.cli import main
+
+    rows = [{"prompt": [{"role": "user", "content": f"What is {i} + 1?"}], "answer": str(i + 1)} for i in range(3)]
+    (tmp_path / "arith.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(
+        f"name: tiny\nprompt_sets:\n  - {{name: arith, card: '{tmp_path / 'arith.jsonl'}', grader: math_answer}}\n"
+        "metrics:\n  win_rate: {judges: [grader]}\n"
+    )
+    pairs().to_json(tmp_path / "pairs.jsonl")
+    card = tmp_path / "pairs.yaml"
+    card.write_text(
+        "name: tiny-pairs\ndescription: d\nsource: {file: 'pairs.jsonl'}\nformat: {type: preference, "
+        "conversational: true}\ncolumns: {prompt: prompt, chosen: chosen, rejected: rejected}\n"
+        "splits: {train: train, test: train}\nlicense: test\nsize: 8 rows\nrebuild: test\n"
+    )
+    out = tmp_path / "runs" / "dpo-wr"
+    args = ["train", "dpo-smol", f"model_name_or_path={tiny_model}", f"dataset={card}", f"output_dir={out}",
+            f"eval_suite={suite}", "winrate_steps=1", "winrate_max_new_tokens=4", "max_steps=2",
+            "per_device_train_batch_size=2", "max_length=64", "save_steps=10", "--no-eval"]  # fmt: skip
+    assert main(args) == 0
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in log if "winrate/win_rate" in e] == [1, 2]
+    assert (out / "winrate.png").is_file()
