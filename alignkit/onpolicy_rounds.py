@@ -87,7 +87,7 @@ def _train_round(
 ) -> dict[str, Any]:
     """Build round k's pairs with ``policy_in``, train on them, save and merge; returns (and writes) its record."""
     from alignkit.data.cards import build
-    from alignkit.train import _JsonlLogCallback, build_trainer
+    from alignkit.train import _JsonlLogCallback, build_trainer, recipe_callbacks
 
     rdir = staging / f"round-{k}"
     if (rdir / ROUND_FILE).exists():  # finished before an interruption
@@ -96,7 +96,8 @@ def _train_round(
     final = k == recipe.args.onpolicy_rounds
     print(f"alignkit: on-policy round {k}/{recipe.args.onpolicy_rounds}: pairs from {policy_in}", flush=True)
     recipe.training_args.output_dir = str(rdir)
-    built = build_trainer(recipe, str(policy_in), tokenizer, [_JsonlLogCallback(rdir / "train_log.jsonl")], data_args)
+    callbacks = [_JsonlLogCallback(rdir / "train_log.jsonl"), *recipe_callbacks(recipe, staging.parent)]
+    built = build_trainer(recipe, str(policy_in), tokenizer, callbacks, data_args)
     pairs = build(card, **data_args)  # the build the trainer just loaded: reused from the cache
     atomic_write_json(rdir / "pairs_manifest.json", pairs.manifest)
     start = time.time()

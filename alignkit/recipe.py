@@ -71,6 +71,14 @@ class RecipeArguments:
     eval_suite: str | None = field(
         default="smol", metadata={"help": "Eval suite run after training (eval/suites/<name>.yaml); null = none."}
     )
+    reward_hacking_monitor: bool = field(
+        default=True,
+        metadata={
+            "help": "Add alignkit.eval.RewardHackingMonitor to a policy trainer (not reward): logs monitor/* (reward/"
+            "length correlation, KL vs target, entropy, zero-spread groups, length, distinct-2, repetition), warns "
+            "once per reward-hacking signature, draws training.png. false = off."
+        },
+    )
     onpolicy_rounds: int = field(
         default=1,
         metadata={

@@ -169,8 +169,13 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
 
 def recipe_callbacks(recipe: Recipe, runs_root: Path) -> list:
     """The callbacks the recipe's keys switch on: ``winrate_steps`` adds the held-out win-rate callback, built from
-    the recipe's eval suite (whose judge run is trained first when missing)."""
+    the recipe's eval suite (whose judge run is trained first when missing); ``reward_hacking_monitor`` (on by
+    default) the reward-hacking monitor, for every trainer but the reward model's."""
     callbacks = []
+    if recipe.args.reward_hacking_monitor and recipe.args.trainer != "reward":
+        from alignkit.eval.monitor_callback import RewardHackingMonitor
+
+        callbacks.append(RewardHackingMonitor())
     every = getattr(recipe.training_args, "winrate_steps", 0)
     if every:
         if not recipe.args.eval_suite:

@@ -137,7 +137,7 @@ class WinRateCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if state.global_step % self.every_n_steps == 0 or state.global_step >= state.max_steps > 0:
-            self.measure(args, state, model, processing_class)
+            self.measure(args, state, model, processing_class, control)
 
     def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs):
         if not state.is_world_process_zero:
@@ -147,8 +147,12 @@ class WinRateCallback(TrainerCallback):
         if self.plot and self.history:
             plot_curves(self.history, Path(args.output_dir) / "winrate.png")
 
-    def measure(self, args, state, model, processing_class) -> dict[str, float] | None:
-        """Generate, judge and log once now; returns the logged entry (None off the main process)."""
+    def measure(self, args, state, model, processing_class, control=None) -> dict[str, float] | None:
+        """Generate, judge and log once now; returns the logged entry (None off the main process).
+
+        ``control``: the trainer's control object when called from ``on_step_end``. Logging clears
+        ``control.should_log`` (the callback handler's ``on_log`` does), which would cancel the step's regular log
+        entry that ``DefaultFlowCallback`` just requested; the flag is put back."""
         import time
 
         from alignkit.eval.diversity import distinct_n
@@ -181,7 +185,10 @@ class WinRateCallback(TrainerCallback):
         logs = {PREFIX + k: v for k, v in entry.items() if not (isinstance(v, float) and math.isnan(v))}
         self.history.append({"step": state.global_step, **entry})
         if self.trainer is not None:
+            should_log = control.should_log if control is not None else None
             Trainer.log(self.trainer, logs)  # the base class's log: see the module docstring
+            if control is not None:
+                control.should_log = should_log
         else:
             state.log_history.append({**logs, "step": state.global_step})
         return entry

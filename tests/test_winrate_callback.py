@@ -75,8 +75,10 @@ def test_winrate_callback_on_stock_dpo_trainer(tiny_model, tmp_path):
         assert {"winrate/lc_win_rate", "winrate/length", "winrate/start_length", "winrate/distinct_2"} <= set(entry)
     history = [e for e in trainer.state.log_history if "winrate/win_rate" in e]
     assert [e["step"] for e in history] == [2, 3]
-    # TRL's own running metrics still reach its regular log entries (our entries bypass TRL's log, which clears them)
-    assert all("rewards/margins" in e for e in trainer.state.log_history if "loss" in e)
+    # the regular log entry of every step is still written (logging_steps=1), with TRL's running metrics in it (our
+    # entries bypass TRL's log, which would clear them, and leave the step's should_log flag as they found it)
+    regular = [e for e in trainer.state.log_history if "loss" in e]
+    assert [e["step"] for e in regular] == [1, 2, 3] and all("rewards/margins" in e for e in regular)
     assert (tmp_path / "winrate.png").stat().st_size > 1000
 
 
@@ -96,7 +98,8 @@ def test_bad_arguments_are_one_line_errors():
 
 def test_recipe_key_turns_it_on(tiny_model, tmp_path):
     """`winrate_steps` in a recipe: the callback is built from the eval suite (its first prompt set and its judge,
-    here the grader of a graded set) and its entries land in train_log.jsonl, with winrate.png in the run."""
+    here the grader of a graded set) and its entries land in train_log.jsonl, with winrate.png in the run; the
+    monitor, on by default, logs there too."""
     import json
 
     from alignkit.cli import main
@@ -117,9 +120,14 @@ def test_recipe_key_turns_it_on(tiny_model, tmp_path):
     )
     out = tmp_path / "runs" / "dpo-wr"
     args = ["train", "dpo-smol", f"model_name_or_path={tiny_model}", f"dataset={card}", f"output_dir={out}",
-            f"eval_suite={suite}", "winrate_steps=1", "winrate_max_new_tokens=4", "max_steps=2",
+            f"eval_suite={suite}", "winrate_steps=1", "winrate_max_new_tokens=4", "max_steps=2", "logging_steps=1",
             "per_device_train_batch_size=2", "max_length=64", "save_steps=10", "--no-eval"]  # fmt: skip
     assert main(args) == 0
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "winrate/win_rate" in e] == [1, 2]
     assert (out / "winrate.png").is_file()
+    # the reward-hacking monitor is on by default in recipes: its entries (DPO: entropy, the implicit reward margin,
+    # β) reach train_log.jsonl, and training.png is drawn
+    monitor = [e for e in log if "monitor/entropy" in e]
+    assert monitor and all("monitor/reward" in e for e in monitor)
+    assert (out / "training.png").is_file()
