@@ -203,6 +203,7 @@ def parse_recipe_dict(
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
     _check_penalties_given_once(args, training_args, source)
+    _check_report_to(training_args, source)
     return Recipe(
         name=name,
         path=Path(source),
@@ -231,6 +232,24 @@ def _check_penalties_given_once(args, training_args, source: str) -> None:
                 f"{source}: field '{key}' and reward_funcs entry '{reward_name}' both add the penalty (it would "
                 "count twice); keep one of them"
             )
+
+
+# report_to integration -> (modules that provide it, what to install)
+_REPORTERS = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'alignkit[tensorboard]'"),
+    "wandb": (("wandb",), "pip install wandb"),
+    "trackio": (("trackio",), "pip install trackio"),
+}
+
+
+def _check_report_to(training_args, source: str) -> None:
+    """A logger the recipe names but that is not installed fails here, in one line, before any model loads."""
+    import importlib.util
+
+    for name in training_args.report_to or []:
+        modules, install = _REPORTERS.get(name, ((), ""))
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise AlignkitError(f"{source}: field 'report_to': '{name}' is not installed ({install})")
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs) -> Recipe:
