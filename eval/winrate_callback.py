@@ -67,6 +67,17 @@ def find_calling_trainer(max_depth: int = 12) -> Trainer | None:
         del frame  # frames hold their locals: do not keep the training loop alive through a reference cycle
 
 
+def _memoized(judge: PairwiseJudge) -> PairwiseJudge:
+    """A reward-model judge whose scores are memoized by (prompt, reply): the starting replies never change, so every
+    call after the first scores only the policy's replies (half the judge's forwards)."""
+    from alignkit.eval.judges import RewardModelJudge
+    from alignkit.eval.metric_rm_score import MemoScorer
+
+    if type(judge) is RewardModelJudge and not isinstance(judge.scorer, MemoScorer):
+        return RewardModelJudge(MemoScorer(judge.scorer), tie_band=judge.tie_band)
+    return judge
+
+
 def _tokenizer_of(processing_class: Any) -> Any:
     """A processor's tokenizer, or the tokenizer itself."""
     return getattr(processing_class, "tokenizer", processing_class)
@@ -108,7 +119,7 @@ class WinRateCallback(TrainerCallback):
             if rows is not None and len(rows) != len(prompts):
                 raise AlignkitError(f"{name}: has {len(rows)} rows but prompts has {len(prompts)}")
         self.prompts = list(prompts)
-        self.judge = judge
+        self.judge = _memoized(judge)
         self.every_n_steps = every_n_steps
         self.generation = generation or GenerationConfig(max_new_tokens=64, batch_size=min(len(prompts), 64))
         self.references = None if references is None else list(references)

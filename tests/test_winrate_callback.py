@@ -43,9 +43,11 @@ class CountingScorer:
 
     def __init__(self):
         self.calls = 0
+        self.scored = []  # every (prompt, completion) scored
 
     def __call__(self, prompts, completions):
         self.calls += 1
+        self.scored += [(str(p), c) for p, c in zip(prompts, completions, strict=True)]
         return [float(len(c)) for c in completions]
 
 
@@ -66,7 +68,9 @@ def test_winrate_callback_on_stock_dpo_trainer(tiny_model, tmp_path):
 
     # measured at step 2 and at the last step (3); the start's replies were generated once, not per call
     assert [h["step"] for h in callback.history] == [2, 3]
-    assert scorer.calls == 2 * 2  # each measurement scores policy and start replies once
+    # a reward-model judge's scores are memoized: no (prompt, reply) is scored twice, so the start's replies once
+    assert scorer.calls >= 2 and len(scorer.scored) == len(set(scorer.scored))
+    assert {(str(p), r) for p, r in zip(PROMPTS, callback.start, strict=True)} <= set(scorer.scored)
     assert callback.trainer is trainer  # found on the call stack, so the entries went through trainer.log
     logged = [entry for entry in recorder.logs if "winrate/win_rate" in entry]
     assert len(logged) == 2
