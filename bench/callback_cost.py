@@ -174,13 +174,14 @@ def render(report: dict) -> tuple[dict, str]:
     step = statistics.median(dpo["step_s"])
     per_call = statistics.median(wr["call_s"])
     figures = [
-        figure(f"monitor_overhead_{kind}", f"Reward-hacking monitor overhead, {kind.upper()} (share of step time)",
-               f"<= {GOAL_MONITOR}", r["overhead"], met(r["overhead"], "<=", GOAL_MONITOR), VERDICT_MONITOR,
+        figure(f"monitor_overhead_{kind}", f"Reward-hacking monitor overhead, {kind.upper()} (% of step time)",
+               f"<= {100 * GOAL_MONITOR:g}", 100 * r["overhead"], met(r["overhead"], "<=", GOAL_MONITOR),
+               VERDICT_MONITOR + ", in %",
                also=[{"statistic": "median ms per monitor call", "measured": r["monitor_ms_per_call"], "met": None}])
         for kind, r in report["monitor"].items()
     ] + [
         figure("winrate_call_s", "WinRateCallback cost per call (s)", "none: measured for the recipe header",
-               per_call, None, VERDICT_WINRATE, unit="s",
+               per_call, None, VERDICT_WINRATE,
                also=[{"statistic": "per call / median DPO step", "measured": per_call / step, "met": None},
                      {"statistic": "one-off start generation (s)", "measured": wr["start_generation_s"], "met": None}])
     ]  # fmt: skip
@@ -218,7 +219,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 2 steps; writes to a temp dir")
     parser.add_argument("--out", default=None, help="path stem of the .json/.md (default bench/results/callback_cost)")
+    parser.add_argument("--rerender", metavar="JSON", help="rebuild the result and .md from a run's JSON (no run)")
     args = parser.parse_args(argv)
+    if args.rerender:
+        import json
+
+        report = json.loads(Path(args.rerender).read_text(encoding="utf-8"))
+        report = {k: report[k] for k in ("header", "monitor", "winrate")}
+        record, md = render(report)
+        out = Path(args.out) if args.out else Path(args.rerender).with_suffix("")
+        path = write_raw_result(report, record, md, out)
+        print(f"wrote {path} and {path.with_suffix('.md')} from {args.rerender}")
+        return 0
     set_offline_env()
     import torch
 
