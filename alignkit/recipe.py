@@ -78,6 +78,14 @@ class RecipeArguments:
             "(alignkit.plugins.FiniteGuard)."
         },
     )
+    reward_hacking_monitor: bool = field(
+        default=True,
+        metadata={
+            "help": "Add alignkit.eval.RewardHackingMonitor to a policy trainer (not reward): logs monitor/* (reward/"
+            "length correlation, KL vs target, entropy, zero-spread groups, length, distinct-2, repetition), warns "
+            "once per reward-hacking signature, draws training.png. false = off."
+        },
+    )
     onpolicy_rounds: int = field(
         default=1,
         metadata={
@@ -206,6 +214,7 @@ def parse_recipe_dict(
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
     _check_penalties_given_once(args, training_args, source)
+    _check_report_to(training_args, source)
     return Recipe(
         name=name,
         path=Path(source),
@@ -236,6 +245,24 @@ def _check_penalties_given_once(args, training_args, source: str) -> None:
             )
 
 
+# report_to integration -> (modules that provide it, what to install)
+_REPORTERS = {
+    "tensorboard": (("tensorboard", "tensorboardX"), "pip install 'alignkit[tensorboard]'"),
+    "wandb": (("wandb",), "pip install wandb"),
+    "trackio": (("trackio",), "pip install trackio"),
+}
+
+
+def _check_report_to(training_args, source: str) -> None:
+    """A logger the recipe names but that is not installed fails here, in one line, before any model loads."""
+    import importlib.util
+
+    for name in training_args.report_to or []:
+        modules, install = _REPORTERS.get(name, ((), ""))
+        if modules and not any(importlib.util.find_spec(m) for m in modules):
+            raise AlignkitError(f"{source}: field 'report_to': '{name}' is not installed ({install})")
+
+
 def load_recipe(name_or_path: str, overrides: list[str] | None = None, **kwargs) -> Recipe:
     path = find_recipe(name_or_path)
     raw = {**read_yaml_mapping(path), **parse_overrides(overrides or [])}
@@ -252,6 +279,24 @@ def recipe_hardware(path: Path) -> str:
         if text.startswith("Hardware:"):
             return re.split(r";| \(", text[len("Hardware:") :].strip(), maxsplit=1)[0].strip()
     return ""
+
+
+def recipe_command(recipe: Recipe) -> str:
+    """The ``alignkit train`` command line that reproduces ``recipe``: its name (or file path) plus, as ``key=value``
+    overrides, every key whose value differs from the recipe file's (a model card quotes it)."""
+    import json
+    import shlex
+
+    try:
+        on_file = read_yaml_mapping(recipe.path)
+    except AlignkitError:
+        on_file = {}
+    target = recipe.name if list_recipes().get(recipe.name) == recipe.path else str(recipe.path)
+    words = ["alignkit", "train", target]
+    for key, value in recipe.raw.items():
+        if key not in on_file or on_file[key] != value:
+            words.append(f"{key}={value if isinstance(value, str) else json.dumps(value)}")
+    return shlex.join(words)
 
 
 def recipe_description(path: Path) -> str:

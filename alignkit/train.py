@@ -16,8 +16,9 @@ import yaml
 from alignkit import preflight, run_lock
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
+from alignkit.model_card import write_model_card
 from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
-from alignkit.recipe import Recipe
+from alignkit.recipe import Recipe, recipe_command
 from alignkit.run_start import resolve_start, start_needs, start_run_name
 from alignkit.runs import RUN_FILE, RunPaths, abandon, last_checkpoint, prepare, promote
 
@@ -154,6 +155,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
     atomic_write_json(run_dir / "resolved_config.json", resolved)
     meta = {
         "recipe": recipe.name,
+        "command": recipe_command(recipe),
         "trainer": recipe.args.trainer,
         "model_name_or_path": recipe.model_args.model_name_or_path,
         "dataset": recipe.args.dataset,
@@ -168,6 +170,32 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         **(extra or {}),
     }
     atomic_write_json(run_dir / RUN_FILE, meta)
+
+
+def recipe_callbacks(recipe: Recipe, runs_root: Path) -> list:
+    """The callbacks the recipe's keys switch on: ``winrate_steps`` adds the held-out win-rate callback, built from
+    the recipe's eval suite (whose judge run is trained first when missing); ``reward_hacking_monitor`` (on by
+    default) the reward-hacking monitor, for every trainer but the reward model's."""
+    callbacks = []
+    if recipe.args.reward_hacking_monitor and recipe.args.trainer != "reward":
+        from alignkit.eval.monitor_callback import RewardHackingMonitor
+
+        callbacks.append(RewardHackingMonitor())
+    every = getattr(recipe.training_args, "winrate_steps", 0)
+    if every:
+        if not recipe.args.eval_suite:
+            raise AlignkitError(f"{recipe.path}: winrate_steps needs an eval_suite to take its prompts and judge from")
+        from alignkit.eval.suite import load_suite
+        from alignkit.eval.winrate_callback import callback_from_suite
+
+        ensure_runs(load_suite(recipe.args.eval_suite).required_runs(), runs_root)
+        args = recipe.training_args
+        callbacks.append(
+            callback_from_suite(
+                recipe.args.eval_suite, runs_root, every, args.winrate_prompts, args.winrate_max_new_tokens
+            )
+        )
+    return callbacks
 
 
 @dataclass
@@ -288,7 +316,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             recipe,
             model_path,
             tokenizer,
-            [_JsonlLogCallback(paths.staging / "train_log.jsonl")],
+            [_JsonlLogCallback(paths.staging / "train_log.jsonl"), *recipe_callbacks(recipe, final.parent)],
             builder_args=dataset_builder_args(card, final.parent),
         )
         trainer = built.trainer
@@ -314,4 +342,6 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     except BaseException:
         abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
         raise
-    return promote(paths)
+    final = promote(paths)
+    write_model_card(final)  # over TRL's generic card and PEFT's template; the eval refreshes it with report.json
+    return final

@@ -20,8 +20,19 @@ Modules (importing this package loads neither torch nor transformers):
   :mod:`~alignkit.eval.preference`, :mod:`~alignkit.eval.judges`, and the pure maths in
   :mod:`~alignkit.eval.diversity`, :mod:`~alignkit.eval.stats`, :mod:`~alignkit.eval.winrate`.
 
+Training-time callbacks for any transformers/TRL trainer (imported lazily, with transformers):
+:class:`~alignkit.eval.winrate_callback.WinRateCallback` (held-out win rate against the starting policy) and
+:class:`~alignkit.eval.monitor_callback.RewardHackingMonitor` (reward-hacking signals; maths in
+:mod:`~alignkit.eval.hacking_signals`).
+
 Example::
 
     from alignkit.eval.command import main
     main(["runs/dpo-smol"])          # base vs trained -> runs/dpo-smol/report.md
 """
+
+from alignkit.plugins._lazy import lazy_exports
+
+_LAZY = {"WinRateCallback": "winrate_callback", "RewardHackingMonitor": "monitor_callback"}
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -124,5 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     names = " vs ".join(s.name for s in p.specs)
     print(f"alignkit eval: {names} with suite '{suite.name}' ({suite.path}) -> {p.out_dir}", flush=True)
     report = evaluate(p.specs, suite, p.out_dir, use_cache=not args.no_cache, runs_root=p.runs_root, run_dir=p.run_dir)
+    if p.run_dir is not None and p.out_dir.resolve() == p.run_dir.resolve():
+        from alignkit.model_card import write_model_card
+
+        print(f"model card: {write_model_card(p.run_dir)} (eval table from report.json)")
     print(f"report: {report}")
     return 0

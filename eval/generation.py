@@ -220,6 +220,23 @@ def generate(
     )
 
 
+def generate_with_model(
+    model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: GenerationConfig = GenerationConfig(), desc="policy"
+) -> Decoded:
+    """Replies of an already loaded ``model`` to ``prompts``, uncached: the path :func:`generate` takes on a cache
+    miss (decode engine with the shared prompt prefix, else ``model.generate``), for weights that change under the
+    caller, e.g. a policy during training (:mod:`alignkit.eval.winrate_callback`).
+
+    The model is put in eval mode for the call (dropout off) and restored; the tokenizer's padding side too."""
+    was_training, padding_side = model.training, tokenizer.padding_side
+    model.eval()
+    try:
+        return _run_generation(model, tokenizer, prompts, config, desc)
+    finally:
+        model.train(was_training)
+        tokenizer.padding_side = padding_side
+
+
 def _run_generation(
     model: Any,
     tokenizer: Any,

@@ -33,12 +33,16 @@ def response_stats(ctx: EvalContext) -> None:
                     np.mean([c and not lp for c, lp in zip(gen.truncated, looping, strict=True)])
                 )
             if pd.references is not None:
-                from alignkit.plugins.graders import get_grader
+                out["grader_accuracy"] = grader_accuracy(pd.spec.grader, gen.responses, pd.references)
 
-                grader = get_grader(pd.spec.grader)
-                out["grader_accuracy"] = mean_std_ci(
-                    [grader.score(r, ref) for r, ref in zip(gen.responses, pd.references, strict=True)]
-                )
+
+def grader_accuracy(grader: str, responses: list[str], references: list) -> dict[str, float]:
+    """``{"n", "mean", "std", "ci_low", "ci_high"}`` of ``grader.score(response, reference)`` over the rows (the
+    mean is the accuracy; a partial-credit grader's mean score)."""
+    from alignkit.plugins.graders import get_grader
+
+    scorer = get_grader(grader)
+    return mean_std_ci([scorer.score(r, ref) for r, ref in zip(responses, references, strict=True)])
 
 
 @dataclass

@@ -85,3 +85,59 @@ def test_lc_win_rate_prob_scale():
 def test_unknown_module_name():
     with pytest.raises(AlignkitError, match="not one of"):
         module_path("bleurt")
+
+
+def test_win_rate_matches_direct():
+    from alignkit.eval.winrate import win_rate
+
+    verdicts = [1, 1, 0, -1, 1, 0, -1, 1]
+    got = evaluate.load(module_path("win_rate")).compute(verdicts=verdicts, n_resamples=200, seed=1)
+    assert got == win_rate(verdicts, n_resamples=200, seed=1)
+    assert got["win_rate"] == (4 + 2 / 2) / 8  # 4 wins, 2 ties, 2 losses
+
+
+def test_repetition_rate_matches_the_report():
+    from alignkit.eval.diversity import diversity_report
+
+    module = evaluate.load(module_path("repetition_rate"))
+    assert module.compute(predictions=RESPONSES)["repetition_rate"] == diversity_report(RESPONSES)["repetition_rate"]
+    # "a b a b a b": 5 bigrams, 2 unique -> 1 - 2/5 = 0.6; "a b c d": 3 bigrams, all unique -> 0; mean 0.3
+    assert module.compute(predictions=["a b a b a b", "a b c d"], n=2)["repetition_rate"] == pytest.approx(0.3)
+
+
+def test_grader_accuracy_matches_the_report():
+    from alignkit.eval.metric_responses import grader_accuracy
+
+    preds, refs = ["It is 12.", "13", "#### 7", "seven"], ["12", "12", "7", "7"]
+    got = evaluate.load(module_path("grader_accuracy")).compute(predictions=preds, references=refs)
+    assert got == grader_accuracy("math_answer", preds, refs)  # the function the harness's response stats call
+    assert got["mean"] == 0.5  # 12 and 7 right; 13 wrong; "seven" has no number
+
+
+PROMPTS = ["What is a cat?", "Say hi.", "Name a colour.", "Count to three.", "Why is the sky blue?"]
+
+
+def test_rm_score_matches_the_harness(tiny_rm):
+    from alignkit.chat_format import as_messages
+    from alignkit.eval.metric_rm_score import MemoScorer
+    from alignkit.eval.rm_score import load_reward_scorer, score_summary
+
+    got = evaluate.load(module_path("rm_score")).compute(predictions=RESPONSES, prompts=PROMPTS, model=tiny_rm)
+    # the harness: a memoized scorer over chat prompts (a string prompt is one user turn), then score_summary
+    scores = MemoScorer(load_reward_scorer(tiny_rm))([as_messages(p) for p in PROMPTS], RESPONSES)
+    assert got == {**score_summary(scores), "scores": scores}
+    with pytest.raises(AlignkitError, match="needs a reward model"):
+        evaluate.load(module_path("rm_score")).compute(predictions=RESPONSES, prompts=PROMPTS)
+
+
+def test_perplexity_matches_the_harness(tiny_model):
+    from alignkit.eval.model_spec import ModelSpec, load_model
+    from alignkit.eval.perplexity import completion_perplexity, text_perplexity
+
+    module = evaluate.load(module_path("perplexity"))
+    model, tok = load_model(ModelSpec("m", tiny_model))
+    got = module.compute(predictions=RESPONSES, prompts=PROMPTS, model=tiny_model)
+    assert got == completion_perplexity(model, tok, PROMPTS, RESPONSES, 1024, None, 4)  # the suite's settings
+    texts = module.compute(predictions=RESPONSES, model=tiny_model)
+    assert texts == text_perplexity(model, tok, RESPONSES, 1024, None, 4)
+    assert texts != got and got["n_texts"] == texts["n_texts"] == len(RESPONSES)

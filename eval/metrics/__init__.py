@@ -1,4 +1,5 @@
-"""Local Hugging Face ``evaluate`` modules wrapping alignkit's diversity and win-rate maths.
+"""Local Hugging Face ``evaluate`` modules wrapping alignkit's eval maths: distinct-n, self-BLEU, repetition rate,
+raw and length-controlled win rate, grader accuracy, reward-model score and perplexity.
 
 For code that already speaks ``evaluate``::
 
@@ -8,9 +9,10 @@ For code that already speaks ``evaluate``::
     distinct = evaluate.load(module_path("distinct_n"))
     distinct.compute(predictions=["a b c", "a b d"], n=2)   # {"distinct_2": 0.75, "distinct_2_per_response": 1.0}
 
-Each module is a thin wrapper: the numbers come from :mod:`alignkit.eval.diversity` and :mod:`alignkit.eval.winrate`,
-so they are identical to the direct functions (and to the harness report). Loading is offline: ``evaluate.load`` of
-a local directory copies the script into its module cache and never reaches the hub.
+Each module is a thin wrapper: the numbers come from the functions the harness calls (:mod:`alignkit.eval.diversity`,
+:mod:`alignkit.eval.winrate`, :mod:`alignkit.eval.rm_score`, :mod:`alignkit.eval.perplexity`,
+:func:`alignkit.eval.metric_responses.grader_accuracy`), so they are identical to the report's. Loading is
+offline: ``evaluate.load`` of a local directory copies the script into its module cache and never reaches the hub.
 """
 
 from __future__ import annotations
@@ -20,7 +22,16 @@ from pathlib import Path
 from alignkit.errors import AlignkitError
 
 METRICS_DIR = Path(__file__).resolve().parent
-MODULES = ("distinct_n", "self_bleu", "lc_win_rate")
+MODULES = (
+    "distinct_n",
+    "self_bleu",
+    "lc_win_rate",
+    "win_rate",
+    "repetition_rate",
+    "grader_accuracy",
+    "rm_score",
+    "perplexity",
+)
 
 
 def module_path(name: str) -> str:

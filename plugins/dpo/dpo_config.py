@@ -10,12 +10,13 @@ import trl
 
 from alignkit.plugins.common.fast_path_fields import CPUFastPathFields
 from alignkit.plugins.common.kl_fields import AdaptiveKLFields
+from alignkit.plugins.common.winrate_fields import WinRateFields
 
 __all__ = ["DPOConfig"]
 
 
 @dataclass
-class DPOConfig(CPUFastPathFields, AdaptiveKLFields, trl.DPOConfig):
+class DPOConfig(WinRateFields, CPUFastPathFields, AdaptiveKLFields, trl.DPOConfig):
     """``trl.DPOConfig`` plus R-DPO (``rdpo_alpha``), adaptive β (``kl_target``, ``kl_horizon`` from
     :class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; the target is an implicit per-token k2 on the
     chosen + rejected tokens, nats per token, horizon in pairs), policy sampling and the CPU fast path

@@ -11,12 +11,13 @@ from alignkit.plugins.common.advantage_methods import ADVANTAGE_METHODS
 from alignkit.plugins.common.finite_reward_fields import FiniteRewardFields
 from alignkit.plugins.common.kl_fields import AdaptiveKLFields
 from alignkit.plugins.common.penalty_fields import PenaltyFields
+from alignkit.plugins.common.winrate_fields import WinRateFields
 
 __all__ = ["GRPOConfig"]
 
 
 @dataclass
-class GRPOConfig(FiniteRewardFields, PenaltyFields, AdaptiveKLFields, trl.GRPOConfig):
+class GRPOConfig(FiniteRewardFields, WinRateFields, PenaltyFields, AdaptiveKLFields, trl.GRPOConfig):
     """``trl.GRPOConfig`` plus advantage variants, length/repetition shaping
     (:class:`~alignkit.plugins.common.penalty_fields.PenaltyFields`) and adaptive KL
     (:class:`~alignkit.plugins.common.kl_fields.AdaptiveKLFields`; target in nats per token of TRL's k3 ``kl``,

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 import trl
 
 from alignkit.plugins.common.fast_path_fields import CPUFastPathFields
+from alignkit.plugins.common.winrate_fields import WinRateFields
 
 __all__ = ["SFTConfig"]
 
 
 @dataclass
-class SFTConfig(CPUFastPathFields, trl.SFTConfig):
+class SFTConfig(WinRateFields, CPUFastPathFields, trl.SFTConfig):
     """``trl.SFTConfig`` plus ``unlikelihood_alpha`` (0 = off, identical to TRL) and ``cpu_fast_path`` (off)."""
 
     unlikelihood_alpha: float = field(
