@@ -15,6 +15,7 @@ import sys
 import traceback
 import warnings
 
+from alignkit.distributed import is_main, report_error
 from alignkit.errors import AlignkitError
 
 
@@ -36,6 +37,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+    if not is_main():
+        return 0  # rank 0 alone promotes the run and evaluates it (alignkit.distributed)
     print(f"alignkit: trained run in {run_dir}")
     if args.no_eval or not recipe.args.eval_suite:
         return 0
@@ -108,6 +111,12 @@ def _setup_logging() -> None:
         hf_logging.set_verbosity_warning()
     except ImportError:
         pass
+    if not is_main():  # under accelerate launch, progress bars (dataset maps, downloads) are rank 0's alone
+        import datasets
+        from transformers.utils import logging as hf_logging
+
+        datasets.disable_progress_bars()
+        hf_logging.disable_progress_bar()
 
 
 def _close_progress_bars() -> None:
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         _close_progress_bars()
         if debug:
             traceback.print_exc()
-        print(f"alignkit: error: {exc}", file=sys.stderr)
+        report_error(exc)  # one line per job, also when several ranks hit the same bad input
         return exc.exit_code
     except OSError as exc:
         if exc.errno != errno.ENOSPC:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from alignkit import preflight, run_lock
+from alignkit.distributed import fsdp_on_cpu, is_distributed, is_main, main_decides, world_size
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.model_card import write_model_card
@@ -220,8 +221,10 @@ def build_trainer(
     card = load_card(recipe.args.dataset)
     seed = recipe.training_args.seed
     data = dict(seed=seed, builder_args=builder_args)
-    train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, **data)
-    eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, **data)
+    # A builder card caches what it builds: rank 0 builds, the other ranks then read the cache (no-op in 1 process).
+    with recipe.training_args.main_process_first(desc="dataset"):
+        train_ds = load_split(card, "train", max_samples=recipe.args.max_train_samples, **data)
+        eval_ds = load_split(card, "test", max_samples=recipe.args.max_eval_samples, **data)
     preflight.check_rows(recipe, card, train_ds, tokenizer)
     preflight.check_prompts_fit(recipe, card, train_ds, tokenizer)
     reward_funcs = reward_funcs_for(recipe) if recipe.args.trainer in ("grpo", "ppo") else None
@@ -245,6 +248,7 @@ def build_trainer(
     # writer (so the count the guard adds to a log entry is written)
     trainer.callback_handler.callbacks.insert(1, FiniteGuard(recipe.args.nonfinite_abort_steps))
     preflight.check_rows_kept(recipe, len(train_ds), trainer.train_dataset)
+    fsdp_on_cpu(trainer)  # an FSDP launch on CPUs would otherwise train plain DDP
     return BuiltTrainer(trainer, len(train_ds), peft_config)
 
 
@@ -272,10 +276,23 @@ def _start_from_run(recipe: Recipe, starts: list, paths: RunPaths) -> str:
     return start.path
 
 
-def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
-    """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite)."""
+@dataclass
+class _Prepared:
+    """What rank 0 decided before training (see :func:`_prepare_run`); picklable, to hand to the other ranks."""
+
+    paths: RunPaths
+    model_path: str
+    needs: list
+
+
+def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
+    """Check the recipe's starts and data, create ``runs/<recipe>.partial/`` and resolve the start checkpoint.
+
+    Under a distributed launch only rank 0 runs this (:func:`alignkit.distributed.main_decides`), and a run this
+    recipe needs (a start, a reward model, the runs a card samples with) must already be finished: N ranks cannot
+    each train it, and the other ranks cannot wait hours for rank 0 to do it alone."""
     from alignkit.data.cards import load_card
-    from alignkit.models import load_tokenizer
+    from alignkit.pipeline import missing_run_error, missing_runs
 
     final = Path(recipe.training_args.output_dir)
     preflight.check_hardware(recipe)
@@ -291,16 +308,39 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
         if need.name == final.name:
             raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
     if recipe.args.onpolicy_rounds > 1:
+        if is_distributed():
+            raise AlignkitError(f"{recipe.path}: onpolicy_rounds > 1 runs in one process only; drop NPROC")
         from alignkit.onpolicy_rounds import check_rounds
 
         check_rounds(recipe, card)
+    if is_distributed():
+        pending = missing_runs(list(starts) + needs, final.parent)
+        if pending:
+            raise missing_run_error(pending[0], final.parent)
     paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
-    recipe.training_args.output_dir = str(paths.staging)
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
+    if is_distributed():
+        print(f"alignkit: {world_size()} processes; rank 0 writes {paths.staging}", flush=True)
     for key, why in recipe.hardware_reasons.items():
         print(f"alignkit: {key}: {why}", flush=True)
     if from_run:
         model_path = _start_from_run(recipe, starts, paths)
+    return _Prepared(paths, model_path, needs)
+
+
+def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+    """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite).
+
+    Under ``accelerate launch`` every rank calls this; rank 0 alone writes the run directory (module
+    :mod:`alignkit.distributed`), and the other ranks return the directory rank 0 is about to promote."""
+    from alignkit.data.cards import load_card
+    from alignkit.models import load_tokenizer
+
+    final = Path(recipe.training_args.output_dir)
+    prepared = main_decides(lambda: _prepare_run(recipe, overwrite, resume), recipe.training_args)
+    paths, model_path, needs = prepared.paths, prepared.model_path, prepared.needs
+    recipe.training_args.output_dir = str(paths.staging)
+    card = load_card(recipe.args.dataset)
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
@@ -311,7 +351,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     try:
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path)
-        write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
+        if is_main():
+            write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
         built = build_trainer(
             recipe,
             model_path,
@@ -324,24 +365,28 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
         trainer.train(resume_from_checkpoint=paths.resume_from)
         seconds = time.time() - start
         artifact = "adapter" if built.peft_config is not None else "model"
-        trainer.save_model(str(paths.staging / artifact))
-        tokenizer.save_pretrained(paths.staging / artifact)
-        write_run_metadata(
-            recipe,
-            paths.staging,
-            "finished",
-            {
-                "base_model": model_path,
-                "adapter_dir": artifact if artifact == "adapter" else None,
-                "model_dir": artifact if artifact == "model" else None,
-                "train_seconds": round(seconds, 1),
-                "global_step": trainer.state.global_step,
-                "train_samples": built.train_rows,
-            },
-        )
+        trainer.save_model(str(paths.staging / artifact))  # every rank: FSDP gathers the shards; rank 0 writes
+        if is_main():
+            tokenizer.save_pretrained(paths.staging / artifact)
+            write_run_metadata(
+                recipe,
+                paths.staging,
+                "finished",
+                {
+                    "base_model": model_path,
+                    "adapter_dir": artifact if artifact == "adapter" else None,
+                    "model_dir": artifact if artifact == "model" else None,
+                    "train_seconds": round(seconds, 1),
+                    "global_step": trainer.state.global_step,
+                    "train_samples": built.train_rows,
+                },
+            )
     except BaseException:
-        abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
+        if is_main():
+            abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
         raise
+    if not is_main():
+        return final  # rank 0 promotes it
     final = promote(paths)
     write_model_card(final)  # over TRL's generic card and PEFT's template; the eval refreshes it with report.json
     return final
