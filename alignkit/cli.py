@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 
-from alignkit.distributed import is_main, report_error
+from alignkit.distributed import is_main, report_error, stopped_by_peer
 from alignkit.errors import AlignkitError
 
 
@@ -167,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    except RuntimeError as exc:
+        if stopped_by_peer(exc):
+            return 1  # the rank that failed has said why; torchrun's summary names it
+        raise
     except KeyboardInterrupt:
         print(
             "alignkit: interrupted; a partial run is kept as runs/<recipe>.partial (RESUME=1 continues)",

@@ -116,3 +116,17 @@ def fsdp_on_cpu(trainer: Any) -> bool:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP  # later AcceleratorStates copy it
     trainer.is_fsdp_enabled = True
     return True
+
+
+# What gloo and NCCL say when a collective loses a rank that exited (the rank that failed reports for itself).
+_PEER_GONE = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "remote worker",
+    "NCCL communicator was aborted",
+)
+
+
+def stopped_by_peer(exc: BaseException) -> bool:
+    """Whether ``exc`` is this rank's collective failing because another rank of the job already exited."""
+    return is_distributed() and isinstance(exc, RuntimeError) and any(m in str(exc) for m in _PEER_GONE)

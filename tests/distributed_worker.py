@@ -1,0 +1,72 @@
+"""``alignkit train`` under ``accelerate launch``, for tests/test_distributed.py: after training, every rank writes
+the full weights it ends with (FSDP shards gathered) and what it trained under to ``DUMP_DIR/rank-N.*``.
+
+Usage: accelerate launch ... tests/distributed_worker.py DUMP_DIR train RECIPE [key=value ...]
+With ALIGNKIT_TEST_FAIL_RANK=R, rank R alone stops with a bad-input error while it builds its trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _dump_callback(dump_dir: Path):
+    from transformers import TrainerCallback
+
+    class DumpWeights(TrainerCallback):
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            import torch
+            from safetensors.torch import save_file
+            from torch.distributed.tensor import DTensor
+
+            from alignkit.distributed import rank
+
+            weights, sharded, zero3 = {}, False, False
+            for name, param in model.named_parameters():  # the same order on every rank: gathers are collective
+                if isinstance(param, DTensor):  # an FSDP2 shard
+                    sharded = True
+                    param = param.full_tensor()
+                elif hasattr(param, "ds_id"):  # a ZeRO-3 partition
+                    import deepspeed
+
+                    zero3 = True
+                    with deepspeed.zero.GatheredParameters([param]):
+                        param = param.data.clone()
+                weights[name.removeprefix("module.")] = param.detach().to(torch.float32).contiguous().clone()
+            save_file(weights, str(dump_dir / f"rank-{rank()}.safetensors"))
+            info = {
+                "sharded": sharded,
+                "zero3_partitioned": zero3,
+                "global_step": state.global_step,
+                "world_size": args.world_size,
+                "optimizer": type(kwargs.get("optimizer")).__name__,  # DeepSpeed's engine wraps its own
+            }
+            (dump_dir / f"rank-{rank()}.json").write_text(json.dumps(info))
+
+    return DumpWeights()
+
+
+def main() -> int:
+    import os
+
+    import alignkit.train
+    from alignkit.cli import main as alignkit_main
+    from alignkit.distributed import rank
+    from alignkit.errors import AlignkitError
+
+    dump_dir = Path(sys.argv[1])
+    build = alignkit.train.build_trainer
+
+    def build_with_dump(recipe, model_path, tokenizer, callbacks=None, builder_args=None):
+        if os.environ.get("ALIGNKIT_TEST_FAIL_RANK") == str(rank()):
+            raise AlignkitError(f"injected by the test on rank {rank()}")
+        return build(recipe, model_path, tokenizer, [*(callbacks or []), _dump_callback(dump_dir)], builder_args)
+
+    alignkit.train.build_trainer = build_with_dump
+    return alignkit_main(sys.argv[2:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
