@@ -15,7 +15,7 @@ import sys
 import traceback
 import warnings
 
-from alignkit.distributed import is_main, report_error, stopped_by_peer
+from alignkit.distributed import is_distributed, is_main, report_error, stopped_by_peer
 from alignkit.errors import AlignkitError
 
 
@@ -154,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         report_error(exc)  # one line per job, also when several ranks hit the same bad input
+        if is_distributed():
+            # End now: torchrun's agent stops the other ranks at once, before they print the same line, instead
+            # of after this interpreter has torn down torch and the process group (seconds on a busy CPU).
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
     except OSError as exc:
         if exc.errno != errno.ENOSPC:

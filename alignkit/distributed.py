@@ -29,7 +29,7 @@ T = TypeVar("T")
 
 # How long a rank other than 0 waits before printing its own error: when every rank hit the same bad input, rank 0
 # prints it and exits first, and torchrun's agent stops this rank during the wait, so the user sees one line.
-FOLLOWER_ERROR_GRACE_SECONDS = 5.0
+FOLLOWER_ERROR_GRACE_SECONDS = 10.0
 
 
 class StoppedByRankZero(AlignkitError):

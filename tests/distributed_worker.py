@@ -12,10 +12,25 @@ import sys
 from pathlib import Path
 
 
+def _progress_bars_enabled() -> bool:
+    from datasets.utils.tqdm import are_progress_bars_disabled
+    from transformers.utils import logging as hf_logging
+
+    return not are_progress_bars_disabled() and hf_logging.is_progress_bar_enabled()
+
+
 def _dump_callback(dump_dir: Path):
     from transformers import TrainerCallback
 
     class DumpWeights(TrainerCallback):
+        kl_coefs: list = []  # this rank's β at each logged step (GRPO with adaptive KL) ...
+        kls: list = []  # ... and the KL reading it logged
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "kl_coef" in logs:
+                self.kl_coefs.append(logs["kl_coef"])
+                self.kls.append(logs.get("kl"))
+
         def on_train_end(self, args, state, control, model=None, **kwargs):
             import torch
             from safetensors.torch import save_file
@@ -42,6 +57,9 @@ def _dump_callback(dump_dir: Path):
                 "global_step": state.global_step,
                 "world_size": args.world_size,
                 "optimizer": type(kwargs.get("optimizer")).__name__,  # DeepSpeed's engine wraps its own
+                "kl_coefs": self.kl_coefs,
+                "kls": self.kls,
+                "progress_bars": _progress_bars_enabled(),
             }
             (dump_dir / f"rank-{rank()}.json").write_text(json.dumps(info))
 
