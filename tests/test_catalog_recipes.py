@@ -30,7 +30,9 @@ def _lora_b_moved(run_dir) -> bool:
 
 
 def _logs(run_dir) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    """The trainer's own log entries (the reward-hacking monitor's monitor/* entries sit between them)."""
+    entries = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+    return [e for e in entries if not all(k.startswith("monitor/") or k in ("step", "epoch") for k in e)]
 
 
 def test_unpaired_rows_from_explicit_and_implicit_prompts():
