@@ -53,7 +53,7 @@ train: launch-args setup
 list: setup
 	@$(VENV)/bin/alignkit list
 
-# SFT, RM, every method from SFT, one comparison report in runs/pipeline/ (a skeleton: alignkit/stages.py)
+# SFT, RM, every method from SFT, one comparison table in runs/pipeline/report.md (alignkit/stages.py)
 pipeline: setup
 	$(VENV)/bin/alignkit pipeline $(ARGS)
 

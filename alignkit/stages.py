@@ -1,8 +1,8 @@
 """``alignkit pipeline`` (``make pipeline``): SFT, then the reward model, then each preference or RL method started
 from the SFT run, then one comparison report. A skeleton of issue 14's pipeline: the stages, caching and resuming
-are real; the reports are two ``alignkit eval --compare`` runs (every stage against the base model in
-``report.md``, every method against SFT in ``vs-sft/report.md``), not yet one table with plots per stage, and its
-time budget is not measured.
+are real; two ``alignkit eval --compare`` runs (every stage against the base model in ``vs-base/``, every method
+against SFT in ``vs-sft/``) feed one table with a plot, ``report.md`` (:mod:`alignkit.pipeline_report`), which also
+lists each stage's state and training time.
 
 Every stage is a run under ``runs/pipeline/`` (``--runs-root``). A finished run is reused, an interrupted one
 (``NAME.partial``) resumes from its last checkpoint, a missing one trains; so a rerun after a failure redoes only what
@@ -54,12 +54,12 @@ def train_command(runs_root: Path, stage: Stage, state: str) -> list[str]:
 
 
 def eval_commands(runs_root: Path, suite: str) -> list[list[str]]:
-    """Two comparisons: every run against the base model (``runs_root/report.md``), and every method against SFT
-    (``runs_root/vs-sft/report.md``)."""
+    """Two comparisons with one suite (the generations are shared through the cache): every run against the base
+    model (``runs_root/vs-base``), and every method against SFT (``runs_root/vs-sft``)."""
     sft, methods = str(runs_root / "sft-smol"), [str(runs_root / s.recipe) for s in STAGES[2:]]
     common = ["--suite", suite, "--runs-root", str(runs_root), "--train-missing"]
     return [
-        ["eval", BASELINE, "--compare", sft, *methods, *common, "--out", str(runs_root)],
+        ["eval", BASELINE, "--compare", sft, *methods, *common, "--out", str(runs_root / "vs-base")],
         ["eval", sft, "--compare", *methods, *common, "--out", str(runs_root / "vs-sft")],
     ]
 
@@ -73,6 +73,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print each stage's state and command, run nothing")
     args = parser.parse_args(argv)
     runs_root = Path(args.runs_root)
+    notes: dict[str, str] = {}
     for stage in STAGES:
         state = stage_state(runs_root, stage)
         command = train_command(runs_root, stage, state)
@@ -80,15 +81,35 @@ def main(argv: list[str]) -> int:
             f"alignkit pipeline: {stage.recipe}: {state}"
             + ("" if state == "reuse" else f": alignkit {' '.join(command)}")
         )
-        if args.dry_run or state == "reuse":
+        if args.dry_run:
             continue
-        code = alignkit_main(command)
-        if code != 0:
-            print(f"alignkit pipeline: stage {stage.recipe} failed (exit {code}); rerun to continue from it")
-            return code
+        if state != "reuse":
+            code = alignkit_main(command)
+            if code != 0:
+                print(f"alignkit pipeline: stage {stage.recipe} failed (exit {code}); rerun to continue from it")
+                return code
+        notes[stage.recipe] = stage_note(runs_root / stage.recipe, state, stage)
     for command in eval_commands(runs_root, args.suite):
         print(f"alignkit pipeline: report: alignkit {' '.join(command)}")
         code = 0 if args.dry_run else alignkit_main(command)
         if code != 0:
             return code
+    if not args.dry_run:
+        from alignkit.pipeline_report import write_pipeline_report
+
+        print(f"alignkit pipeline: report: {write_pipeline_report(runs_root, notes)}")
     return 0
+
+
+def stage_note(run_dir: Path, state: str, stage: Stage) -> str:
+    """``trained in 312 s, 64 steps, from run:sft-smol`` (or ``reused (trained in ... earlier)``, ``resumed, ...``):
+    what the report says of a stage, from its ``run.json``."""
+    import json
+
+    path = run_dir / "run.json"
+    meta = json.loads(path.read_text()) if path.exists() else {}
+    seconds, steps = meta.get("train_seconds"), meta.get("global_step")
+    took = f"trained in {seconds:.0f} s" if isinstance(seconds, (int, float)) else "trained"
+    how = {"reuse": f"reused ({took} earlier)", "resume": f"resumed, {took}", "train": took}[state]
+    start = next((o.split("=", 1)[1] for o in stage.overrides if o.startswith("model_name_or_path=")), None)
+    return f"{how}, {steps} steps, from {start or meta.get('model_name_or_path')}"
