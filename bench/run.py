@@ -45,7 +45,12 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
     "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
-    "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0"], ["efficacy"]),  # tests cover the seed maths
+    "efficacy": (
+        "efficacy.py",
+        [],
+        ["--quick", "--seeds", "0", "--figures", "default,kl,rdpo,unlikelihood"],
+        ["efficacy"],
+    ),
     "callback_cost": ("callback_cost.py", [], ["--quick", "--trainers", "dpo"], ["callback_cost"]),
 }
 # Why a bench has no smoke run (it is still part of `make bench`).

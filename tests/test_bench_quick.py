@@ -61,3 +61,71 @@ def test_every_bench_smoke_runs():
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_rdpo_verdict_needs_both_length_and_win_rate():
+    import efficacy
+
+    # floor = 0.724 - 0.05 = 0.674
+    ok = efficacy.rdpo_verdict(1.05, 0.68, 0.724)
+    assert ok["met"] is True and ok["win_floor"] == pytest.approx(0.674)
+    assert efficacy.rdpo_verdict(1.05, 0.67, 0.724)["met"] is False  # short enough, but worse than DPO - 0.05
+    assert efficacy.rdpo_verdict(1.11, 0.80, 0.724)["met"] is False  # wins, but too long
+    assert efficacy.rdpo_verdict(1.10, 0.674, 0.724)["met"] is True  # both bounds inclusive
+    assert efficacy.rdpo_verdict(0.9, 0.7, None)["met"] is None  # no plain-DPO win rate: undecided, not guessed
+
+
+def test_unlikelihood_ratios_and_verdict():
+    import efficacy
+
+    # 0.12 / 0.20 = 0.6; 5.2 / 5.0 = 1.04
+    seed = efficacy.unlikelihood_seed(0.12, 0.20, 5.2, 5.0)
+    assert seed == {"repetition_ratio": pytest.approx(0.6), "ppl_ratio": pytest.approx(1.04)}
+    assert efficacy.unlikelihood_seed(0.1, 0.0, 5.0, 5.0)["repetition_ratio"] is None  # no repetition to divide by
+    assert efficacy.unlikelihood_verdict(0.6, 1.04)["met"] is True
+    assert efficacy.unlikelihood_verdict(0.9, 1.0)["met"] is False  # strict: < 0.9
+    assert efficacy.unlikelihood_verdict(0.5, 1.06)["met"] is False  # perplexity up by more than 5 %
+    assert efficacy.unlikelihood_verdict(0.5, 0.94)["met"] is False  # "within 5 %" both ways
+    assert efficacy.unlikelihood_verdict(None, 1.0)["met"] is None
+
+
+def test_kl_combines_parts_worst_per_seed_without_training():
+    import efficacy
+
+    now = {"dpo": efficacy.kl_part([0, 1, 2], [0.9, 0.5, 1.0], "rdpo now", "d2")}
+    old_format = {  # an efficacy.json of the earlier code: bare per-seed lists, seeds in meta
+        "meta": {
+            "seeds": [0, 1, 2],
+            "command": "ppo run",
+            "date": "d0",
+            "details": {"kl_parts": {"ppo": [0.8, 0.9, 0.7]}},
+        }
+    }
+    newer = {"meta": {"details": {"kl_parts": {"grpo": efficacy.kl_part([0, 1, 2], [1.0, 0.95, 0.85], "grpo", "d1")}}}}
+    details, per_seed, reasons = {"kl_parts": now}, {}, {}
+    earlier = [efficacy.previous_kl_parts(old_format), efficacy.previous_kl_parts(newer)]
+    efficacy.combine_kl({"kl"}, [0, 1, 2], details, per_seed, reasons, earlier)
+    assert per_seed["kl_in_band_fraction"] == [0.8, 0.5, 0.7]  # min over (ppo, grpo, dpo) per seed
+    assert details["kl_parts"]["ppo"]["command"] == "ppo run" and details["kl_parts"]["dpo"]["date"] == "d2"
+    # a part measured now wins over an earlier file's
+    efficacy.combine_kl({"kl"}, [0], details := {"kl_parts": dict(now)}, per_seed := {}, {}, [{"dpo": {}}])
+    assert details["kl_parts"]["dpo"]["command"] == "rdpo now"
+    # a missing part: null with the reason, nothing trained
+    per_seed, reasons = {}, {}
+    efficacy.combine_kl({"kl"}, [0, 1, 2], {"kl_parts": now}, per_seed, reasons, [])
+    assert "kl_in_band_fraction" not in per_seed and "ppo, grpo" in reasons["kl_in_band_fraction"]
+    # a seed that one part lacks stays None
+    parts = {n: efficacy.kl_part([0, 1], [0.9, 0.9], "c", "d") for n in efficacy.KL_PARTS}
+    assert efficacy.kl_worst_per_seed(parts, [0, 1, 2]) == [0.9, 0.9, None]
+
+
+def test_kl_group_alone_trains_nothing(monkeypatch, tmp_path):
+    import efficacy
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the kl group must not train")
+
+    monkeypatch.setattr(efficacy, "alignkit", no_run)
+    monkeypatch.setattr(efficacy, "rl_efficacy", no_run)
+    per_seed, reasons, details = efficacy.measure({"kl"}, [0, 1, 2], tmp_path, {}, quick=False)
+    assert per_seed == {} and details["kl_parts"] == {}
