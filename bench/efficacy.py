@@ -5,6 +5,8 @@ seeds) and bench/results/efficacy.md (mean ± sd, per-seed values, command, date
     .venv/bin/python bench/efficacy.py --figures default,rm,ppo --seeds 0,1,2
     .venv/bin/python bench/efficacy.py --figures all            # hours on a 2-core CPU
     .venv/bin/python bench/efficacy.py --quick                  # smoke run: tiny model, 2 seeds, no eval, temp dir
+    .venv/bin/python bench/efficacy.py --figures rdpo,kl --keep     # R-DPO now; PPO/GRPO KL parts from efficacy.json
+    .venv/bin/python bench/efficacy.py --quick --seeds 0 --figures unlikelihood   # its smoke: ~50 s, tiny model
 
 Figure groups (``--figures``), each run once per seed with the recipe override ``seed=S`` into its own run
 directory under ``--runs-root``:
