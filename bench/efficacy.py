@@ -26,7 +26,8 @@ directory under ``--runs-root``:
   held-out judge win rate ≥ plain DPO's ``default_win_rate`` − 0.05, plain DPO's from this invocation or (``--keep``)
   the previous efficacy.json; both win rates and the verdict are in the md and in ``meta.verdicts``. Also gives the
   DPO-β part of ``kl``: the in-band share of its ``kl_implicit`` around its own recipe's ``kl_target``.
-  ~15 min a seed at 1 thread (64 steps at 5-10 s, then the smol suite, base generations cached): ~45 min.
+  Time at 1 thread: the calibration run took 599 s for 64 steps at ~60 % of a shared core (~6 min on a whole core),
+  plus the smol eval (dpo-smol seed 0: 410 s, base generations cached): ~14 min a seed, ~45 min for 3 seeds.
 * ``kl``: trains nothing. Per seed the worst (min) of the PPO, GRPO and DPO-β in-band shares
   (:func:`kl_worst_per_seed`), each part taken from this invocation's ``ppo``/``grpo``/``rdpo`` runs, else with
   ``--keep`` from the previous efficacy.json's ``meta.details.kl_parts``, else from ``--kl-from FILE`` (an older
@@ -37,9 +38,11 @@ directory under ``--runs-root``:
   perplexity set, no judges): ``unlikelihood_repetition_ratio`` = the chat replies' 3-gram repetition rate
   (``diversity.repetition_rate``), unlikelihood / plain (:func:`unlikelihood_seed`). Verdict
   (:func:`unlikelihood_verdict`): mean ratio < 0.9 AND the mean held-out perplexity ratio within 5 %
-  (|ppl_ul / ppl_sft − 1| ≤ 0.05). Time at 1 thread with the other core busy, estimated from the recipes' step
-  times, not measured: sft-smol ~5 min, sft-smol-unlikelihood ~10 min, the eval of both ~5 min (2 x 64 greedy replies
-  of ≤ 256 tokens + 2 x 16 held-out texts): ~20 min a seed, ~1 h for 3 seeds.
+  (|ppl_ul / ppl_sft − 1| ≤ 0.05). Time at 1 thread, an estimate: 6 steps took 94 s (sft-smol) and 148 s
+  (sft-smol-unlikelihood) with three processes on one core (2026-12-02, AMD EPYC), i.e. ~5.5 and ~8.6 s a step on a
+  whole core, so 40 steps ≈ 4 + 6 min; the eval ≈ 4 min (2 x 64 greedy replies of ≤ 256 tokens: dpo-smol's smol eval
+  spent 83 s generating one model's 80 replies; + 2 x 16 held-out texts): ~15 min a seed, ~45 min for 3 seeds
+  (± 50 %: scaled from a shared core). ``--quick --figures unlikelihood`` smoke-runs it in ~50 s.
 
 A key that an invocation does not measure is written as null with ``<key>_reason``, never invented. Goals are
 issue 12's, fixed in GOALS below before any run.
