@@ -5,6 +5,8 @@ seeds) and bench/results/efficacy.md (mean ± sd, per-seed values, command, date
     .venv/bin/python bench/efficacy.py --figures default,rm,ppo --seeds 0,1,2
     .venv/bin/python bench/efficacy.py --figures all            # hours on a 2-core CPU
     .venv/bin/python bench/efficacy.py --quick                  # smoke run: tiny model, 2 seeds, no eval, temp dir
+    .venv/bin/python bench/efficacy.py --figures rdpo,kl --keep     # R-DPO now; PPO/GRPO KL parts from efficacy.json
+    .venv/bin/python bench/efficacy.py --quick --seeds 0 --figures unlikelihood   # its smoke: ~50 s, tiny model
 
 Figure groups (``--figures``), each run once per seed with the recipe override ``seed=S`` into its own run
 directory under ``--runs-root``:
@@ -19,9 +21,28 @@ directory under ``--runs-root``:
   (``alignkit.eval.judge_info.heldout_pair_accuracy``, 64 pairs): ``rm_heldout_accuracy``.
 * ``ppo`` / ``grpo``: ``bench/ppo_efficacy.py [--recipe grpo-smol-adaptive-kl] --set seed=S``: held-out arithmetic
   accuracy gain (and the truncation rate before and after, in the per-seed details).
-* ``rdpo``: ``dpo-smol-rdpo`` as ``default``: ``rdpo_length_ratio``, with its judge win rate beside plain DPO's.
-* ``kl``: the worst of the PPO, GRPO and DPO-β (dpo-smol-rdpo's ``kl_implicit``) in-band shares; needs all three.
-* ``unlikelihood``: not measured by this script yet (the key is written as null with the reason).
+* ``rdpo``: ``dpo-smol-rdpo`` (dpo-smol's card, loss, steps and batch, plus R-DPO and an adaptive β) as ``default``:
+  ``rdpo_length_ratio``. Its verdict is compound (:func:`rdpo_verdict`): mean length ratio ≤ 1.1 AND its mean
+  held-out judge win rate ≥ plain DPO's ``default_win_rate`` − 0.05, plain DPO's from this invocation or (``--keep``)
+  the previous efficacy.json; both win rates and the verdict are in the md and in ``meta.verdicts``. Also gives the
+  DPO-β part of ``kl``: the in-band share of its ``kl_implicit`` around its own recipe's ``kl_target``.
+  Time at 1 thread: the calibration run took 599 s for 64 steps at ~60 % of a shared core (~6 min on a whole core),
+  plus the smol eval (dpo-smol seed 0: 410 s, base generations cached): ~14 min a seed, ~45 min for 3 seeds.
+* ``kl``: trains nothing. Per seed the worst (min) of the PPO, GRPO and DPO-β in-band shares
+  (:func:`kl_worst_per_seed`), each part taken from this invocation's ``ppo``/``grpo``/``rdpo`` runs, else with
+  ``--keep`` from the previous efficacy.json's ``meta.details.kl_parts``, else from ``--kl-from FILE`` (an older
+  efficacy.json, e.g. ``git show REV:bench/results/efficacy.json``); the md names each part's command and date. With
+  ``--keep``, parts not measured now are carried into the new efficacy.json, so separate invocations accumulate them.
+* ``unlikelihood``: per seed ``sft-smol`` and ``sft-smol-unlikelihood`` (``--no-eval``), then one ``alignkit eval
+  <sft-smol run> --compare <unlikelihood run> --suite smol-repetition`` (smol's chat prompts, decoding and held-out
+  perplexity set, no judges): ``unlikelihood_repetition_ratio`` = the chat replies' 3-gram repetition rate
+  (``diversity.repetition_rate``), unlikelihood / plain (:func:`unlikelihood_seed`). Verdict
+  (:func:`unlikelihood_verdict`): mean ratio < 0.9 AND the mean held-out perplexity ratio within 5 %
+  (|ppl_ul / ppl_sft − 1| ≤ 0.05). Time at 1 thread, an estimate: 6 steps took 94 s (sft-smol) and 148 s
+  (sft-smol-unlikelihood) with three processes on one core (2026-12-02, AMD EPYC), i.e. ~5.5 and ~8.6 s a step on a
+  whole core, so 40 steps ≈ 4 + 6 min; the eval ≈ 4 min (2 x 64 greedy replies of ≤ 256 tokens: dpo-smol's smol eval
+  spent 83 s generating one model's 80 replies; + 2 x 16 held-out texts): ~15 min a seed, ~45 min for 3 seeds
+  (± 50 %: scaled from a shared core). ``--quick --figures unlikelihood`` smoke-runs it in ~50 s.
 
 A key that an invocation does not measure is written as null with ``<key>_reason``, never invented. Goals are
 issue 12's, fixed in GOALS below before any run.
@@ -72,6 +93,13 @@ DEFAULT_KEYS = {  # efficacy key -> report.json["goals"]["figures"] key (eval/go
 }
 GRPO_RECIPE = "grpo-smol-adaptive-kl"
 QUICK_OVERRIDES = ["max_steps=1", "max_train_samples=8", "save_strategy=no", "logging_steps=1"]
+# Compound verdicts, fixed before any run (issue 12's table):
+RDPO_LENGTH_MAX = 1.1  # rdpo_length_ratio <= this ...
+RDPO_WIN_SLACK = 0.05  # ... and R-DPO's judge win rate >= plain DPO's (default_win_rate) - this
+UL_REPETITION_MAX = 0.9  # unlikelihood_repetition_ratio < this ...
+UL_PPL_TOLERANCE = 0.05  # ... and |held-out ppl ratio (unlikelihood / sft-smol) - 1| <= this
+UL_SUITE = "smol-repetition"  # eval/suites/smol-repetition.yaml: smol's chat set, decoding and held-out ppl
+KL_PARTS = ("ppo", "grpo", "dpo")
 
 
 def aggregate(per_seed: dict[str, list[float | None]], reasons: dict[str, str]) -> dict[str, Any]:
@@ -108,6 +136,107 @@ def carry_over(data: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict
     return carried
 
 
+def rdpo_verdict(length_ratio: float | None, win_rate: float | None, default_win_rate: float | None) -> dict:
+    """R-DPO's compound condition on the means over seeds::
+
+        met = (L ≤ 1.1) and (W_rdpo ≥ W_dpo − 0.05)
+
+    L = R-DPO's mean length / its start's (``rdpo_length_ratio``), W_rdpo its held-out judge win rate against its
+    start, W_dpo plain DPO's (``default_win_rate``, the same judge, prompts and start). ``met`` is None when a term is
+    missing (never guessed)."""
+    floor = None if default_win_rate is None else default_win_rate - RDPO_WIN_SLACK
+    length_ok = None if length_ratio is None else length_ratio <= RDPO_LENGTH_MAX
+    win_ok = None if win_rate is None or floor is None else win_rate >= floor
+    met = None if length_ok is None or win_ok is None else length_ok and win_ok
+    return {
+        "rule": f"length_ratio <= {RDPO_LENGTH_MAX} and win_rate >= default_win_rate - {RDPO_WIN_SLACK}",
+        "length_ratio": length_ratio,
+        "win_rate": win_rate,
+        "default_win_rate": default_win_rate,
+        "win_floor": floor,
+        "length_ok": length_ok,
+        "win_ok": win_ok,
+        "met": met,
+    }
+
+
+def unlikelihood_seed(
+    rep_ul: float | None, rep_sft: float | None, ppl_ul: float | None, ppl_sft: float | None
+) -> dict:
+    """One seed's ratios, unlikelihood run over plain SFT run::
+
+        repetition_ratio = rep_ul / rep_sft     (3-gram repetition rate of the chat replies, 1 − unique/total)
+        ppl_ratio        = ppl_ul / ppl_sft     (perplexity on the held-out reference answers)
+
+    None where a term is missing or a denominator is 0."""
+
+    def ratio(a, b):
+        return None if a is None or b is None or b == 0 else a / b
+
+    return {"repetition_ratio": ratio(rep_ul, rep_sft), "ppl_ratio": ratio(ppl_ul, ppl_sft)}
+
+
+def unlikelihood_verdict(repetition_ratio: float | None, ppl_ratio: float | None) -> dict:
+    """The unlikelihood figure's compound condition on the means over seeds::
+
+        met = (R < 0.9) and (|P − 1| ≤ 0.05)
+
+    R = mean 3-gram repetition ratio, P = mean held-out perplexity ratio (unlikelihood / sft-smol); "perplexity within
+    5 %" read both ways. None when a term is missing."""
+    rep_ok = None if repetition_ratio is None else repetition_ratio < UL_REPETITION_MAX
+    ppl_ok = None if ppl_ratio is None else abs(ppl_ratio - 1) <= UL_PPL_TOLERANCE
+    met = None if rep_ok is None or ppl_ok is None else rep_ok and ppl_ok
+    return {
+        "rule": f"repetition_ratio < {UL_REPETITION_MAX} and |ppl_ratio - 1| <= {UL_PPL_TOLERANCE}",
+        "repetition_ratio": repetition_ratio,
+        "ppl_ratio": ppl_ratio,
+        "repetition_ok": rep_ok,
+        "ppl_ok": ppl_ok,
+        "met": met,
+    }
+
+
+def kl_worst_per_seed(parts: dict[str, dict[str, Any]], seeds: list[int]) -> list[float | None]:
+    """Per seed s, ``min(ppo[s], grpo[s], dpo[s])``: the worst of the three adaptive-KL in-band shares; None for a seed
+    that any part lacks. ``parts[name]`` is ``{"seeds": [...], "values": [...], ...}`` (see :func:`kl_part`)."""
+    out: list[float | None] = []
+    for seed in seeds:
+        trio = []
+        for name in KL_PARTS:
+            part = parts.get(name) or {}
+            by_seed = dict(zip(part.get("seeds") or [], part.get("values") or [], strict=False))
+            trio.append(by_seed.get(seed))
+        out.append(None if None in trio else min(trio))
+    return out
+
+
+def kl_part(seeds: list[int], values: list[float | None], command: str | None, date: str | None) -> dict[str, Any]:
+    """One in-band-share series with its origin: the form efficacy.json keeps in ``meta.details.kl_parts``."""
+    return {"seeds": list(seeds), "values": list(values), "command": command, "date": date}
+
+
+def previous_kl_parts(previous: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The KL parts an earlier efficacy.json holds, in :func:`kl_part` form. Older files kept bare per-seed lists
+    (seeds = their ``meta.seeds``, origin = their own command and date)."""
+    meta = previous.get("meta") or {}
+    out = {}
+    for name, part in ((meta.get("details") or {}).get("kl_parts") or {}).items():
+        if isinstance(part, list):
+            part = kl_part(meta.get("seeds") or list(range(len(part))), part, meta.get("command"), meta.get("date"))
+        if part.get("values") and any(v is not None for v in part["values"]):
+            out[name] = part
+    return out
+
+
+def merge_kl_parts(now: dict[str, dict], *earlier: dict[str, dict]) -> dict[str, dict]:
+    """Each part from the first source that has it: this invocation first, then the earlier files in order."""
+    merged = dict(now)
+    for source in earlier:
+        for name, part in source.items():
+            merged.setdefault(name, part)
+    return merged
+
+
 def alignkit(args: list[str], env: dict) -> int:
     cmd = [str(ROOT / ".venv" / "bin" / "alignkit") if (ROOT / ".venv").exists() else "alignkit", *args]
     print("==> " + " ".join(cmd), flush=True)
@@ -131,16 +260,71 @@ def band_fraction(log: Path, key: str, target: float | None) -> float | None:
     return sum(abs(k / target - 1) <= 0.25 for k in last) / len(last) if last else None
 
 
-def run_default(recipe, seeds, root, env, overrides, evaluate=True) -> dict[int, dict]:
-    """Train (and evaluate) ``recipe`` once per seed; per seed the report's goal figures and the run directory."""
+def run_kl_target(run_dir: Path) -> float | None:
+    """The ``kl_target`` the run trained with (its resolved_config.json), so the band is the recipe's own."""
+    path = run_dir / "resolved_config.json"
+    if not path.exists():
+        return None
+    config = json.loads(path.read_text())
+    return (config.get("training") or config).get("kl_target")
+
+
+def run_default(recipe, seeds, root, env, overrides, evaluate=True, done: dict | None = None) -> dict[int, dict]:
+    """Train (and evaluate) ``recipe`` once per seed; per seed the report's goal figures and the run directory.
+    ``done`` memoizes runs of this invocation by (recipe, seed, evaluate, overrides): a run two groups need (the
+    quick smoke's sft-smol) is trained once."""
     out = {}
     for seed in seeds:
+        key = (recipe, seed, evaluate, tuple(overrides))
+        if done is not None and key in done:
+            out[seed] = done[key]
+            continue
         run_dir = root / f"{recipe}-seed{seed}"
         extra = [] if evaluate else ["--no-eval"]
         code = alignkit(
             ["train", recipe, f"seed={seed}", f"output_dir={run_dir}", *overrides, "--overwrite", *extra], env
         )
         out[seed] = {"exit": code, "run_dir": run_dir, "figures": report_figures(run_dir) if code == 0 else None}
+        if done is not None:
+            done[key] = out[seed]
+    return out
+
+
+def repetition_and_ppl(report: dict[str, Any], model: str) -> tuple[float | None, float | None]:
+    """``model``'s chat 3-gram repetition rate and held-out perplexity in an eval report.json."""
+    metrics = (report.get("metrics") or {}).get(model) or {}
+    rep = (((metrics.get("sets") or {}).get("chat") or {}).get("diversity") or {}).get("repetition_rate")
+    ppl = (metrics.get("perplexity_heldout") or {}).get("perplexity")
+    return rep, ppl
+
+
+def run_unlikelihood(seeds, root, env, overrides, quick, done) -> dict[int, dict]:
+    """Per seed: sft-smol and sft-smol-unlikelihood (no eval), then both in one smol-repetition eval."""
+    plain = run_default("sft-smol", seeds, root, env, overrides, evaluate=False, done=done)
+    ul = run_default("sft-smol-unlikelihood", seeds, root, env, overrides, evaluate=False, done=done)
+    out = {}
+    for seed in seeds:
+        row: dict[str, Any] = {"sft_run": str(plain[seed]["run_dir"]), "unlikelihood_run": str(ul[seed]["run_dir"])}
+        if plain[seed]["exit"] or ul[seed]["exit"]:
+            out[seed] = {**row, "error": "training failed", **unlikelihood_seed(None, None, None, None)}
+            continue
+        out_dir = root / f"unlikelihood-compare-seed{seed}"
+        args = ["eval", str(plain[seed]["run_dir"]), "--compare", str(ul[seed]["run_dir"]), "--suite", UL_SUITE]
+        code = alignkit([*args, "--out", str(out_dir), *(["--max-prompts", "2"] if quick else [])], env)
+        report_path = out_dir / "report.json"
+        if code or not report_path.exists():
+            out[seed] = {**row, "error": f"eval exit {code}", **unlikelihood_seed(None, None, None, None)}
+            continue
+        report = json.loads(report_path.read_text())
+        names = [m["name"] for m in report["models"]]  # [sft-smol, sft-smol-unlikelihood]: the order given
+        (rep_sft, ppl_sft), (rep_ul, ppl_ul) = (repetition_and_ppl(report, n) for n in names[:2])
+        out[seed] = {
+            **row,
+            "report": str(report_path),
+            "repetition_rate": {"sft": rep_sft, "unlikelihood": rep_ul},
+            "heldout_ppl": {"sft": ppl_sft, "unlikelihood": ppl_ul},
+            **unlikelihood_seed(rep_ul, rep_sft, ppl_ul, ppl_sft),
+        }
     return out
 
 
@@ -170,21 +354,26 @@ def rl_efficacy(recipe: str, seed: int, env: dict, quick: bool) -> dict | None:
         return json.loads(path.read_text())["statistics"] if code == 0 and path.exists() else None
 
 
-def measure(groups: set[str], seeds: list[int], root: Path, env: dict, quick: bool) -> tuple[dict, dict, dict]:
-    """Run the selected groups; returns (per-seed values by key, reasons for nulls, per-seed details)."""
+def measure(
+    groups: set[str], seeds: list[int], root: Path, env: dict, quick: bool, origin: tuple[str, str] = (None, None)
+) -> tuple[dict, dict, dict]:
+    """Run the selected groups; returns (per-seed values by key, reasons for nulls, per-seed details). The KL parts
+    measured now are in ``details["kl_parts"]`` (:func:`kl_part` form, ``origin`` = this command and date); the
+    ``kl`` group itself is combined in :func:`main`, which may add parts of earlier runs."""
     per_seed: dict[str, list] = {}
     reasons: dict[str, str] = {}
     details: dict[str, Any] = {}
     quick_over = (
         [*QUICK_OVERRIDES, f"model_name_or_path={os.environ.get('ALIGNKIT_BENCH_MODEL', '')}"] if quick else []
     )
-    kl_parts: dict[str, list] = {}
+    kl_parts: dict[str, dict] = {}
+    done: dict = {}  # runs trained by this invocation, shared between groups (run_default)
 
     if "default" in groups:
         # --quick: sft-smol on the tiny model without its eval, to exercise the seed loop; the report-based keys
         # then stay null with the reason.
         recipe = "sft-smol" if quick else "dpo-smol"
-        runs = run_default(recipe, seeds, root, env, quick_over, evaluate=not quick)
+        runs = run_default(recipe, seeds, root, env, quick_over, evaluate=not quick, done=done)
         details["default"] = {
             s: {"exit": r["exit"], "run_dir": str(r["run_dir"]), "figures": r["figures"]} for s, r in runs.items()
         }
@@ -211,48 +400,123 @@ def measure(groups: set[str], seeds: list[int], root: Path, env: dict, quick: bo
         if quick:
             reasons["rm_heldout_accuracy"] = "quick smoke run: rm-smol not trained"
         else:
-            runs = run_default("rm-smol", seeds, root, env, [], evaluate=False)
+            runs = run_default("rm-smol", seeds, root, env, [], evaluate=False, done=done)
             per_seed["rm_heldout_accuracy"] = [
                 rm_accuracy(r["run_dir"], root) if r["exit"] == 0 else None for r in runs.values()
             ]
     for group, recipe, key in (("ppo", "ppo-smol", "ppo_accuracy_gain"), ("grpo", GRPO_RECIPE, "grpo_accuracy_gain")):
-        if group in groups or "kl" in groups:
+        if group in groups:
             stats = [rl_efficacy(recipe, s, env, quick) for s in seeds]
             details[group] = stats
             per_seed[key] = [st.get("accuracy_gain") if st else None for st in stats]
             if not any(stats):
                 reasons[key] = f"bench/ppo_efficacy.py --recipe {recipe} failed for every seed"
-            kl_parts[group] = [st.get("kl_in_band_fraction") if st else None for st in stats]
-    if "rdpo" in groups or "kl" in groups:
+            values = [st.get("kl_in_band_fraction") if st else None for st in stats]
+            kl_parts[group] = kl_part(seeds, values, *origin)
+    if "rdpo" in groups:
         if quick:
+            # The on-policy card needs rm-smol and 640 sampled replies: too slow for a smoke run. rdpo_verdict is
+            # covered by tests/test_bench_quick.py.
             reasons["rdpo_length_ratio"] = "quick smoke run: dpo-smol-rdpo not trained"
         else:
-            runs = run_default("dpo-smol-rdpo", seeds, root, env, [])
+            runs = run_default("dpo-smol-rdpo", seeds, root, env, [], done=done)
             per_seed["rdpo_length_ratio"] = [(r["figures"] or {}).get("length_ratio") for r in runs.values()]
+            details["rdpo"] = {
+                s: {
+                    "exit": r["exit"],
+                    "run_dir": str(r["run_dir"]),
+                    "figures": r["figures"],
+                    "kl_target": run_kl_target(r["run_dir"]),
+                }
+                for s, r in runs.items()
+            }
             details["rdpo_win_rate"] = [(r["figures"] or {}).get("win_rate") for r in runs.values()]
-            target = 0.05  # dpo-smol-rdpo's kl_target (recipes/dpo-smol-rdpo.yaml)
-            kl_parts["dpo"] = [
-                band_fraction(r["run_dir"] / "train_log.jsonl", "kl_implicit", target) for r in runs.values()
+            values = [
+                band_fraction(r["run_dir"] / "train_log.jsonl", "kl_implicit", run_kl_target(r["run_dir"]))
+                for r in runs.values()
             ]
-    if "kl" in groups:
-        if all(part in kl_parts for part in ("ppo", "grpo", "dpo")):
-            per_seed["kl_in_band_fraction"] = [
-                None if None in trio else min(trio)
-                for trio in zip(kl_parts["ppo"], kl_parts["grpo"], kl_parts["dpo"], strict=True)
-            ]
-        else:
-            reasons["kl_in_band_fraction"] = f"needs PPO, GRPO and DPO readings; measured: {kl_parts}"
+            kl_parts["dpo"] = kl_part(seeds, values, *origin)
+    if "unlikelihood" in groups:
+        rows = run_unlikelihood(seeds, root, env, quick_over, quick, done)
+        details["unlikelihood"] = rows
+        per_seed["unlikelihood_repetition_ratio"] = [rows[s]["repetition_ratio"] for s in seeds]
+        details["unlikelihood_ppl_ratio"] = [rows[s]["ppl_ratio"] for s in seeds]
+        if all(v is None for v in per_seed["unlikelihood_repetition_ratio"]):
+            reasons["unlikelihood_repetition_ratio"] = "no repetition rates: " + "; ".join(
+                f"seed {s}: {rows[s].get('error', 'no repetition_rate in the report')}" for s in seeds
+            )
     details["kl_parts"] = kl_parts
-    reasons.setdefault(
-        "unlikelihood_repetition_ratio",
-        "not measured by bench/efficacy.py yet: needs sft-smol and sft-smol-unlikelihood evals' 3-gram repetition",
-    )
     return per_seed, reasons, details
+
+
+def combine_kl(
+    groups: set[str], seeds: list[int], details: dict, per_seed: dict, reasons: dict, earlier: list[dict]
+) -> None:
+    """Fill ``details["kl_parts"]`` with this invocation's parts plus the earlier files' (``earlier``: the parts of
+    --keep's efficacy.json, then of each --kl-from file), and, when the ``kl`` group is selected, the per-seed worst
+    of the three (:func:`kl_worst_per_seed`). Trains nothing."""
+    parts = merge_kl_parts(details.get("kl_parts") or {}, *earlier)
+    details["kl_parts"] = parts
+    if "kl" not in groups:
+        return
+    missing = [name for name in KL_PARTS if name not in parts]
+    if missing:
+        run = ",".join("rdpo" if m == "dpo" else m for m in missing)
+        reasons["kl_in_band_fraction"] = (
+            f"no {', '.join(missing)} in-band shares: run --figures {run} (with --keep, or --kl-from an efficacy.json"
+            " that has them)"
+        )
+        return
+    per_seed["kl_in_band_fraction"] = kl_worst_per_seed(parts, seeds)
+
+
+def _f(x: Any) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def render_verdicts(verdicts: dict[str, dict]) -> list[str]:
+    """The compound conditions, with every term (the table's met? column shows their result)."""
+    lines = []
+    if v := verdicts.get("rdpo_length_ratio"):
+        state = {True: "met", False: "**missed**", None: "undecided (a term is missing)"}[v.get("met")]
+        lines += [
+            "",
+            f"`rdpo_length_ratio` verdict ({v['rule']}): {state}. R-DPO length ratio {_f(v.get('length_ratio'))}; "
+            f"R-DPO judge win rate {_f(v.get('win_rate'))} (per seed: "
+            f"{', '.join(_f(w) for w in v.get('win_rate_per_seed') or []) or '–'}) against plain DPO's "
+            f"{_f(v.get('default_win_rate'))} − {RDPO_WIN_SLACK} = {_f(v.get('win_floor'))} (plain DPO's from "
+            f"{v.get('default_win_rate_from') or 'nowhere'}).",
+        ]
+    if v := verdicts.get("unlikelihood_repetition_ratio"):
+        state = {True: "met", False: "**missed**", None: "undecided (a term is missing)"}[v.get("met")]
+        lines += [
+            "",
+            f"`unlikelihood_repetition_ratio` verdict ({v['rule']}): {state}. 3-gram repetition ratio "
+            f"{_f(v.get('repetition_ratio'))}; held-out perplexity ratio {_f(v.get('ppl_ratio'))} (per seed: "
+            f"{', '.join(_f(r) for r in v.get('ppl_ratio_per_seed') or []) or '–'}).",
+        ]
+    return lines
+
+
+def render_kl_parts(parts: dict[str, Any]) -> list[str]:
+    """Where each of the three adaptive-KL in-band shares came from."""
+    if not parts:
+        return []
+    lines = ["", "`kl_in_band_fraction` parts (per seed; the figure is the worst of the three per seed):", ""]
+    for name in KL_PARTS:
+        part = parts.get(name)
+        if not part:
+            lines.append(f"- {name}: not measured")
+            continue
+        seeds = ", ".join(f"seed {s} {_f(v)}" for s, v in zip(part["seeds"], part["values"], strict=False))
+        lines.append(f"- {name}: {seeds}; from `{part.get('command')}` ({part.get('date')})")
+    return lines
 
 
 def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     cpu = meta["cpu"]
+    verdicts = meta.get("verdicts") or {}
     lines = [
         "# Efficacy figures across seeds (issue 12)",
         "",
@@ -279,11 +543,15 @@ def render(data: dict[str, Any]) -> str:
                 ">=": value >= float(threshold),
                 ">": value > float(threshold),
             }[op]
-            cell, state = f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else ""), "met" if ok else "**missed**"
+            if key in verdicts:  # a compound condition decides (see below the table)
+                ok = verdicts[key].get("met")
+            cell = f"{value:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+            state = "undecided (see below)" if ok is None else "met" if ok else "**missed**"
         seeds = ", ".join("–" if v is None else f"{v:.3f}" for v in meta["per_seed"].get(key, []))
         lines.append(f"| `{key}` | {label} | {goal} | {cell} | {seeds or '–'} | {state} |")
     for key, source in (meta.get("carried_from") or {}).items():
         lines.append(f"\n`{key}` is carried from an earlier run: `{source.get('command')}` ({source.get('date')}).")
+    lines += render_verdicts(verdicts) + render_kl_parts((meta.get("details") or {}).get("kl_parts") or {})
     lines += [
         "",
         "Per-seed details (run directories, truncation before/after for the arithmetic gains) are in "
@@ -291,6 +559,43 @@ def render(data: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _mean_or_none(values: list[float | None] | None) -> float | None:
+    return statistics.fmean(values) if values and None not in values else None
+
+
+def compound_verdicts(
+    data: dict[str, Any], details: dict[str, Any], groups: set[str], carried: dict, previous: dict | None
+) -> dict[str, dict]:
+    """The compound conditions (:func:`rdpo_verdict`, :func:`unlikelihood_verdict`) of the groups run now; a figure
+    carried by --keep keeps the verdict it had."""
+    old = ((previous or {}).get("meta") or {}).get("verdicts") or {}
+    out: dict[str, dict] = {}
+    if "rdpo" in groups and data["rdpo_length_ratio"] is not None:
+        wins = details.get("rdpo_win_rate")
+        source = carried.get("default_win_rate")
+        out["rdpo_length_ratio"] = {
+            **rdpo_verdict(data["rdpo_length_ratio"], _mean_or_none(wins), data["default_win_rate"]),
+            "win_rate_per_seed": wins,
+            "default_win_rate_from": (
+                "this invocation"
+                if "default" in groups
+                else f"`{source['command']}` ({source['date']})"
+                if source
+                else None
+            ),
+        }
+    if "unlikelihood" in groups and data["unlikelihood_repetition_ratio"] is not None:
+        ppl = details.get("unlikelihood_ppl_ratio")
+        out["unlikelihood_repetition_ratio"] = {
+            **unlikelihood_verdict(data["unlikelihood_repetition_ratio"], _mean_or_none(ppl)),
+            "ppl_ratio_per_seed": ppl,
+        }
+    for key in ("rdpo_length_ratio", "unlikelihood_repetition_ratio"):
+        if key in carried and key not in out and key in old:
+            out[key] = old[key]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -307,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the figures of groups not run now from the existing efficacy.json (each with its own command/date)",
     )
+    parser.add_argument(
+        "--kl-from",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="an earlier efficacy.json whose meta.details.kl_parts the kl group may use (repeatable; after --keep's)",
+    )
     a = parser.parse_args(argv)
     groups = set(GROUPS) if a.figures == "all" else set(a.figures.split(","))
     if unknown := groups - set(GROUPS):
@@ -321,16 +633,22 @@ def main(argv: list[str] | None = None) -> int:
         a.runs_root = tmp.name
     out = Path(a.out) if a.out else results_dir(a.quick) / "efficacy.md"
     date = time.strftime("%Y-%m-%d %H:%M")
+    command = command_line(argv)
+    previous_path = out.with_suffix(".json")
+    previous = json.loads(previous_path.read_text()) if a.keep and previous_path.exists() else None
+    earlier = [previous_kl_parts(previous)] if previous else []
+    earlier += [previous_kl_parts(json.loads(Path(f).read_text())) for f in a.kl_from]  # read before hours of runs
     try:
-        per_seed, reasons, details = measure(groups, seeds, Path(a.runs_root).resolve(), env, a.quick)
+        per_seed, reasons, details = measure(groups, seeds, Path(a.runs_root).resolve(), env, a.quick, (command, date))
     finally:
         if tmp is not None:
             tmp.cleanup()
+    combine_kl(groups, seeds, details, per_seed, reasons, earlier if (a.keep or a.kl_from) else [])
     data = aggregate(per_seed, reasons)
-    previous_path = out.with_suffix(".json")
-    carried = carry_over(data, json.loads(previous_path.read_text())) if a.keep and previous_path.exists() else {}
+    carried = carry_over(data, previous) if previous else {}
+    verdicts = compound_verdicts(data, details, groups, carried, previous)
     data["meta"] = {
-        "command": command_line(argv),
+        "command": command,
         "date": date,
         "cpu": cpu_info(),
         "threads": os.environ.get("OMP_NUM_THREADS", "default"),
@@ -342,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         "per_seed": {**{k: v["per_seed"] for k, v in carried.items()}, **per_seed},
         "details": details,
         "carried_from": carried,
+        "verdicts": verdicts,
     }
     from alignkit.io import atomic_write_text
 

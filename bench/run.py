@@ -45,7 +45,9 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
     "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
-    "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0"], ["efficacy"]),  # tests cover the seed maths
+    # default's seed loop, kl's combination and rdpo's quick skip cost ~nothing; unlikelihood's two extra processes
+    # (train + eval, ~50 s on the tiny model) are left to `efficacy.py --quick --figures unlikelihood` and mocked tests
+    "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0", "--figures", "default,kl,rdpo"], ["efficacy"]),
     "callback_cost": ("callback_cost.py", [], ["--quick", "--trainers", "dpo"], ["callback_cost"]),
 }
 # Why a bench has no smoke run (it is still part of `make bench`).

@@ -61,3 +61,149 @@ def test_every_bench_smoke_runs():
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_rdpo_verdict_needs_both_length_and_win_rate():
+    import efficacy
+
+    # floor = 0.724 - 0.05 = 0.674
+    ok = efficacy.rdpo_verdict(1.05, 0.68, 0.724)
+    assert ok["met"] is True and ok["win_floor"] == pytest.approx(0.674)
+    assert efficacy.rdpo_verdict(1.05, 0.67, 0.724)["met"] is False  # short enough, but worse than DPO - 0.05
+    assert efficacy.rdpo_verdict(1.11, 0.80, 0.724)["met"] is False  # wins, but too long
+    assert efficacy.rdpo_verdict(1.10, 0.674, 0.724)["met"] is True  # both bounds inclusive
+    assert efficacy.rdpo_verdict(0.9, 0.7, None)["met"] is None  # no plain-DPO win rate: undecided, not guessed
+
+
+def test_unlikelihood_ratios_and_verdict():
+    import efficacy
+
+    # 0.12 / 0.20 = 0.6; 5.2 / 5.0 = 1.04
+    seed = efficacy.unlikelihood_seed(0.12, 0.20, 5.2, 5.0)
+    assert seed == {"repetition_ratio": pytest.approx(0.6), "ppl_ratio": pytest.approx(1.04)}
+    assert efficacy.unlikelihood_seed(0.1, 0.0, 5.0, 5.0)["repetition_ratio"] is None  # no repetition to divide by
+    assert efficacy.unlikelihood_verdict(0.6, 1.04)["met"] is True
+    assert efficacy.unlikelihood_verdict(0.9, 1.0)["met"] is False  # strict: < 0.9
+    assert efficacy.unlikelihood_verdict(0.5, 1.06)["met"] is False  # perplexity up by more than 5 %
+    assert efficacy.unlikelihood_verdict(0.5, 0.94)["met"] is False  # "within 5 %" both ways
+    assert efficacy.unlikelihood_verdict(None, 1.0)["met"] is None
+
+
+def test_kl_combines_parts_worst_per_seed_without_training():
+    import efficacy
+
+    now = {"dpo": efficacy.kl_part([0, 1, 2], [0.9, 0.5, 1.0], "rdpo now", "d2")}
+    old_format = {  # an efficacy.json of the earlier code: bare per-seed lists, seeds in meta
+        "meta": {
+            "seeds": [0, 1, 2],
+            "command": "ppo run",
+            "date": "d0",
+            "details": {"kl_parts": {"ppo": [0.8, 0.9, 0.7]}},
+        }
+    }
+    newer = {"meta": {"details": {"kl_parts": {"grpo": efficacy.kl_part([0, 1, 2], [1.0, 0.95, 0.85], "grpo", "d1")}}}}
+    details, per_seed, reasons = {"kl_parts": now}, {}, {}
+    earlier = [efficacy.previous_kl_parts(old_format), efficacy.previous_kl_parts(newer)]
+    efficacy.combine_kl({"kl"}, [0, 1, 2], details, per_seed, reasons, earlier)
+    assert per_seed["kl_in_band_fraction"] == [0.8, 0.5, 0.7]  # min over (ppo, grpo, dpo) per seed
+    assert details["kl_parts"]["ppo"]["command"] == "ppo run" and details["kl_parts"]["dpo"]["date"] == "d2"
+    # a part measured now wins over an earlier file's
+    efficacy.combine_kl({"kl"}, [0], details := {"kl_parts": dict(now)}, per_seed := {}, {}, [{"dpo": {}}])
+    assert details["kl_parts"]["dpo"]["command"] == "rdpo now"
+    # a missing part: null with the reason, nothing trained
+    per_seed, reasons = {}, {}
+    efficacy.combine_kl({"kl"}, [0, 1, 2], {"kl_parts": now}, per_seed, reasons, [])
+    assert "kl_in_band_fraction" not in per_seed and "ppo, grpo" in reasons["kl_in_band_fraction"]
+    # a seed that one part lacks stays None
+    parts = {n: efficacy.kl_part([0, 1], [0.9, 0.9], "c", "d") for n in efficacy.KL_PARTS}
+    assert efficacy.kl_worst_per_seed(parts, [0, 1, 2]) == [0.9, 0.9, None]
+
+
+def test_kl_group_alone_trains_nothing(monkeypatch, tmp_path):
+    import efficacy
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("the kl group must not train")
+
+    monkeypatch.setattr(efficacy, "alignkit", no_run)
+    monkeypatch.setattr(efficacy, "rl_efficacy", no_run)
+    per_seed, reasons, details = efficacy.measure({"kl"}, [0, 1, 2], tmp_path, {}, quick=False)
+    assert per_seed == {} and details["kl_parts"] == {}
+
+
+def _fake_alignkit(calls, rep, ppl, kl_target=0.2, kl_readings=(0.1, 0.1, 0.2, 0.21, 0.3)):
+    """Stands in for the alignkit CLI: ``train`` makes the run directory (with a train_log and resolved_config for
+    the KL band, and report.json goal figures unless --no-eval), ``eval`` writes a report.json of the real layout."""
+    import json
+
+    def run(args, env):
+        calls.append(args)
+        if args[0] == "train":
+            run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("output_dir=")))
+            run_dir.mkdir(parents=True)
+            (run_dir / "resolved_config.json").write_text(json.dumps({"training": {"kl_target": kl_target}}))
+            (run_dir / "train_log.jsonl").write_text(
+                "".join(json.dumps({"kl_implicit": k}) + "\n" for k in kl_readings)
+            )
+            if "--no-eval" not in args:
+                figures = {"length_ratio": 0.8, "win_rate": 0.7}
+                (run_dir / "report.json").write_text(json.dumps({"goals": {"figures": figures}}))
+            return 0
+        out = Path(args[args.index("--out") + 1])
+        out.mkdir(parents=True)
+        names = ["sft-smol", "sft-smol-unlikelihood"]
+        metrics = {
+            n: {
+                "sets": {"chat": {"diversity": {"repetition_rate": rep[n]}}},
+                "perplexity_heldout": {"perplexity": ppl[n]},
+            }
+            for n in names
+        }
+        (out / "report.json").write_text(json.dumps({"models": [{"name": n} for n in names], "metrics": metrics}))
+        return 0
+
+    return run
+
+
+def test_unlikelihood_group_compares_the_two_runs_in_one_eval(monkeypatch, tmp_path):
+    import efficacy
+
+    calls = []
+    rep, ppl = {"sft-smol": 0.2, "sft-smol-unlikelihood": 0.1}, {"sft-smol": 5.0, "sft-smol-unlikelihood": 5.1}
+    monkeypatch.setattr(efficacy, "alignkit", _fake_alignkit(calls, rep, ppl))
+    per_seed, reasons, details = efficacy.measure({"unlikelihood"}, [0, 1], tmp_path, {}, quick=False)
+    assert per_seed["unlikelihood_repetition_ratio"] == [pytest.approx(0.5)] * 2  # 0.1 / 0.2
+    assert details["unlikelihood_ppl_ratio"] == [pytest.approx(1.02)] * 2  # 5.1 / 5.0
+    trained = [a[1] for a in calls if a[0] == "train"]
+    assert trained == ["sft-smol", "sft-smol"] + ["sft-smol-unlikelihood"] * 2
+    evals = [a for a in calls if a[0] == "eval"]
+    assert len(evals) == 2 and all(a[a.index("--suite") + 1] == "smol-repetition" for a in evals)
+    assert evals[0][1].endswith("sft-smol-seed0") and evals[0][3].endswith("sft-smol-unlikelihood-seed0")
+
+
+def test_rdpo_group_reads_its_runs_and_its_own_kl_target(monkeypatch, tmp_path):
+    import efficacy
+
+    calls = []
+    # readings 0.1, 0.1, 0.2, 0.21, 0.3: last half = the last 5 // 2 (0.21, 0.3); the run's kl_target 0.2: 1 in band
+    monkeypatch.setattr(efficacy, "alignkit", _fake_alignkit(calls, {}, {}, kl_target=0.2))
+    per_seed, reasons, details = efficacy.measure({"rdpo"}, [0], tmp_path, {}, quick=False, origin=("cmd", "d"))
+    assert [a[1] for a in calls] == ["dpo-smol-rdpo"] and "--no-eval" not in calls[0]
+    assert per_seed["rdpo_length_ratio"] == [0.8] and details["rdpo_win_rate"] == [0.7]
+    assert details["kl_parts"]["dpo"] == efficacy.kl_part([0], [0.5], "cmd", "d")
+    # the verdict against a plain-DPO win rate carried from an earlier efficacy.json
+    data = efficacy.aggregate(per_seed, reasons)
+    data["default_win_rate"] = 0.724
+    carried = {"default_win_rate": {"command": "default run", "date": "d0"}}
+    verdict = efficacy.compound_verdicts(data, details, {"rdpo"}, carried, None)["rdpo_length_ratio"]
+    assert verdict["met"] is True and verdict["default_win_rate_from"] == "`default run` (d0)"  # 0.7 >= 0.674
+
+
+def test_smol_repetition_suite_reports_what_the_unlikelihood_figure_reads():
+    from alignkit.eval.suite import load_suite
+
+    cut, smol = load_suite("smol-repetition"), load_suite("smol")
+    assert cut.metrics["diversity"].repetition_n == 3  # the 3-gram rate of issue 12
+    assert cut.metrics["perplexity"].heldout is not None
+    assert cut.generation == smol.generation  # same decoding: the replies (and their cache) are smol's
+    assert [p for p in cut.prompt_sets if p.name == "chat"] == [p for p in smol.prompt_sets if p.name == "chat"]
