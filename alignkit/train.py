@@ -122,6 +122,29 @@ def _reward_model_func(recipe: Recipe, ref: str):
     return load_reward_scorer(base, adapter, name=ref.removeprefix("run:"))
 
 
+TRAIN_LOG = "train_log.jsonl"
+
+
+def rewind_train_log(path: Path, checkpoint: str) -> None:
+    """Before a run resumes from ``checkpoint``: drop the log entries written after it (they are logged again), the
+    end-of-training summary (a resumed run writes its own) and a line a kill cut short, so that the log continues
+    without a gap or a repeated step."""
+    from alignkit.runs import checkpoint_step
+
+    step = checkpoint_step(checkpoint)
+    if step is None or not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line, cut by the kill
+        if isinstance(entry, dict) and entry.get("step", 0) <= step and "train_runtime" not in entry:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
+
+
 class _JsonlLogCallback:
     """Appends every Trainer log entry to train_log.jsonl (one JSON object per line, step included)."""
 
@@ -318,6 +341,8 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
         if pending:
             raise missing_run_error(pending[0], final.parent)
     paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
+    if paths.resume_from is not None:
+        rewind_train_log(paths.staging / TRAIN_LOG, paths.resume_from)
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     if is_distributed():
         print(f"alignkit: {world_size()} processes; rank 0 writes {paths.staging}", flush=True)
@@ -357,7 +382,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             recipe,
             model_path,
             tokenizer,
-            [_JsonlLogCallback(paths.staging / "train_log.jsonl"), *recipe_callbacks(recipe, final.parent)],
+            [_JsonlLogCallback(paths.staging / TRAIN_LOG), *recipe_callbacks(recipe, final.parent)],
             builder_args=dataset_builder_args(card, final.parent),
         )
         trainer = built.trainer

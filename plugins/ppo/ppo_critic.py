@@ -12,7 +12,6 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModel
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.models.utils import disable_gradient_checkpointing
 
 __all__ = ["CRITIC_STATE_FILE", "VALUE_ADAPTER", "CriticMixin", "ValueCritic", "active_adapter"]
@@ -53,9 +52,9 @@ class CriticMixin:
     The critic shares the frozen base with the policy through a second LoRA adapter ("value") and a small
     ``nn.Linear`` head, so there is one copy of the base in memory; ``value_model_name_or_path`` selects a separate,
     fully trained backbone instead. Its forward always runs without gradient checkpointing, because recomputation in
-    the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved
-    by ``_save_checkpoint`` and restored by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy
-    controller).
+    the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved by
+    ``_save_optimizer_and_scheduler`` (before ``trainer_state.json``, which marks a checkpoint complete) and restored
+    by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy controller).
     """
 
     def _add_critic(self) -> None:
@@ -101,12 +100,13 @@ class CriticMixin:
         hidden = hidden[:, -n_completion - 1 : -1]
         return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)
 
-    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
-        super()._save_checkpoint(model, trial)
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # here rather than after _save_checkpoint: before trainer_state.json, the file that marks a checkpoint
+        # complete, so a kill while saving never leaves a complete-looking checkpoint without its critic
+        super()._save_optimizer_and_scheduler(output_dir)
         if self.args.should_save:
-            folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
-            torch.save({"critic": critic}, os.path.join(folder, CRITIC_STATE_FILE))
+            torch.save({"critic": critic}, os.path.join(output_dir, CRITIC_STATE_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
