@@ -76,22 +76,24 @@ def peft_config_for(recipe: Recipe):
     return get_peft_config(margs)
 
 
-def reward_funcs_for(recipe: Recipe) -> list:
-    """The recipe's reward functions: registered names (graders, penalties) and reward models (``run:NAME`` of a
-    finished reward run, or a reward-model path), each a callable in TRL's reward signature."""
-    from alignkit.plugins.common.reward_funcs import get_reward_func
+def reward_funcs_for(recipe: Recipe, models: bool = True) -> list:
+    """The recipe's reward functions: registered names (graders, penalties), the recipe's own functions by import
+    path (``package.module:function``) and reward models (``run:NAME`` of a finished reward run, or a reward-model
+    path), each a callable in TRL's reward signature. ``models=False`` skips the reward models (loaded later): a
+    check, before a run directory exists, that every other entry resolves."""
+    from alignkit.plugins.common.reward_funcs import get_reward_func, import_reward_func, is_import_path
 
     funcs = []
     for name in recipe.args.reward_funcs or []:
         if _is_reward_model(name):
-            funcs.append(_reward_model_func(recipe, name))
+            if models:
+                funcs.append(_reward_model_func(recipe, name))
             continue
         try:
-            funcs.append(get_reward_func(name))
+            funcs.append(import_reward_func(name) if is_import_path(name) else get_reward_func(name))
         except ValueError as exc:
-            raise AlignkitError(
-                f"{recipe.path}: reward_funcs: {exc} (or a reward model: run:NAME or a path)"
-            ) from None
+            hint = "" if is_import_path(name) else " (or module:function, or a reward model: run:NAME or a path)"
+            raise AlignkitError(f"{recipe.path}: reward_funcs: {exc}{hint}") from None
     return funcs
 
 
@@ -327,6 +329,8 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
     preflight.check_data_fits_trainer(recipe, card)
     needs = dataset_runs(card) + reward_model_needs(recipe)
+    if recipe.args.trainer in ("grpo", "ppo"):
+        reward_funcs_for(recipe, models=False)  # a misspelled name or import path fails before anything is written
     for need in needs:
         if need.name == final.name:
             raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
