@@ -44,11 +44,15 @@ def load_model(recipe: Recipe, model_path: str, tokenizer):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import get_quantization_config
 
+    from alignkit.models import remote_code_opt_in
+
     margs = recipe.model_args
     dtype = margs.dtype if margs.dtype in (None, "auto") else getattr(torch, margs.dtype)
     quantization_config = get_quantization_config(margs)
     # safetensors only: a pickled .bin checkpoint can run code when loaded
     kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config, "use_safetensors": True}
+    # a model's own Python code runs only when the recipe says so (alignkit.models.warn_remote_code)
+    kwargs["trust_remote_code"] = remote_code_opt_in(recipe)
     if margs.attn_implementation:
         kwargs["attn_implementation"] = margs.attn_implementation
     if quantization_config is not None and torch.cuda.is_available():
@@ -317,9 +321,11 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     recipe needs (a start, a reward model, the runs a card samples with) must already be finished: N ranks cannot
     each train it, and the other ranks cannot wait hours for rank 0 to do it alone."""
     from alignkit.data.cards import load_card
+    from alignkit.models import warn_remote_code
     from alignkit.pipeline import missing_run_error, missing_runs
 
     final = Path(recipe.training_args.output_dir)
+    warn_remote_code(recipe)
     preflight.check_hardware(recipe)
     starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
     from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
@@ -363,7 +369,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     Under ``accelerate launch`` every rank calls this; rank 0 alone writes the run directory (module
     :mod:`alignkit.distributed`), and the other ranks return the directory rank 0 is about to promote."""
     from alignkit.data.cards import load_card
-    from alignkit.models import load_tokenizer
+    from alignkit.models import load_tokenizer, remote_code_opt_in
 
     final = Path(recipe.training_args.output_dir)
     prepared = main_decides(lambda: _prepare_run(recipe, overwrite, resume), recipe.training_args)
@@ -379,7 +385,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             run_lock.release(paths.staging)  # a kept (resumable) staging directory must not stay locked
     try:
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(model_path, trust_remote_code=remote_code_opt_in(recipe))
         if is_main():
             write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
         built = build_trainer(

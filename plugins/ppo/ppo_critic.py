@@ -61,9 +61,8 @@ class CriticMixin:
         """Build the critic (call once, after ``GRPOTrainer.__init__``)."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.args.value_model_name_or_path is not None:
-            backbone = AutoModel.from_pretrained(
-                self.args.value_model_name_or_path, **(self.args.model_init_kwargs or {})
-            )
+            kwargs = {"trust_remote_code": False, **(self.args.model_init_kwargs or {})}  # remote code: opt-in only
+            backbone = AutoModel.from_pretrained(self.args.value_model_name_or_path, **kwargs)
             hidden = backbone.config.get_text_config().hidden_size
         else:  # a second LoRA adapter on the policy's frozen base
             backbone = None
