@@ -89,9 +89,11 @@ class KLControllerCallback(TrainerCallback):
             self.flush()
 
     def on_save(self, args, state, control, **kwargs):
-        # AdaptiveKLMixin saves earlier, inside the checkpoint write (see there); a bare callback saves here
+        # AdaptiveKLMixin saves earlier, inside the checkpoint write (see there), unless save_only_model skips that
+        # write; a bare callback saves here
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if not self.saved_by_trainer and state.is_world_process_zero and os.path.isdir(folder):
+        by_trainer = self.saved_by_trainer and not args.save_only_model
+        if not by_trainer and state.is_world_process_zero and os.path.isdir(folder):
             self.save(folder)
 
     def on_train_begin(self, args, state, control, **kwargs):

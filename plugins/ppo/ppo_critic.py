@@ -12,6 +12,7 @@ import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from transformers import AutoModel
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.models.utils import disable_gradient_checkpointing
 
 __all__ = ["CRITIC_STATE_FILE", "VALUE_ADAPTER", "CriticMixin", "ValueCritic", "active_adapter"]
@@ -103,9 +104,18 @@ class CriticMixin:
         # here rather than after _save_checkpoint: before trainer_state.json, the file that marks a checkpoint
         # complete, so a kill while saving never leaves a complete-looking checkpoint without its critic
         super()._save_optimizer_and_scheduler(output_dir)
+        self._save_critic(output_dir)
+
+    def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        if self.args.save_only_model:  # the Trainer skipped _save_optimizer_and_scheduler: the critic still goes in
+            folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._save_critic(folder)
+
+    def _save_critic(self, folder: str) -> None:
         if self.args.should_save:
             critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
-            torch.save({"critic": critic}, os.path.join(output_dir, CRITIC_STATE_FILE))
+            torch.save({"critic": critic}, os.path.join(folder, CRITIC_STATE_FILE))
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
