@@ -69,9 +69,10 @@ def materialize_embedded(alias: str = DEFAULT_MODEL) -> Path:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     logger.info("materializing %s from %s (one time, ~30 s)", alias, entry.gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=entry.gguf_file)
-    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=entry.gguf_file, dtype=torch.float32)
-    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=entry.gguf_file)
+    gguf = {"gguf_file": entry.gguf_file, "trust_remote_code": False}
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, **gguf)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, dtype=torch.float32, **gguf)
+    config = AutoConfig.from_pretrained(gguf_dir, **gguf)
     # The GGUF loader stamps a quantization_config that makes save_pretrained refuse; the weights are already
     # dequantized fp32, so a plain config describes them exactly.
     if hasattr(config, "quantization_config"):
@@ -162,14 +163,35 @@ def resolve_model_path(name: str, twin: str | None = None) -> str:
     )
 
 
-def load_tokenizer(path: str, padding_side: str = "right"):
+def load_tokenizer(path: str, padding_side: str = "right", trust_remote_code: bool = False):
+    """The tokenizer of ``path`` with a pad token. ``trust_remote_code`` stays False unless a recipe opts in (see
+    :func:`warn_remote_code`): a hub repository's tokenizer code would otherwise run here."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
+
+
+def remote_code_opt_in(recipe) -> bool:
+    """Whether the recipe opts in to running a model's own Python code: ``trust_remote_code: true`` (the trainer
+    config's field, False by default in every TRL config) or ``model_init_kwargs: {trust_remote_code: true}``."""
+    args = recipe.training_args
+    init_kwargs = getattr(args, "model_init_kwargs", None) or {}
+    return bool(getattr(args, "trust_remote_code", False) or init_kwargs.get("trust_remote_code"))
+
+
+def warn_remote_code(recipe) -> None:
+    """One warning line when the recipe opts in to remote code (nothing otherwise)."""
+    if remote_code_opt_in(recipe):
+        logger.warning(
+            "%s: trust_remote_code: true runs the Python code that ships with model '%s' on this machine; keep it "
+            "only for a model whose code you have read or trust",
+            recipe.path,
+            recipe.model_args.model_name_or_path,
+        )
 
 
 def build_tiny_model(path: str | os.PathLike, arch: str = "llama", seed: int = 0, tied: bool = True) -> Path:

@@ -67,9 +67,11 @@ def merge_adapter(
 
     out = Path(out)
     if reward:
-        model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1, dtype="auto")
+        model = AutoModelForSequenceClassification.from_pretrained(
+            str(base), num_labels=1, dtype="auto", trust_remote_code=False
+        )
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto")
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype="auto", trust_remote_code=False)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:

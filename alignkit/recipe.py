@@ -64,8 +64,9 @@ class RecipeArguments:
         default=None,
         metadata={
             "help": "GRPO/PPO reward functions by name (graders and penalties, see "
-            "alignkit.plugins.common.reward_funcs), or reward models: run:NAME (a reward run, trained first when "
-            "missing) or a reward-model path."
+            "alignkit.plugins.common.reward_funcs), your own by import path (package.module:function, imported from "
+            "the installed packages, PYTHONPATH or the current directory), or reward models: run:NAME (a reward run, "
+            "trained first when missing) or a reward-model path."
         },
     )
     eval_suite: str | None = field(

@@ -76,11 +76,20 @@ def last_checkpoint(directory: Path) -> str | None:
         (
             p
             for p in directory.glob("checkpoint-*")
-            if p.name.split("-")[-1].isdigit() and (p / CHECKPOINT_COMPLETE_MARKER).is_file()
+            if p.name.split("-")[-1].isdigit() and checkpoint_step(p) is not None
         ),
         key=lambda p: int(p.name.split("-")[-1]),
     )
     return str(checkpoints[-1]) if checkpoints else None
+
+
+def checkpoint_step(checkpoint: str | Path) -> int | None:
+    """The optimizer step a complete checkpoint was saved at; None when its marker is missing or cut short (the
+    Trainer writes it in place, so a kill can leave half of it)."""
+    try:
+        return int(json.loads((Path(checkpoint) / CHECKPOINT_COMPLETE_MARKER).read_text())["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def prepare(final: Path, overwrite: bool = False, resume: bool = False) -> RunPaths:

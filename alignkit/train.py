@@ -44,11 +44,15 @@ def load_model(recipe: Recipe, model_path: str, tokenizer):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
     from trl import get_quantization_config
 
+    from alignkit.models import remote_code_opt_in
+
     margs = recipe.model_args
     dtype = margs.dtype if margs.dtype in (None, "auto") else getattr(torch, margs.dtype)
     quantization_config = get_quantization_config(margs)
     # safetensors only: a pickled .bin checkpoint can run code when loaded
     kwargs: dict[str, Any] = {"dtype": dtype, "quantization_config": quantization_config, "use_safetensors": True}
+    # a model's own Python code runs only when the recipe says so (alignkit.models.warn_remote_code)
+    kwargs["trust_remote_code"] = remote_code_opt_in(recipe)
     if margs.attn_implementation:
         kwargs["attn_implementation"] = margs.attn_implementation
     if quantization_config is not None and torch.cuda.is_available():
@@ -76,22 +80,24 @@ def peft_config_for(recipe: Recipe):
     return get_peft_config(margs)
 
 
-def reward_funcs_for(recipe: Recipe) -> list:
-    """The recipe's reward functions: registered names (graders, penalties) and reward models (``run:NAME`` of a
-    finished reward run, or a reward-model path), each a callable in TRL's reward signature."""
-    from alignkit.plugins.common.reward_funcs import get_reward_func
+def reward_funcs_for(recipe: Recipe, models: bool = True) -> list:
+    """The recipe's reward functions: registered names (graders, penalties), the recipe's own functions by import
+    path (``package.module:function``) and reward models (``run:NAME`` of a finished reward run, or a reward-model
+    path), each a callable in TRL's reward signature. ``models=False`` skips the reward models (loaded later): a
+    check, before a run directory exists, that every other entry resolves."""
+    from alignkit.plugins.common.reward_funcs import get_reward_func, import_reward_func, is_import_path
 
     funcs = []
     for name in recipe.args.reward_funcs or []:
         if _is_reward_model(name):
-            funcs.append(_reward_model_func(recipe, name))
+            if models:
+                funcs.append(_reward_model_func(recipe, name))
             continue
         try:
-            funcs.append(get_reward_func(name))
+            funcs.append(import_reward_func(name) if is_import_path(name) else get_reward_func(name))
         except ValueError as exc:
-            raise AlignkitError(
-                f"{recipe.path}: reward_funcs: {exc} (or a reward model: run:NAME or a path)"
-            ) from None
+            hint = "" if is_import_path(name) else " (or module:function, or a reward model: run:NAME or a path)"
+            raise AlignkitError(f"{recipe.path}: reward_funcs: {exc}{hint}") from None
     return funcs
 
 
@@ -120,6 +126,29 @@ def _reward_model_func(recipe: Recipe, ref: str):
         raise AlignkitError(f"{recipe.path}: reward_funcs: {ref} is not a finished run in {runs_root}/")
     base, adapter = resolved
     return load_reward_scorer(base, adapter, name=ref.removeprefix("run:"))
+
+
+TRAIN_LOG = "train_log.jsonl"
+
+
+def rewind_train_log(path: Path, checkpoint: str) -> None:
+    """Before a run resumes from ``checkpoint``: drop the log entries written after it (they are logged again), the
+    end-of-training summary (a resumed run writes its own) and a line a kill cut short, so that the log continues
+    without a gap or a repeated step."""
+    from alignkit.runs import checkpoint_step
+
+    step = checkpoint_step(checkpoint)
+    if step is None or not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # the last line, cut by the kill
+        if isinstance(entry, dict) and entry.get("step", 0) <= step and "train_runtime" not in entry:
+            kept.append(line + "\n")
+    atomic_write_text(path, "".join(kept))
 
 
 class _JsonlLogCallback:
@@ -292,9 +321,11 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     recipe needs (a start, a reward model, the runs a card samples with) must already be finished: N ranks cannot
     each train it, and the other ranks cannot wait hours for rank 0 to do it alone."""
     from alignkit.data.cards import load_card
+    from alignkit.models import warn_remote_code
     from alignkit.pipeline import missing_run_error, missing_runs
 
     final = Path(recipe.training_args.output_dir)
+    warn_remote_code(recipe)
     preflight.check_hardware(recipe)
     starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
     from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
@@ -304,6 +335,8 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists
     preflight.check_data_fits_trainer(recipe, card)
     needs = dataset_runs(card) + reward_model_needs(recipe)
+    if recipe.args.trainer in ("grpo", "ppo"):
+        reward_funcs_for(recipe, models=False)  # a misspelled name or import path fails before anything is written
     for need in needs:
         if need.name == final.name:
             raise AlignkitError(f"{recipe.path}: {need.purpose} is run:{need.name}, the run this recipe trains")
@@ -318,6 +351,8 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
         if pending:
             raise missing_run_error(pending[0], final.parent)
     paths: RunPaths = prepare(final, overwrite=overwrite, resume=resume)
+    if paths.resume_from is not None:
+        rewind_train_log(paths.staging / TRAIN_LOG, paths.resume_from)
     print(f"alignkit: recipe {recipe.name} ({recipe.args.trainer}) -> {final}", flush=True)
     if is_distributed():
         print(f"alignkit: {world_size()} processes; rank 0 writes {paths.staging}", flush=True)
@@ -334,7 +369,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     Under ``accelerate launch`` every rank calls this; rank 0 alone writes the run directory (module
     :mod:`alignkit.distributed`), and the other ranks return the directory rank 0 is about to promote."""
     from alignkit.data.cards import load_card
-    from alignkit.models import load_tokenizer
+    from alignkit.models import load_tokenizer, remote_code_opt_in
 
     final = Path(recipe.training_args.output_dir)
     prepared = main_decides(lambda: _prepare_run(recipe, overwrite, resume), recipe.training_args)
@@ -350,14 +385,14 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             run_lock.release(paths.staging)  # a kept (resumable) staging directory must not stay locked
     try:
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
-        tokenizer = load_tokenizer(model_path)
+        tokenizer = load_tokenizer(model_path, trust_remote_code=remote_code_opt_in(recipe))
         if is_main():
             write_run_metadata(recipe, paths.staging, "running", {"base_model": model_path})
         built = build_trainer(
             recipe,
             model_path,
             tokenizer,
-            [_JsonlLogCallback(paths.staging / "train_log.jsonl"), *recipe_callbacks(recipe, final.parent)],
+            [_JsonlLogCallback(paths.staging / TRAIN_LOG), *recipe_callbacks(recipe, final.parent)],
             builder_args=dataset_builder_args(card, final.parent),
         )
         trainer = built.trainer

@@ -127,8 +127,10 @@ def merged_checkpoint(base_path: str, adapter: str, dtype: Any) -> Iterator[str]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     adapter_path = _check_adapter(adapter)
-    tokenizer = AutoTokenizer.from_pretrained(adapter_path if _has_tokenizer(adapter_path) else base_path)
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(
+        adapter_path if _has_tokenizer(adapter_path) else base_path, trust_remote_code=False
+    )
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, trust_remote_code=False)
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):  # adapter added tokens
         model.resize_token_embeddings(len(tokenizer))
     model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()

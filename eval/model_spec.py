@@ -100,7 +100,7 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.base, dtype=inference_dtype(spec.precision), use_safetensors=True
+            spec.base, dtype=inference_dtype(spec.precision), use_safetensors=True, trust_remote_code=False
         )
     except OSError as exc:
         raise AlignkitError(f"model '{spec.name}': cannot load base checkpoint '{spec.base}' ({exc})") from exc

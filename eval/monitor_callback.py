@@ -128,6 +128,22 @@ class RewardHackingMonitor(TrainerCallback):
         self._processing_class = processing_class
         if self.trainer is None and state.is_world_process_zero:
             self.trainer = find_calling_trainer()
+        if state.global_step > 0 and not self.rows:  # resumed: the checkpoint's log history is the run so far
+            self._replay(state.log_history)
+
+    def _replay(self, log_history: list[dict[str, Any]]) -> None:
+        """Rebuild the rows (and which signatures were already warned about, without warning again) from the log
+        entries of a checkpoint, so a resumed run's monitor values and plot continue the interrupted run's."""
+        for entry in log_history:
+            step = entry.get("step")
+            if "winrate/win_rate" in entry:
+                row = {k: float(entry[v]) for k, v in HELDOUT_KEYS.items() if v in entry}
+            else:
+                row = {k[len(PREFIX) :]: float(v) for k, v in entry.items() if k.startswith(PREFIX)}
+            if row and step is not None:
+                self.rows.append({"step": step, **row})
+        if self.rows:
+            self._check(self.rows[-1]["step"], quiet=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self._logging or not state.is_world_process_zero or not logs or "train_runtime" in logs:
@@ -179,7 +195,7 @@ class RewardHackingMonitor(TrainerCallback):
         own = [r[name] for r in self.rows if name in r]
         return own if len(own) >= 2 else [r[f"heldout_{name}"] for r in self.rows if f"heldout_{name}" in r]
 
-    def _check(self, step: int) -> None:
+    def _check(self, step: int, quiet: bool = False) -> None:
         found = {
             "length_growth": signals.check_length_growth(self._series("length"), self.max_length_growth),
             "distinct_collapse": signals.check_distinct_collapse(self._series("distinct_2"), self.max_distinct_drop),
@@ -194,7 +210,8 @@ class RewardHackingMonitor(TrainerCallback):
         for signature, message in found.items():
             if message is not None and signature not in self.warned:
                 self.warned[signature] = f"reward-hacking monitor, step {step}: {message}"
-                logger.warning(self.warned[signature])
+                if not quiet:
+                    logger.warning(self.warned[signature])
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.plot and self.rows and state.is_world_process_zero:

@@ -130,6 +130,7 @@ def load_reward_scorer(
             dtype=inference_dtype(precision),
             pad_token_id=tokenizer.pad_token_id,
             use_safetensors=True,
+            trust_remote_code=False,
         )
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -151,6 +151,13 @@ def _grpo(ctx: Ctx, *overrides: str) -> list[str]:
     return ctx.train("max_length=", "per_device_train_batch_size=4", *overrides, recipe="grpo-smol-rloo")
 
 
+def _reward_module_broken(ctx: Ctx) -> list[str]:
+    ctx.write("broken_rewards.py", "def my_fn(prompts, completions, **kw):\n    return [0.0]\n\n\n1 / 0\n")
+    ctx.patch("sys.path", [str(ctx.tmp), *sys.path])  # as if on PYTHONPATH
+    ctx.patch("sys.dont_write_bytecode", True)  # no __pycache__ left in the case directory
+    return _grpo(ctx, "reward_funcs=[broken_rewards:my_fn]")
+
+
 # --- data ------------------------------------------------------------------------------------------------------------
 
 
@@ -319,6 +326,20 @@ CASES: list[Case] = [
          lambda c: c.train(model="run:sft-nope"), r"model_name_or_path.*run:sft-nope.*alignkit train sft-nope"),
     Case("recipe-model-run-unfinished", "recipe", "model_name_or_path: run:NAME of an unfinished run",
          _unfinished_run_model, r"model_name_or_path.*run:sft-half.*not finished.*--resume"),
+    Case("recipe-reward-module-missing", "recipe", "reward_funcs: [mypkg.rewards:my_fn], no such module",
+         lambda c: _grpo(c, "reward_funcs=[mypkg.rewards:my_fn]"),
+         r"grpo-smol-rloo\.yaml: reward_funcs: 'mypkg\.rewards:my_fn': no module named 'mypkg'.*PYTHONPATH"),
+    Case("recipe-reward-function-missing", "recipe", "reward_funcs: [json:my_fn], no such function in the module",
+         lambda c: _grpo(c, "reward_funcs=[json:my_fn]"),
+         r"reward_funcs: 'json:my_fn': module json has no attribute 'my_fn'; check the name after ':'"),
+    Case("recipe-reward-not-callable", "recipe", "reward_funcs: [math:pi], not a function",
+         lambda c: _grpo(c, "reward_funcs=[math:pi]"), r"reward_funcs: 'math:pi' is a float, not a function"),
+    Case("recipe-reward-path-malformed", "recipe", "reward_funcs: [mypkg.rewards:], no function named",
+         lambda c: _grpo(c, "reward_funcs=['mypkg.rewards:']"),
+         r"reward_funcs: 'mypkg\.rewards:' is not an import path of the form package\.module:function"),
+    Case("recipe-reward-module-broken", "recipe", "reward_funcs: a module that raises when imported",
+         _reward_module_broken,
+         r"'broken_rewards:my_fn': importing broken_rewards failed \(ZeroDivisionError: .*fix that module"),
     # data
     Case("data-missing-column", "data", "a preference file without 'rejected'", _missing_column,
          r"source column 'rejected' is missing"),

@@ -37,10 +37,12 @@ def test_finished_run_is_not_overwritten_without_flag(tmp_path):
 def test_interrupted_run_needs_resume_or_overwrite(tmp_path):
     final = tmp_path / "r"
     paths = prepare(final)
-    for step in (5, 10, 15):
+    for step in (5, 10, 15, 20):
         (paths.staging / f"checkpoint-{step}").mkdir()
-        if step != 15:  # checkpoint-15 was cut off before the Trainer wrote its state (written last)
-            (paths.staging / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+        if step < 15:  # checkpoint-15 was cut off before the Trainer wrote its state (written last)
+            (paths.staging / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    # checkpoint-20 was killed while the Trainer wrote that state (in place): half a file is no marker
+    (paths.staging / "checkpoint-20" / "trainer_state.json").write_text('{"best_metric": null, "global_st')
     with pytest.raises(AlignkitError, match="RESUME=1"):
         prepare(final)
     resumed = prepare(final, resume=True)

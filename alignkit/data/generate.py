@@ -67,7 +67,8 @@ def generate_replies(
     if tokenizer.chat_template is None:
         raise AlignkitError(f"model {model_path}: tokenizer has no chat template; conversational data needs one")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32, trust_remote_code=False)
+    model = model.to(device).eval()
     stop = stop_token_ids(tokenizer, model)  # every end-of-turn id, as the eval generates (Qwen has two)
     # An explicit config: the checkpoint's generation_config may carry sampling defaults we do not want.
     config = GenerationConfig(

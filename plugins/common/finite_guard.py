@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from alignkit.errors import AlignkitError
 
@@ -74,9 +75,12 @@ def _all_finite(tensors: list[torch.Tensor]) -> bool:
     return not tensors or bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
 
 
-class FiniteGuard(TrainerCallback):
+class FiniteGuard(TrainerCallback, ExportableState):
     """Skip optimizer steps with non-finite gradients, abort after ``max_bad_steps`` in a row, and never save a
-    checkpoint with non-finite weights (see the module docstring)."""
+    checkpoint with non-finite weights (see the module docstring).
+
+    Its counts live in each checkpoint's ``trainer_state.json`` (``stateful_callbacks``, written by the Trainer as part
+    of the checkpoint) and are taken back when a run resumes, so ``nonfinite/steps_skipped`` continues its count."""
 
     def __init__(self, max_bad_steps: int = 3):
         if max_bad_steps < 1:
@@ -84,6 +88,18 @@ class FiniteGuard(TrainerCallback):
         self.max_bad_steps = max_bad_steps
         self.in_a_row = 0
         self.skipped = 0
+
+    def state(self) -> dict:
+        counts = {"in_a_row": self.in_a_row, "skipped": self.skipped}
+        return {"args": {"max_bad_steps": self.max_bad_steps}, "attributes": counts}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        name = type(self).__name__
+        saved = state.stateful_callbacks.get(name) if state.global_step > 0 else None
+        if isinstance(saved, dict):  # resumed from a checkpoint: continue its counts
+            self.in_a_row = int(saved.get("attributes", {}).get("in_a_row", 0))
+            self.skipped = int(saved.get("attributes", {}).get("skipped", 0))
+        state.stateful_callbacks[name] = self.state()  # the Trainer updates only entries that exist (old checkpoints)
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         grads = [p.grad for p in _trainable(model) if p.grad is not None]

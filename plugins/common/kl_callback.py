@@ -50,6 +50,7 @@ class KLControllerCallback(TrainerCallback):
         self._count = 0
         self._samples = 0
         self._resume_handled = False
+        self.saved_by_trainer = False  # True: the trainer writes kl_controller.json itself (AdaptiveKLMixin)
 
     def record(self, kl: float, n_samples: int) -> None:
         """One reading: mean KL ``kl`` over ``n_samples`` samples (global, across processes)."""
@@ -88,8 +89,11 @@ class KLControllerCallback(TrainerCallback):
             self.flush()
 
     def on_save(self, args, state, control, **kwargs):
+        # AdaptiveKLMixin saves earlier, inside the checkpoint write (see there), unless save_only_model skips that
+        # write; a bare callback saves here
         folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-        if state.is_world_process_zero and os.path.isdir(folder):
+        by_trainer = self.saved_by_trainer and not args.save_only_model
+        if not by_trainer and state.is_world_process_zero and os.path.isdir(folder):
             self.save(folder)
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -102,8 +106,11 @@ class AdaptiveKLMixin:
     ``kl_target`` is set, and adds nothing otherwise (no callback, stock TRL behaviour).
 
     β lives in the trainer's ``beta`` attribute (the one TRL's loss reads; PPO's rollout reads it too); the callback
-    sets it. ``_load_optimizer_and_scheduler`` (the Trainer seam that receives the checkpoint path on resume) restores
-    the controller from that checkpoint's ``kl_controller.json``.
+    sets it. ``_save_optimizer_and_scheduler`` writes ``kl_controller.json`` into the checkpoint before the Trainer
+    writes ``trainer_state.json`` (the file that marks a checkpoint complete, :func:`alignkit.runs.last_checkpoint`),
+    so a run killed while saving never leaves a complete-looking checkpoint without it;
+    ``_load_optimizer_and_scheduler`` (the Trainer seam that receives the checkpoint path on resume) restores the
+    controller from it.
     """
 
     _kl_callback: KLControllerCallback | None = None
@@ -114,6 +121,7 @@ class AdaptiveKLMixin:
             return
         controller = make_kl_controller(self.beta, self.args.kl_target, self.args.kl_horizon)
         self._kl_callback = KLControllerCallback(controller, self._set_beta, update_on_step_end)
+        self._kl_callback.saved_by_trainer = True
         self.add_callback(self._kl_callback)
 
     def _set_beta(self, beta: float) -> None:
@@ -123,6 +131,11 @@ class AdaptiveKLMixin:
     def kl_controller(self) -> FixedKLController | AdaptiveKLController | None:
         """The adaptive-β controller, or None when β is fixed (``kl_target`` unset)."""
         return None if self._kl_callback is None else self._kl_callback.controller
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self._kl_callback is not None and self.args.should_save:
+            self._kl_callback.save(output_dir)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)

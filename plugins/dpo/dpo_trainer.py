@@ -12,6 +12,7 @@ from alignkit.plugins.common.fast_path import CPUFastPathMixin
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.kl_estimators import kl_k2
 from alignkit.plugins.common.repetition_penalty import ngram_repetition_rate
+from alignkit.plugins.common.resume_state import ResumeStateMixin
 from alignkit.plugins.dpo.dpo_config import DPOConfig
 from alignkit.plugins.dpo.policy_samples import policy_reply_stats
 from alignkit.plugins.dpo.rdpo import rdpo_reference_tilt, tilt_reference_logps
@@ -21,7 +22,7 @@ __all__ = ["DPOConfig", "DPOTrainer"]
 REPETITION_NGRAM = 3  # n of the logged n-gram repetition rate (same quantity as TRL's repetition reward)
 
 
-class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, trl.DPOTrainer):
+class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, ResumeStateMixin, trl.DPOTrainer):
     """``trl.DPOTrainer`` with R-DPO, an adaptive β and a CPU fast path; every TRL loss type, ``ld_alpha`` and metric
     still apply.
 

@@ -9,12 +9,13 @@ from alignkit.plugins.common.advantage_methods import normalize
 from alignkit.plugins.common.finite_guard import FiniteRewards, wrap_reward_funcs
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.penalty_fields import add_penalty_rewards
+from alignkit.plugins.common.resume_state import RolloutResumeMixin
 from alignkit.plugins.grpo.grpo_config import GRPOConfig
 
 __all__ = ["GRPOConfig", "GRPOTrainer"]
 
 
-class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
+class GRPOTrainer(AdaptiveKLMixin, RolloutResumeMixin, trl.GRPOTrainer):
     """``trl.GRPOTrainer`` with advantage variants, penalty shaping and adaptive KL.
 
     Seam: ``_generate_and_score_completions`` (private: TRL computes advantages inline there), with
@@ -40,6 +41,10 @@ class GRPOTrainer(AdaptiveKLMixin, trl.GRPOTrainer):
     the next generation, β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon), n = completions in the batch (all
     processes). β is logged as ``kl_coef``; controller, checkpointing and resume are the path GRPO, DPO and PPO share
     (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
+
+    Resume: a checkpoint also holds GRPO's micro-step counter and, mid-rollout, the rest of the buffered rollout
+    (:class:`~alignkit.plugins.common.resume_state.RolloutResumeMixin`), so a resumed run trains as an uninterrupted
+    one would.
     """
 
     def __init__(

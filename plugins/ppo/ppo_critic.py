@@ -53,18 +53,17 @@ class CriticMixin:
     The critic shares the frozen base with the policy through a second LoRA adapter ("value") and a small
     ``nn.Linear`` head, so there is one copy of the base in memory; ``value_model_name_or_path`` selects a separate,
     fully trained backbone instead. Its forward always runs without gradient checkpointing, because recomputation in
-    the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved
-    by ``_save_checkpoint`` and restored by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy
-    controller).
+    the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved by
+    ``_save_optimizer_and_scheduler`` (before ``trainer_state.json``, which marks a checkpoint complete) and restored
+    by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy controller).
     """
 
     def _add_critic(self) -> None:
         """Build the critic (call once, after ``GRPOTrainer.__init__``)."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.args.value_model_name_or_path is not None:
-            backbone = AutoModel.from_pretrained(
-                self.args.value_model_name_or_path, **(self.args.model_init_kwargs or {})
-            )
+            kwargs = {"trust_remote_code": False, **(self.args.model_init_kwargs or {})}  # remote code: opt-in only
+            backbone = AutoModel.from_pretrained(self.args.value_model_name_or_path, **kwargs)
             hidden = backbone.config.get_text_config().hidden_size
         else:  # a second LoRA adapter on the policy's frozen base
             backbone = None
@@ -101,10 +100,20 @@ class CriticMixin:
         hidden = hidden[:, -n_completion - 1 : -1]
         return critic.head(hidden.to(critic.head.weight.dtype)).squeeze(-1)
 
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        # here rather than after _save_checkpoint: before trainer_state.json, the file that marks a checkpoint
+        # complete, so a kill while saving never leaves a complete-looking checkpoint without its critic
+        super()._save_optimizer_and_scheduler(output_dir)
+        self._save_critic(output_dir)
+
     def _save_checkpoint(self, model: nn.Module, trial: Any) -> None:
         super()._save_checkpoint(model, trial)
-        if self.args.should_save:
+        if self.args.save_only_model:  # the Trainer skipped _save_optimizer_and_scheduler: the critic still goes in
             folder = f"{self._get_output_dir(trial=trial)}/{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._save_critic(folder)
+
+    def _save_critic(self, folder: str) -> None:
+        if self.args.should_save:
             critic = {n: p.detach().cpu() for n, p in self._critic_params.items()}
             torch.save({"critic": critic}, os.path.join(folder, CRITIC_STATE_FILE))
 

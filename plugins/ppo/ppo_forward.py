@@ -62,6 +62,23 @@ class ForwardEconomies:
     _policy_adapter: list[str] | None = None
     _tuner_layers: list[nn.Module] = []
 
+    # The one-time checks' verdicts go into each checkpoint (alignkit.plugins.common.resume_state): a resumed run that
+    # checked again would run the check's extra forward (dropout draws, other π_old) where the uninterrupted one
+    # did not, and train differently from then on.
+    def _resume_state(self) -> dict[str, Any]:
+        checks = {"sampled_trusted": self._sampled_trusted, "prefix_trusted": self._prefix_trusted}
+        if self.sampled_logp_gap is not None:
+            checks["sampled_logp_gap"] = list(self.sampled_logp_gap)
+        return {**super()._resume_state(), "ppo_forward_checks": checks}
+
+    def _restore_resume_state(self, state: dict[str, Any]) -> None:
+        super()._restore_resume_state(state)
+        checks = state.get("ppo_forward_checks", {})
+        self._sampled_trusted = checks.get("sampled_trusted")
+        self._prefix_trusted = checks.get("prefix_trusted")
+        gap = checks.get("sampled_logp_gap")
+        self.sampled_logp_gap = tuple(gap) if gap is not None else None
+
     @contextmanager
     def _capture_sampling(self) -> Iterator[None]:
         """Around one rollout: capture the sampling log-probs unless disabled, found unreliable, or not sampled by

@@ -20,6 +20,7 @@ from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
 from alignkit.plugins.common.kl_estimators import kl_estimate, kl_k2
 from alignkit.plugins.common.masked import masked_mean
 from alignkit.plugins.common.penalty_fields import add_penalty_rewards
+from alignkit.plugins.common.resume_state import RolloutResumeMixin
 from alignkit.plugins.ppo.ppo_config import PPOConfig
 from alignkit.plugins.ppo.ppo_critic import CRITIC_STATE_FILE, CriticMixin
 from alignkit.plugins.ppo.ppo_forward import ForwardEconomies
@@ -37,7 +38,7 @@ from alignkit.plugins.ppo.ppo_math import (
 __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 
 
-class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
+class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMixin, GRPOTrainer):
     """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
     2019; Huang et al. 2024 "N+ implementation details").
 
@@ -45,11 +46,13 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, GRPOTrainer):
     GRPO's generation (incl. vLLM), reward functions/models and logging, and replaces its group advantages by
     per-token GAE advantages: r_t = −β·KL_t (k1/k3 against the adapter-disabled reference), plus the score at the
     last token; whitened over valid tokens; returns = A + V. ``_compute_loss`` is the clipped policy loss plus
-    ``vf_coef`` × the clipped value loss. ``_save_checkpoint`` / ``_load_optimizer_and_scheduler`` (GRPO's own seam
-    for its entropy controller) save and restore the critic. GRPOTrainer rather than
-    RLOOTrainer because GRPO hands back per-token old and reference log-probs and already supports per-token
-    advantages; RLOO reduces both to sequence level. :class:`~alignkit.plugins.ppo.ppo_forward.ForwardEconomies` makes
-    the forwards cheaper (compact LM head on CPU, π_old from sampling, the shared prompt prefix run once).
+    ``vf_coef`` × the clipped value loss. ``_save_optimizer_and_scheduler`` / ``_load_optimizer_and_scheduler`` save
+    and restore the critic, the KL controller, the one-time forward checks and the rollout state
+    (:class:`~alignkit.plugins.common.resume_state.RolloutResumeMixin`), so a killed run resumes exactly.
+    GRPOTrainer rather than RLOOTrainer because GRPO hands back per-token old and reference log-probs and already
+    supports per-token advantages; RLOO reduces both to sequence level.
+    :class:`~alignkit.plugins.ppo.ppo_forward.ForwardEconomies` makes the forwards cheaper (compact LM head on CPU,
+    π_old from sampling, the shared prompt prefix run once).
 
     PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
     ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. With ``kl_target``, β is

@@ -6,13 +6,14 @@ import torch
 import trl
 
 from alignkit.plugins.common.fast_path import CPUFastPathMixin
+from alignkit.plugins.common.resume_state import ResumeStateMixin
 from alignkit.plugins.reward.length_decorrelation import length_correlation_penalty, response_lengths
 from alignkit.plugins.reward.reward_config import RewardConfig
 
 __all__ = ["RewardConfig", "RewardTrainer"]
 
 
-class RewardTrainer(CPUFastPathMixin, trl.RewardTrainer):
+class RewardTrainer(CPUFastPathMixin, ResumeStateMixin, trl.RewardTrainer):
     """``trl.RewardTrainer`` with a reward–length decorrelation penalty and a CPU fast path.
 
     Seam: ``compute_loss``. It calls ``super().compute_loss(..., return_outputs=True)`` (Bradley–Terry loss, optional

@@ -6,6 +6,7 @@ import torch
 import trl
 
 from alignkit.plugins.common.fast_path import CPUFastPathMixin
+from alignkit.plugins.common.resume_state import ResumeStateMixin
 from alignkit.plugins.sft.fused_head import (
     capture_fused_forward,
     context_logprobs,
@@ -20,7 +21,7 @@ __all__ = ["SFTConfig", "SFTTrainer"]
 REPETITION_SAMPLE = 32  # target positions per micro-batch projected through the full head for `repetition_rate`
 
 
-class SFTTrainer(CPUFastPathMixin, trl.SFTTrainer):
+class SFTTrainer(CPUFastPathMixin, ResumeStateMixin, trl.SFTTrainer):
     """``trl.SFTTrainer`` with unlikelihood training against repetition and a CPU fast path.
 
     Seam: ``compute_loss``. It calls ``super().compute_loss`` unchanged (TRL's NLL/DFT loss, aux loss, metrics), then,
