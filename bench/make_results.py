@@ -26,6 +26,8 @@ SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script
 EXPECTED = {
     "train_speed": "bench/train_speed.py: dpo-smol and sft-smol steps, fast path vs today's alignkit (goal >= 3x)",
     "mfu": "bench/mfu.py: matmul FLOP/s of a training step vs the measured bf16 peak (goal >= 30 %)",
+    "lmeval_peer": "bench/lmeval_peer.py: alignkit eval vs lm-eval 0.4.13's HFLM, perplexity and greedy generation "
+    "(goal >= 3x, same numbers)",
     "make_time": "bench/make_time.py: `make`, cold dataset cache, after setup (goal <= 600 s; peak RSS)",
     "efficacy": "bench/efficacy.py: the default run and the method figures over 3 seeds (issue 12)",
 }

@@ -38,6 +38,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "eval_speed": ("eval_speed.py", ["--n", "256"], ["--quick"], ["eval_speed"]),
     "eval_roofline": ("eval_roofline.py", ["--n", "256"], ["--quick"], ["eval_roofline"]),  # after eval_speed
     "eval_precision": ("eval_precision.py", [], ["--quick"], ["eval_precision"]),  # needs efficacy's seed-0 run
+    "lmeval_peer": ("lmeval_peer.py", [], ["--quick"], ["lmeval_peer"]),  # vs lm-eval's HFLM, fp32, same numbers
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
     "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed"]),  # cpu_fast_path on vs off
     "mfu": ("mfu.py", [], ["--quick"], ["mfu"]),

@@ -212,9 +212,23 @@ def text_perplexity(
     batch_size: int = 8,
 ) -> dict[str, float]:
     """Perplexity of raw texts (no chat template); BOS is prepended when the tokenizer defines one."""
+    nll, count = text_nlls(model, tokenizer, texts, max_length, stride, batch_size)
+    return perplexity_summary(nll, count)
+
+
+def text_nlls(
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    max_length: int = 1024,
+    stride: int | None = None,
+    batch_size: int = 8,
+    desc: str = "score texts",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Summed NLL and scored token count per raw text (no chat template), shapes ``(n,)``: BOS is prepended when
+    the tokenizer defines one and every text token is a target (without a BOS the first token has no context and
+    is skipped). For a text that fits in ``max_length`` this is lm-eval's ``loglikelihood_rolling`` (negated)."""
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     sequences = [bos + tokenizer.encode(t, add_special_tokens=False) for t in texts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # With a BOS the first real token is a target too; without one it has no context and is skipped.
-    nll, count = sequence_nlls(model, sequences, [1] * len(sequences), max_length, stride, batch_size, pad)
-    return perplexity_summary(nll, count)
+    return sequence_nlls(model, sequences, [1] * len(sequences), max_length, stride, batch_size, pad, desc)
