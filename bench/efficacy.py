@@ -269,10 +269,15 @@ def run_kl_target(run_dir: Path) -> float | None:
     return (config.get("training") or config).get("kl_target")
 
 
-def run_default(recipe, seeds, root, env, overrides, evaluate=True, done: dict | None = None) -> dict[int, dict]:
+def run_default(
+    recipe, seeds, root, env, overrides, evaluate=True, done: dict | None = None, reuse: bool = False
+) -> dict[int, dict]:
     """Train (and evaluate) ``recipe`` once per seed; per seed the report's goal figures and the run directory.
     ``done`` memoizes runs of this invocation by (recipe, seed, evaluate, overrides): a run two groups need (the
-    quick smoke's sft-smol) is trained once."""
+    quick smoke's sft-smol) is trained once. ``reuse`` (``--reuse-finished``) takes a finished run already in
+    ``root`` (and its report.json, when evaluated) instead of training it again."""
+    from alignkit.runs import run_is_finished
+
     out = {}
     for seed in seeds:
         key = (recipe, seed, evaluate, tuple(overrides))
@@ -280,6 +285,12 @@ def run_default(recipe, seeds, root, env, overrides, evaluate=True, done: dict |
             out[seed] = done[key]
             continue
         run_dir = root / f"{recipe}-seed{seed}"
+        if reuse and run_is_finished(run_dir) and (not evaluate or (run_dir / "report.json").exists()):
+            print(f"==> reusing the finished run {run_dir} (--reuse-finished)", flush=True)
+            out[seed] = {"exit": 0, "run_dir": run_dir, "figures": report_figures(run_dir) if evaluate else None}
+            if done is not None:
+                done[key] = out[seed]
+            continue
         extra = [] if evaluate else ["--no-eval"]
         code = alignkit(
             ["train", recipe, f"seed={seed}", f"output_dir={run_dir}", *overrides, "--overwrite", *extra], env
@@ -298,10 +309,10 @@ def repetition_and_ppl(report: dict[str, Any], model: str) -> tuple[float | None
     return rep, ppl
 
 
-def run_unlikelihood(seeds, root, env, overrides, quick, done) -> dict[int, dict]:
+def run_unlikelihood(seeds, root, env, overrides, quick, done, reuse=False) -> dict[int, dict]:
     """Per seed: sft-smol and sft-smol-unlikelihood (no eval), then both in one smol-repetition eval."""
-    plain = run_default("sft-smol", seeds, root, env, overrides, evaluate=False, done=done)
-    ul = run_default("sft-smol-unlikelihood", seeds, root, env, overrides, evaluate=False, done=done)
+    plain = run_default("sft-smol", seeds, root, env, overrides, evaluate=False, done=done, reuse=reuse)
+    ul = run_default("sft-smol-unlikelihood", seeds, root, env, overrides, evaluate=False, done=done, reuse=reuse)
     out = {}
     for seed in seeds:
         row: dict[str, Any] = {"sft_run": str(plain[seed]["run_dir"]), "unlikelihood_run": str(ul[seed]["run_dir"])}
@@ -355,7 +366,13 @@ def rl_efficacy(recipe: str, seed: int, env: dict, quick: bool) -> dict | None:
 
 
 def measure(
-    groups: set[str], seeds: list[int], root: Path, env: dict, quick: bool, origin: tuple[str, str] = (None, None)
+    groups: set[str],
+    seeds: list[int],
+    root: Path,
+    env: dict,
+    quick: bool,
+    origin: tuple[str, str] = (None, None),
+    reuse: bool = False,
 ) -> tuple[dict, dict, dict]:
     """Run the selected groups; returns (per-seed values by key, reasons for nulls, per-seed details). The KL parts
     measured now are in ``details["kl_parts"]`` (:func:`kl_part` form, ``origin`` = this command and date); the
@@ -373,7 +390,7 @@ def measure(
         # --quick: sft-smol on the tiny model without its eval, to exercise the seed loop; the report-based keys
         # then stay null with the reason.
         recipe = "sft-smol" if quick else "dpo-smol"
-        runs = run_default(recipe, seeds, root, env, quick_over, evaluate=not quick, done=done)
+        runs = run_default(recipe, seeds, root, env, quick_over, evaluate=not quick, done=done, reuse=reuse)
         details["default"] = {
             s: {"exit": r["exit"], "run_dir": str(r["run_dir"]), "figures": r["figures"]} for s, r in runs.items()
         }
@@ -400,7 +417,7 @@ def measure(
         if quick:
             reasons["rm_heldout_accuracy"] = "quick smoke run: rm-smol not trained"
         else:
-            runs = run_default("rm-smol", seeds, root, env, [], evaluate=False, done=done)
+            runs = run_default("rm-smol", seeds, root, env, [], evaluate=False, done=done, reuse=reuse)
             per_seed["rm_heldout_accuracy"] = [
                 rm_accuracy(r["run_dir"], root) if r["exit"] == 0 else None for r in runs.values()
             ]
@@ -419,7 +436,7 @@ def measure(
             # covered by tests/test_bench_quick.py.
             reasons["rdpo_length_ratio"] = "quick smoke run: dpo-smol-rdpo not trained"
         else:
-            runs = run_default("dpo-smol-rdpo", seeds, root, env, [], done=done)
+            runs = run_default("dpo-smol-rdpo", seeds, root, env, [], done=done, reuse=reuse)
             per_seed["rdpo_length_ratio"] = [(r["figures"] or {}).get("length_ratio") for r in runs.values()]
             details["rdpo"] = {
                 s: {
@@ -437,7 +454,7 @@ def measure(
             ]
             kl_parts["dpo"] = kl_part(seeds, values, *origin)
     if "unlikelihood" in groups:
-        rows = run_unlikelihood(seeds, root, env, quick_over, quick, done)
+        rows = run_unlikelihood(seeds, root, env, quick_over, quick, done, reuse)
         details["unlikelihood"] = rows
         per_seed["unlikelihood_repetition_ratio"] = [rows[s]["repetition_ratio"] for s in seeds]
         details["unlikelihood_ppl_ratio"] = [rows[s]["ppl_ratio"] for s in seeds]
@@ -619,6 +636,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="an earlier efficacy.json whose meta.details.kl_parts the kl group may use (repeatable; after --keep's)",
     )
+    parser.add_argument(
+        "--reuse-finished",
+        action="store_true",
+        help="take finished per-seed runs (and their report.json) already in --runs-root instead of retraining them "
+        "(ppo/grpo always train: bench/ppo_efficacy.py runs in a temporary directory)",
+    )
     a = parser.parse_args(argv)
     groups = set(GROUPS) if a.figures == "all" else set(a.figures.split(","))
     if unknown := groups - set(GROUPS):
@@ -639,10 +662,14 @@ def main(argv: list[str] | None = None) -> int:
     earlier = [previous_kl_parts(previous)] if previous else []
     earlier += [previous_kl_parts(json.loads(Path(f).read_text())) for f in a.kl_from]  # read before hours of runs
     try:
-        per_seed, reasons, details = measure(groups, seeds, Path(a.runs_root).resolve(), env, a.quick, (command, date))
+        per_seed, reasons, details = measure(
+            groups, seeds, Path(a.runs_root).resolve(), env, a.quick, (command, date), reuse=a.reuse_finished
+        )
     finally:
         if tmp is not None:
             tmp.cleanup()
+    if a.keep and previous_path.exists():  # again: another invocation may have written it while this one ran
+        previous = json.loads(previous_path.read_text())
     combine_kl(groups, seeds, details, per_seed, reasons, earlier if (a.keep or a.kl_from) else [])
     data = aggregate(per_seed, reasons)
     carried = carry_over(data, previous) if previous else {}

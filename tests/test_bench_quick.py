@@ -207,3 +207,25 @@ def test_smol_repetition_suite_reports_what_the_unlikelihood_figure_reads():
     assert cut.metrics["perplexity"].heldout is not None
     assert cut.generation == smol.generation  # same decoding: the replies (and their cache) are smol's
     assert [p for p in cut.prompt_sets if p.name == "chat"] == [p for p in smol.prompt_sets if p.name == "chat"]
+
+
+def test_reuse_finished_takes_finished_runs_and_trains_the_rest(monkeypatch, tmp_path):
+    import json
+
+    import efficacy
+
+    calls = []
+    monkeypatch.setattr(efficacy, "alignkit", _fake_alignkit(calls, {}, {}, kl_target=0.2))
+    done = tmp_path / "dpo-smol-rdpo-seed0"  # finished and evaluated: reused
+    done.mkdir()
+    (done / "run.json").write_text(json.dumps({"status": "finished"}))
+    (done / "resolved_config.json").write_text(json.dumps({"training": {"kl_target": 0.2}}))
+    (done / "train_log.jsonl").write_text(json.dumps({"kl_implicit": 0.2}) + "\n")
+    (done / "report.json").write_text(json.dumps({"goals": {"figures": {"length_ratio": 0.75, "win_rate": 0.6}}}))
+    # seed 1 has no run yet: trained
+    per_seed, _, details = efficacy.measure({"rdpo"}, [0, 1], tmp_path, {}, quick=False, reuse=True)
+    assert [a[2] for a in calls if a[0] == "train"] == ["seed=1"]
+    assert per_seed["rdpo_length_ratio"][0] == 0.75 and details["rdpo_win_rate"][0] == 0.6
+    calls.clear()
+    with pytest.raises(FileExistsError):  # without reuse the fake trainer meets the existing directory
+        efficacy.measure({"rdpo"}, [0], tmp_path, {}, quick=False)
