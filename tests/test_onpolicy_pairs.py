@@ -240,3 +240,29 @@ def test_cli_error_exit_code(ws, capsys):
     assert main(["pairs", "--prompts", ws["prompts"], "--scorer", "grader:bogus"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("alignkit: error:") and "unknown grader 'bogus'" in err and "\n" not in err
+
+
+def test_fast_precision_samples_from_bf16_weights_under_its_own_key(ws, monkeypatch):
+    import torch
+
+    from alignkit import inference_precision
+    from alignkit.eval import metric_base
+
+    monkeypatch.setattr(inference_precision, "native_bf16", lambda: True)  # as on avx512_bf16/AMX
+    dtypes = []
+    real_call = metric_base.LazyModel.__call__
+
+    def record_dtype(self):
+        model, tok = real_call(self)
+        dtypes.append(next(model.parameters()).dtype)
+        return model, tok
+
+    monkeypatch.setattr(metric_base.LazyModel, "__call__", record_dtype)
+    exact = build(ws)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    fast = build(ws, precision="fast")
+    assert dtypes and set(dtypes) == {torch.bfloat16}  # the sampling policy, not only the scorer
+    assert fast.manifest["policy"]["precision"] == "fast" and exact.manifest["policy"]["precision"] == "exact"
+    assert fast.manifest["samples_directory"] != exact.manifest["samples_directory"]
+    assert len(fast.rows("train")) > 0
