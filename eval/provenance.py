@@ -83,10 +83,17 @@ def _train_subset(run_dir: Path) -> tuple[int | None, int, str]:
         return None, 42, "the whole split: no resolved_config.json gives the run's subset"
 
 
-def card_prompts(card_ref: str, split: str, max_samples: int | None = None, seed: int = 42) -> TrainingPrompts:
+def card_prompts(
+    card_ref: str,
+    split: str,
+    max_samples: int | None = None,
+    seed: int = 42,
+    builder_args: dict[str, Any] | None = None,
+) -> TrainingPrompts:
     """Ids and prompt texts of a card's split (the ``max_samples`` subset that :func:`load_split` draws). A builder
     card is read from its existing build only (:func:`alignkit.data.store.reuse_only`): a missing build is an error
-    here, never minutes of generation."""
+    here, never minutes of generation. ``builder_args`` as ``alignkit train`` passed them (a builder that reads runs
+    finds them in the run tree of the run that trained on it, not in ./runs)."""
     from alignkit.data.cards import load_card, load_split
     from alignkit.data.store import reuse_only
 
@@ -94,11 +101,11 @@ def card_prompts(card_ref: str, split: str, max_samples: int | None = None, seed
     with reuse_only():
         try:  # the card keeps only mapped columns; map the source's 'id' too when it has one
             with_ids = dataclasses.replace(card, columns={**card.columns, "id": "id"})
-            rows = list(load_split(with_ids, split, max_samples=max_samples, seed=seed))
+            rows = list(load_split(with_ids, split, max_samples=max_samples, seed=seed, builder_args=builder_args))
         except AlignkitError as exc:
             if "'id'" not in str(exc):
                 raise
-            rows = list(load_split(card, split, max_samples=max_samples, seed=seed))
+            rows = list(load_split(card, split, max_samples=max_samples, seed=seed, builder_args=builder_args))
     out = TrainingPrompts()
     for row in rows:
         if row.get("id") is not None:
@@ -135,9 +142,11 @@ def run_training_prompts(
     max_samples, seed, how = _train_subset(run_dir)
     try:
         from alignkit.data.cards import load_card
+        from alignkit.pipeline import dataset_builder_args
 
         card = load_card(card_ref)
-        part = card_prompts(card_ref, "train", max_samples, seed)
+        # train built it with runs_root = the run's parent (alignkit.train), so read it from there
+        part = card_prompts(card_ref, "train", max_samples, seed, dataset_builder_args(card, run_dir.parent))
     except (AlignkitError, OSError, ImportError) as exc:
         out.unknown.append(f"run {run_dir.name}: cannot read card '{card_ref}' ({exc})")
         return out

@@ -144,6 +144,37 @@ def test_lineage_follows_the_scorer_run_that_labelled_the_data(runs, tmp_path, m
     assert judge_saw_training(runs / "judge", runs / "dpo-onpolicy", runs).value is True  # via the scorer's j1, j2
 
 
+def test_a_builder_that_reads_runs_is_read_in_the_run_tree_of_the_run(runs, tmp_path, monkeypatch):
+    """A run trained under another runs root (bench/efficacy.py's runs/efficacy) built its on-policy card with
+    runs_root = its parent (alignkit.train); the lineage must read the card there too, not in ./runs."""
+    (tmp_path / "tree_builder.py").write_text(
+        "import types\n"
+        "from pathlib import Path\n"
+        "from alignkit.errors import AlignkitError\n"
+        "ROW = {'id': 'q9', 'prompt': [{'role': 'user', 'content': 'Tree prompt.'}],\n"
+        "       'chosen': [{'role': 'assistant', 'content': 'a'}],\n"
+        "       'rejected': [{'role': 'assistant', 'content': 'b'}]}\n"
+        "def build(scorer, runs_root='runs', force=False):\n"
+        "    if not (Path(runs_root) / scorer[4:] / 'run.json').exists():\n"
+        "        raise AlignkitError(f'scorer needs {scorer}, which is not finished in {runs_root}/')\n"
+        "    return types.SimpleNamespace(rows=lambda split: [ROW])\n"
+        "build.required_runs = lambda args: []\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # ./runs (the fixture's tree) is not where this run lives
+    tree = tmp_path / "elsewhere"
+    card = yaml.safe_load((tmp_path / "policy.yaml").read_text())
+    card.update(name="tree", source={"package": "alignkit", "builder": "tree_builder:build"})
+    card["source"]["args"] = {"scorer": "run:rm-tree"}
+    (tmp_path / "tree.yaml").write_text(yaml.safe_dump(card))
+    _run(tree, "rm-tree", str(tmp_path / "judge.yaml"))
+    _run(tree, "dpo-tree", str(tmp_path / "tree.yaml"), trainer="dpo")
+    lineage = run_training_prompts(tree / "dpo-tree", tree)
+    assert not lineage.unknown, lineage.unknown
+    assert lineage.ids == {"q9", "j1", "j2"}  # the card's rows, then the scorer run's card
+    assert judge_saw_training(runs / "judge", tree / "dpo-tree", tree).value is True
+
+
 def test_a_card_that_is_not_built_is_unknown_never_rebuilt(runs, tmp_path, monkeypatch):
     (tmp_path / "unbuilt_builder.py").write_text(
         "from alignkit.data.store import cached_build\n"
