@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
-from alignkit.inference_precision import check_precision, effective_precision, inference_dtype
+from alignkit.inference_precision import FAST_NUMERICS, check_precision, effective_precision, inference_dtype
 from alignkit.runs import read_finished_run
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -43,10 +43,13 @@ class ModelSpec:
 
     def identity(self) -> dict[str, Any]:
         """JSON-able fingerprint of the weights this spec loads (see the module docstring). The fast path adds its
-        dtype (its outputs differ from the exact path's); an exact spec keeps the key it always had."""
+        dtype and the version of its numerics (its outputs differ from the exact path's, and changed when reward
+        models moved to :func:`alignkit.inference_precision.bf16_matmuls`); an exact spec keeps the key it always
+        had."""
         out = {"base": self.base, "base_files": _file_stamps(self.base), "adapter": _adapter_hash(self.adapter)}
         if effective_precision(self.precision) == "fast":
             out["dtype"] = "bfloat16"
+            out["fast_numerics"] = FAST_NUMERICS
         return out
 
     def without_adapter(self, name: str = "base") -> ModelSpec:
