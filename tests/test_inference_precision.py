@@ -53,14 +53,22 @@ def test_identity_names_the_dtype_only_on_the_fast_path(tiny_model, native):
 def test_loaders_follow_the_precision(tiny_model, native):
     from alignkit.eval.metric_base import LazyModel
 
+    def bf16_names(model):
+        return {n for n, p in model.named_parameters() if p.dtype == torch.bfloat16}
+
     native(True)
     model, _ = load_model(ModelSpec("m", tiny_model, precision="fast"))
-    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    fast = bf16_names(model)  # the decoder's matmuls only (inference_precision.bf16_matmuls)
+    assert fast and all(".layers." in n and "_proj" in n for n in fast)
+    assert model.get_output_embeddings().weight.dtype == torch.float32
     lazy = LazyModel(ModelSpec("m", tiny_model))
     assert {p.dtype for p in lazy()[0].parameters()} == {torch.float32}
-    lazy.use_precision("fast")  # the harness generates in fp32, then scores in bf16: cast in place
-    assert {p.dtype for p in lazy()[0].parameters()} == {torch.bfloat16}
+    lazy.use_precision("fast")  # the harness generates in fp32, then scores in bf16 matmuls: switched in place
+    assert bf16_names(lazy()[0]) == fast
     assert lazy.spec.precision == "fast"
+    lazy.use_precision("fast")  # twice: one pair of hooks per layer
+    layer = lazy()[0].model.layers[0].mlp.down_proj
+    assert len(layer._forward_pre_hooks) == 1 and len(layer._forward_hooks) == 1
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CPU dtypes")
@@ -160,3 +168,44 @@ def test_reward_scorer_fast_keeps_a_lora_update_below_bf16_resolution(tiny_rm, n
     assert down.base_layer.weight.dtype == torch.bfloat16
     assert down.lora_A["default"].weight.dtype == torch.float32
     assert {p.dtype for p in model.score.parameters()} == {torch.float32}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU dtypes")
+def test_causal_lm_fast_keeps_a_dpo_adapters_log_prob_ratio(tiny_model, native, tmp_path):
+    """The DPO implicit reward is ``beta * (log pi - log pi_ref)``, pi_ref being the model with its adapter off: a
+    whole-model bf16 cast erases a small adapter update and, with it, the ratio. Fast must keep it."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alignkit.eval.preference import pair_logps, reference_pair_logps
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():  # sharper logits (std ~5, not ~0.2), so the small update moves log-probs measurably
+        base.model.norm.weight.mul_(30)
+    base.save_pretrained(tmp_path / "base")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "base")
+    hidden = base.config.hidden_size
+    last = base.config.num_hidden_layers - 1
+    config = LoraConfig(
+        r=hidden, lora_alpha=hidden, target_modules=["down_proj"], layers_to_transform=[last], init_lora_weights=False
+    )
+    peft = get_peft_model(base, config)
+    layer = peft.base_model.model.model.layers[last].mlp.down_proj
+    with torch.no_grad():  # update = 2**-10 x the base output: under half a bf16 step of every element
+        layer.lora_A["default"].weight.copy_(layer.base_layer.weight)
+        layer.lora_B["default"].weight.copy_(torch.eye(hidden) * 2**-10)
+    peft.save_pretrained(tmp_path / "adapter")
+    prompts = [[{"role": "user", "content": q}] for q in ("Say hi.", "Name a colour.")]
+    chosen, rejected = ["Hi there!", "Blue, like the sky."], ["No.", "I will not."]
+
+    def log_ratio(precision):
+        spec = ModelSpec("m", str(tmp_path / "base"), adapter=str(tmp_path / "adapter"), precision=precision)
+        model, tok = load_model(spec)
+        policy = pair_logps(model, tok, prompts, chosen, rejected, max_length=64)
+        ref = reference_pair_logps(model, tok, prompts, chosen, rejected, max_length=64)
+        return torch.tensor(policy["chosen"] - ref["chosen"])
+
+    native(True)
+    exact, fast = log_ratio("exact"), log_ratio("fast")
+    assert exact.abs().min() > 1e-6
+    assert (fast - exact).abs().max() < 0.1 * exact.abs().min(), (exact, fast)
