@@ -5,8 +5,8 @@ In one process, on one finished run (default: seed 0 of bench/efficacy.py's defa
 
 1. ``alignkit eval RUN`` with the run's suite as it is (``precision: exact``: fp32 weights on a CPU);
 2. the same suite with ``precision: fast`` (:mod:`alignkit.inference_precision`, where the CPU has native bf16:
-   bf16 weights for the perplexity and preference passes, and bf16 matmuls with fp32 activations for the RM and
-   judge, :func:`alignkit.inference_precision.bf16_matmuls`). Replies are decoded in the exact precision by
+   bf16 matmuls with fp32 activations for the RM, judge, perplexity and preference passes,
+   :func:`alignkit.inference_precision.bf16_matmuls`). Replies are decoded in the exact precision by
    both (the harness always decodes exactly), so both arms judge the same text, and the second arm reads them from
    the generation cache the first wrote: the comparison isolates the scoring passes.
 

@@ -45,7 +45,7 @@ class ModelSpec:
     trainer: str | None = None
     beta: float | None = None
     reference: str | None = None  # pi_ref checkpoint of a full fine-tune (an adapter's reference is its base)
-    precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 weights where native)
+    precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 matmuls where native)
 
     def identity(self) -> dict[str, Any]:
         """JSON-able fingerprint of the weights this spec loads (see the module docstring). The fast path adds its

@@ -1,4 +1,4 @@
-"""The inference precision switch (alignkit.inference_precision): exact stays fp32 on a CPU, fast loads bf16 weights
+"""The inference precision switch (alignkit.inference_precision): exact stays fp32 on a CPU, fast runs bf16 matmuls
 only where bf16 is native, and the switch reaches the model loaders, the cache identities and the suite parser."""
 
 import pytest

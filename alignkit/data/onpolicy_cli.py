@@ -60,7 +60,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "drop_truncated": ("--drop-truncated", "replies cut at --max-new-tokens never enter a pair"),
     "chosen_complete": ("--chosen-complete", "only a reply that ended by itself (not cut) may be chosen"),
     "greedy_candidate": ("--greedy-candidate", "add the policy's greedy reply as one more candidate per prompt"),
-    "precision": ("--precision", "exact (fp32 on a CPU) or fast (bf16 weights where the CPU/GPU has native bf16)"),
+    "precision": ("--precision", "exact (fp32 on a CPU) or fast (bf16 matmuls where the CPU/GPU has native bf16)"),
     "reference_column": ("--reference-column", "the prompts' column a grader compares against"),
     "batch_size": ("--batch-size", "generation rows per batch"),
     "chunk_size": ("--chunk-size", "prompts per saved chunk (the unit of resume)"),
