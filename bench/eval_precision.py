@@ -4,8 +4,9 @@ every reported number moves.
 In one process, on one finished run (default: seed 0 of bench/efficacy.py's default runs):
 
 1. ``alignkit eval RUN`` with the run's suite as it is (``precision: exact``: fp32 weights on a CPU);
-2. the same suite with ``precision: fast`` (:mod:`alignkit.inference_precision`: bf16 weights for the RM, judge,
-   perplexity and preference passes where the CPU has native bf16). Replies are decoded in the exact precision by
+2. the same suite with ``precision: fast`` (:mod:`alignkit.inference_precision`, where the CPU has native bf16:
+   bf16 matmuls with fp32 activations for the RM, judge, perplexity and preference passes,
+   :func:`alignkit.inference_precision.bf16_matmuls`). Replies are decoded in the exact precision by
    both (the harness always decodes exactly), so both arms judge the same text, and the second arm reads them from
    the generation cache the first wrote: the comparison isolates the scoring passes.
 

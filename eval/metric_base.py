@@ -42,13 +42,14 @@ class LazyModel:
         return self.value
 
     def use_precision(self, precision: str) -> None:
-        """Score from now on in ``precision`` (:mod:`alignkit.inference_precision`): a loaded model is cast in
-        place, a model not loaded yet loads in it. The harness generates in the exact precision, then switches."""
-        from alignkit.inference_precision import inference_dtype
+        """Score from now on in ``precision`` (:mod:`alignkit.inference_precision`): a loaded model is switched in
+        place (:func:`~alignkit.inference_precision.apply_precision`), a model not loaded yet loads in it. The
+        harness generates in the exact precision, then switches."""
+        from alignkit.inference_precision import apply_precision
 
         self.spec = self.spec.with_precision(precision)
         if self.value is not None:
-            self.value[0].to(dtype=inference_dtype(precision))
+            apply_precision(self.value[0], precision)
 
     def release(self) -> None:
         self.value = None

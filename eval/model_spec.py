@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from alignkit.errors import AlignkitError
-from alignkit.inference_precision import check_precision, effective_precision, inference_dtype
+from alignkit.inference_precision import (
+    FAST_NUMERICS,
+    apply_precision,
+    check_precision,
+    effective_precision,
+    load_dtype,
+)
 from alignkit.runs import read_finished_run
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".gguf")
@@ -39,14 +45,17 @@ class ModelSpec:
     trainer: str | None = None
     beta: float | None = None
     reference: str | None = None  # pi_ref checkpoint of a full fine-tune (an adapter's reference is its base)
-    precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 weights where native)
+    precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 matmuls where native)
 
     def identity(self) -> dict[str, Any]:
         """JSON-able fingerprint of the weights this spec loads (see the module docstring). The fast path adds its
-        dtype (its outputs differ from the exact path's); an exact spec keeps the key it always had."""
+        dtype and the version of its numerics (its outputs differ from the exact path's, and changed when reward
+        models moved to :func:`alignkit.inference_precision.bf16_matmuls`); an exact spec keeps the key it always
+        had."""
         out = {"base": self.base, "base_files": _file_stamps(self.base), "adapter": _adapter_hash(self.adapter)}
         if effective_precision(self.precision) == "fast":
             out["dtype"] = "bfloat16"
+            out["fast_numerics"] = FAST_NUMERICS
         return out
 
     def without_adapter(self, name: str = "base") -> ModelSpec:
@@ -89,8 +98,8 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     ``disable_adapter()`` and get the DPO reference policy without a second copy of the base weights.
     A run trained with QLoRA is evaluated on the full-precision base: the adapter was trained against the nf4
     dequantization of these weights, which differs by quantization noise only, and fp32 is much faster on a CPU.
-    The weights' dtype follows ``spec.precision`` (:func:`alignkit.inference_precision.inference_dtype`); the LoRA
-    branch is cast with them.
+    The weights follow ``spec.precision`` (:func:`alignkit.inference_precision.apply_precision`: fp32, or on a CPU
+    with native bf16 and ``fast``, bf16 for the decoder's matmuls only; the LoRA branch stays fp32 there).
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -100,7 +109,7 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.base, dtype=inference_dtype(spec.precision), use_safetensors=True, trust_remote_code=False
+            spec.base, dtype=load_dtype(spec.precision), use_safetensors=True, trust_remote_code=False
         )
     except OSError as exc:
         raise AlignkitError(f"model '{spec.name}': cannot load base checkpoint '{spec.base}' ({exc})") from exc
@@ -114,7 +123,8 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
         if not (Path(spec.adapter) / "adapter_config.json").exists():
             raise AlignkitError(f"model '{spec.name}': {spec.adapter} has no adapter_config.json (not a PEFT adapter)")
         model = PeftModel.from_pretrained(model, spec.adapter)
-    model.to(device=device, dtype=inference_dtype(spec.precision)).eval()
+    model.to(device=device, dtype=load_dtype(spec.precision)).eval()
+    apply_precision(model, spec.precision)
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer

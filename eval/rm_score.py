@@ -20,7 +20,7 @@ from alignkit import prefix_cache as prefix
 from alignkit.chat_format import Messages, Prompt, as_messages, completion_text
 from alignkit.errors import AlignkitError
 from alignkit.eval.stats import mean_std_ci
-from alignkit.inference_precision import inference_dtype
+from alignkit.inference_precision import apply_precision, load_dtype
 from alignkit.prefix_cache import shared_prefix_len
 from alignkit.runs import read_finished_run, run_is_finished
 
@@ -112,13 +112,16 @@ def load_reward_scorer(
     precision: str = "exact",
 ) -> RewardModelScorer:
     """Load a reward model (base checkpoint + optional PEFT adapter) as a :class:`RewardModelScorer`, its weights in
-    the dtype of ``precision`` (:func:`alignkit.inference_precision.inference_dtype`)."""
+    ``precision`` (:func:`alignkit.inference_precision.apply_precision`: the fast precision on a CPU moves only the
+    decoder's matmuls to bf16, since a whole-model bf16 cast erases small LoRA updates and shifted every score of the
+    smol reward run by ~-0.16)."""
     import torch
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     from alignkit.models import load_tokenizer
 
+    dtype = load_dtype(precision)
     tokenizer = load_tokenizer(adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else base)
     verbosity = hf_logging.get_verbosity()
     if adapter is not None:  # the base lacks the score head, which the adapter brings: its "MISSING" report is noise
@@ -127,7 +130,7 @@ def load_reward_scorer(
         model = AutoModelForSequenceClassification.from_pretrained(
             base,
             num_labels=1,
-            dtype=inference_dtype(precision),
+            dtype=dtype,
             pad_token_id=tokenizer.pad_token_id,
             use_safetensors=True,
             trust_remote_code=False,
@@ -138,7 +141,8 @@ def load_reward_scorer(
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-    model.to(device="cuda" if torch.cuda.is_available() else "cpu", dtype=inference_dtype(precision))
+    model.to(device="cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
+    apply_precision(model, precision)
     return RewardModelScorer(model, tokenizer, batch_size=batch_size, max_length=max_length, name=name)
 
 

@@ -242,7 +242,7 @@ def test_cli_error_exit_code(ws, capsys):
     assert err.startswith("alignkit: error:") and "unknown grader 'bogus'" in err and "\n" not in err
 
 
-def test_fast_precision_samples_from_bf16_weights_under_its_own_key(ws, monkeypatch):
+def test_fast_precision_samples_with_bf16_matmuls_under_its_own_key(ws, monkeypatch):
     import torch
 
     from alignkit import inference_precision
@@ -254,15 +254,15 @@ def test_fast_precision_samples_from_bf16_weights_under_its_own_key(ws, monkeypa
 
     def record_dtype(self):
         model, tok = real_call(self)
-        dtypes.append(next(model.parameters()).dtype)
+        dtypes.append({p.dtype for p in model.parameters()})  # bf16_matmuls: decoder linears bf16, the rest fp32
         return model, tok
 
     monkeypatch.setattr(metric_base.LazyModel, "__call__", record_dtype)
     exact = build(ws)
-    assert set(dtypes) == {torch.float32}
+    assert dtypes and all(d == {torch.float32} for d in dtypes)
     dtypes.clear()
     fast = build(ws, precision="fast")
-    assert dtypes and set(dtypes) == {torch.bfloat16}  # the sampling policy, not only the scorer
+    assert dtypes and all(torch.bfloat16 in d for d in dtypes)  # the sampling policy, not only the scorer
     assert fast.manifest["policy"]["precision"] == "fast" and exact.manifest["policy"]["precision"] == "exact"
     assert fast.manifest["samples_directory"] != exact.manifest["samples_directory"]
     assert len(fast.rows("train")) > 0

@@ -156,9 +156,9 @@ def build_onpolicy_pairs(
             response_scorers`); a grader reads ``reference_column``.
         n_samples, temperature, top_p, max_new_tokens, seed: sampling (N replies per prompt).
         greedy_candidate: also decode each prompt greedily and add that reply as one more candidate.
-        precision: ``exact`` or ``fast``: the sampling policy's and the scorer's weights in bf16 where the hardware
-            has native bf16 (:mod:`alignkit.inference_precision`; their identities, hence the key, say so). The
-            replies are samples either way; bf16 changes which ones, not how they are drawn.
+        precision: ``exact`` or ``fast``: the sampling policy's and the scorer's decoder matmuls in bf16 where the
+            hardware has native bf16 (:mod:`alignkit.inference_precision`; their identities, hence the key, say so).
+            The replies are samples either way; bf16 changes which ones, not how they are drawn.
         min_margin, length_delta, drop_truncated, chosen_complete: selection (:mod:`alignkit.data.pair_selection`).
         batch_size: generation rows per batch; chunk_size: prompts per saved chunk (both shape the seeded batches,
             so both are part of the key).

@@ -62,7 +62,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "greedy_candidate": ("--greedy-candidate", "add the policy's greedy reply as one more candidate per prompt"),
     "precision": (
         "--precision",
-        "exact (fp32 on a CPU) or fast (bf16 weights for sampling and scoring where the CPU/GPU has native bf16)",
+        "exact (fp32 on a CPU) or fast (bf16 matmuls for sampling and scoring where the CPU/GPU has native bf16)",
     ),
     "reference_column": ("--reference-column", "the prompts' column a grader compares against"),
     "batch_size": ("--batch-size", "generation rows per batch"),

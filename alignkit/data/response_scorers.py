@@ -192,7 +192,7 @@ def parse_scorer(
     precision: str = "exact",
 ) -> ResponseScorer:
     """The scorer a reference names (module docstring); a bad reference is a one-line error that starts with
-    ``purpose``. A model scorer loads its weights in ``precision``'s dtype (:mod:`alignkit.inference_precision`)."""
+    ``purpose``. A model scorer loads in ``precision`` (:func:`alignkit.inference_precision.apply_precision`)."""
     from alignkit.plugins.graders import GRADERS
 
     if not ref:
