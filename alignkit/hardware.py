@@ -31,20 +31,27 @@ class Hardware:
     cuda_bf16: bool = False
     gpu_name: str | None = None
     cpu_flags: list[str] = field(default_factory=list)
+    cpu_model: str = "unknown"  # /proc/cpuinfo's model name: every figure records the CPU it was measured on
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo_field(name: str) -> str | None:
+    """The first ``name : value`` of /proc/cpuinfo (None where there is no such file or field)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return None
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == name:
+            return value.strip()
+    return None
+
+
+def _cpu_flags() -> set[str]:
+    return set((_cpuinfo_field("flags") or "").split())
 
 
 def detect() -> Hardware:
@@ -61,8 +68,15 @@ def detect() -> Hardware:
             cuda_bf16=torch.cuda.is_bf16_supported(),
             gpu_name=torch.cuda.get_device_name(0),
             cpu_flags=interesting,
+            cpu_model=_cpuinfo_field("model name") or "unknown",
         )
-    return Hardware(device="cpu", cpu_count=os.cpu_count() or 1, cpu_bf16=cpu_bf16, cpu_flags=interesting)
+    return Hardware(
+        device="cpu",
+        cpu_count=os.cpu_count() or 1,
+        cpu_bf16=cpu_bf16,
+        cpu_flags=interesting,
+        cpu_model=_cpuinfo_field("model name") or "unknown",
+    )
 
 
 def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:

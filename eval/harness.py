@@ -84,8 +84,8 @@ def run_eval(
                 spec, pd.prompts, suite.generation, use_cache, lazy, f"{spec.name}/{name}"
             )
         clock.lap("generation")
-        # Replies are always decoded in the exact precision (bf16 flips near-tied greedy tokens: the fast path
-        # moved seed 0's win rate by 0.07, bench/results/eval_precision.md); scoring passes follow the suite's.
+        # Replies are always decoded in the exact precision (bf16 can flip a near-tied greedy token, and a changed
+        # reply changes every metric); scoring passes follow the suite's (bench/results/eval_precision.md).
         lazy.use_precision(suite.precision)
         for name, metric in metrics.items():
             metric.with_model(ctx, spec, lazy)
@@ -108,6 +108,7 @@ def run_eval(
             {**asdict(pd.spec), "n": len(pd.prompts), "graded": pd.references is not None} for pd in data.values()
         ],
         "generation": asdict(suite.generation),
+        "machine": _machine(suite.precision),
         "generation_cache": {s.name: {n: str(g.cache_path) for n, g in ctx.gens[s.name].items()} for s in specs},
         "metrics": ctx.per_model,
         "win_rates": ctx.win_rates,
@@ -122,6 +123,24 @@ def run_eval(
     report["undefined"] = undefined_metrics(report)
     report["goals"] = goal_table(report)
     return report
+
+
+def _machine(precision: str) -> dict[str, Any]:
+    """Where the numbers were measured: CPU (or GPU), threads, and the scoring precision asked and used here."""
+    import torch
+
+    from alignkit.hardware import detect
+    from alignkit.inference_precision import effective_precision
+
+    hw = detect()
+    return {
+        "device": hw.device,
+        "cpu_model": hw.cpu_model,
+        "cpu_flags": hw.cpu_flags,
+        "gpu_name": hw.gpu_name,
+        "threads": torch.get_num_threads(),
+        "precision": {"suite": precision, "effective": effective_precision(precision)},
+    }
 
 
 def _samples(ctx: EvalContext) -> list[dict[str, Any]]:

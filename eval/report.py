@@ -92,6 +92,12 @@ def render_markdown(report: dict[str, Any], charts: list[str]) -> str:
         f"batch_size={g['batch_size']}, seed={g['seed']}.",
         "",
     ]
+    if report.get("machine"):
+        m = report["machine"]
+        where = m["gpu_name"] or f"{m['cpu_model']} ({', '.join(m['cpu_flags']) or 'no vector flags'})"
+        p = m["precision"]
+        used = p["effective"] if p["effective"] == p["suite"] else f"{p['effective']} (no native bf16 here)"
+        lines += [f"Machine: {where}, {m['threads']} threads. Scoring precision: {used}; replies decoded exact.", ""]
     lines += goals_section(goals)
     for ps in report["prompt_sets"]:
         lines += [f"## Prompt set `{ps['name']}` (card `{ps['card']}`, split `{ps['split']}`, n={ps['n']})", ""]

@@ -102,6 +102,13 @@ samples: 1
     return load_suite(str(path))
 
 
+def _cpu_model() -> str:
+    import re
+
+    found = re.search(r"^model name\s*:\s*(.+)$", open("/proc/cpuinfo").read(), re.M)
+    return found.group(1).strip() if found else "unknown"
+
+
 def test_a_held_out_judge_is_named_measured_and_checked(workspace, monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
     runs = workspace / "runs"
@@ -124,6 +131,10 @@ def test_a_held_out_judge_is_named_measured_and_checked(workspace, monkeypatch, 
     assert report["goals"]["judge"]["model"] == "run:rm-judge" and report["goals"]["prompt_set"] == "chat"
 
     md = render_markdown(report, [])
+    # the report names the machine it measured on and the precision its scores were computed in
+    machine = report["machine"]
+    assert machine["cpu_model"] == _cpu_model() and machine["precision"] == {"suite": "exact", "effective": "exact"}
+    assert f"Machine: {machine['cpu_model']} (" in md and "Scoring precision: exact; replies decoded exact." in md
     assert "| dpo-tiny vs base | chat | rm: `run:rm-judge` | no |" in md
     assert "RM score (judge)" in md and "RM score (proxy)" in md and "same model as the proxy" not in md
     assert "**Caveat: judge `run:rm-judge` trained on 1 of the 3 `chat` prompts it judges here.**" in md
