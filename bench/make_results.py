@@ -70,9 +70,17 @@ def efficacy_record(data: dict[str, Any]) -> dict[str, Any]:
                 "met": met,
                 "verdict_statistic": f"mean over {meta.get('n_seeds', '?')} seeds",
                 "note": data.get(f"{key}_reason"),
+                **_measured_by(meta, key),
             }
         )
     return {**meta, "bench": "efficacy", "figures": figures}
+
+
+def _measured_by(meta: dict[str, Any], key: str) -> dict[str, str]:
+    """The command and date of the invocation that measured ``key``: ``--keep`` carries figures of groups it did not
+    run, each with its own (``carried_from``); figures it ran, or did not measure at all, are the invocation's own."""
+    carried = (meta.get("carried_from") or {}).get(key) or {}
+    return {k: carried[k] for k in ("command", "date") if k in carried}
 
 
 def _compare(value: float, op: str, threshold: float) -> bool:
@@ -142,8 +150,8 @@ def render(records: list[dict[str, Any]]) -> str:
                 fig["goal"],
                 measured_cell(fig),
                 mark(fig["met"], fig["measured"]),
-                f"`{rec['command']}`",
-                rec["date"],
+                f"`{fig.get('command', rec['command'])}`",
+                fig.get("date", rec["date"]),
                 cpu_cell(rec["cpu"]),
             ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")

@@ -86,3 +86,23 @@ def test_efficacy_flat_json_becomes_rows():
     assert rows["efficacy.default_win_rate"]["met"] is True and rows["efficacy.default_win_rate"]["sd"] == 0.05
     assert rows["efficacy.make_seconds"]["met"] is None
     assert rows["efficacy.make_seconds"]["note"] == "not run: pass --make"
+
+
+def test_a_carried_efficacy_figure_names_the_run_that_measured_it():
+    data = {
+        "default_win_rate": 0.7,
+        "ppo_accuracy_gain": 0.08,
+        "meta": {
+            "command": "efficacy.py --figures default",
+            "date": "today",
+            "cpu": {"model": "M"},
+            "threads": 1,
+            "n_seeds": 3,
+            "goals": {"default_win_rate": ">= 0.65", "ppo_accuracy_gain": ">= 0.20"},
+            "carried_from": {"ppo_accuracy_gain": {"command": "efficacy.py --figures ppo", "date": "yesterday"}},
+        },
+    }
+    text = make_results.render([make_results.efficacy_record(data)])
+    lines = {line.split("`")[1]: line for line in text.splitlines() if "efficacy." in line}
+    assert "`efficacy.py --figures ppo` | yesterday |" in lines["efficacy.ppo_accuracy_gain"]
+    assert "`efficacy.py --figures default` | today |" in lines["efficacy.default_win_rate"]
