@@ -29,6 +29,8 @@ EXPECTED = {
     "lmeval_peer": "bench/lmeval_peer.py: alignkit eval vs lm-eval 0.4.13's HFLM, perplexity and greedy generation "
     "(goal >= 3x, same numbers)",
     "make_time": "bench/make_time.py: `make`, cold dataset cache, after setup (goal <= 600 s; peak RSS)",
+    "pipeline_time": "bench/make_time.py --pipeline: `make pipeline`, cold dataset cache, after setup "
+    "(goal <= 3600 s)",
     "efficacy": "bench/efficacy.py: the default run and the method figures over 3 seeds (issue 12)",
 }
 

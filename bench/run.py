@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
     "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
+    "pipeline_time": ("make_time.py", ["--pipeline"], None, ["pipeline_time"]),  # make pipeline, cold: ~1 h
     # default's seed loop, kl's combination and rdpo's quick skip cost ~nothing; unlikelihood's two extra processes
     # (train + eval, ~50 s on the tiny model) are left to `efficacy.py --quick --figures unlikelihood` and mocked tests
     "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0", "--figures", "default,kl,rdpo"], ["efficacy"]),
@@ -55,6 +56,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
 NO_QUICK = {
     "ppo_peer": "its peer side needs TRL 1.12 in bench/.venv-trl112; the alignkit PPO path is smoke-run by "
     "ppo_sampling_precision and ppo_efficacy",
+    "pipeline_time": "the same script as make_time, whose smoke run covers it; tests/test_make_time.py checks the "
+    "pipeline's phases and report, tests/test_stages.py the pipeline itself",
 }
 # Scripts in bench/ that are not benchmarks.
 NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py"}

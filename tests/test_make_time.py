@@ -36,3 +36,43 @@ def test_phases_from_runs_reports_and_printed_lines(tmp_path):
 
 def test_tree_rss_counts_this_process():
     assert make_time.tree_rss_bytes(os.getpid()) > 10 * 2**20
+
+
+def test_pipeline_phases_read_nested_runs_and_skip_the_comparison_table(tmp_path):
+    root = tmp_path / "runs" / "pipeline"
+    for name, seconds in (("sft-smol", 100.0), ("dpo-smol", 200.0)):
+        (root / name).mkdir(parents=True)
+        (root / name / "run.json").write_text(json.dumps({"train_seconds": seconds, "status": "finished"}))
+    (root / "vs-base").mkdir()
+    (root / "vs-base" / "report.json").write_text(json.dumps({"timing_s": {"total": 50.0}}))
+    (root / "report.json").write_text(json.dumps({"rows": []}))  # the pipeline's table: no eval timing
+    ph = make_time.phases(tmp_path, [], wall=1000.0)
+    assert set(ph["runs"]) == {"pipeline/sft-smol", "pipeline/dpo-smol"} and ph["train_seconds_total"] == 300.0
+    assert ph["eval_timing_s"] == {"pipeline/vs-base": {"total": 50.0}} and ph["other_seconds"] == 650.0
+
+
+def test_pipeline_argv_and_report_carry_the_pipeline_table():
+    assert make_time.make_argv("dpo-smol", "", pipeline=True)[-1] == "pipeline"
+    assert make_time.make_argv("dpo-smol", "max_steps=2")[-2:] == ["recipe=dpo-smol", "ARGS=max_steps=2"]
+    stats = {
+        "pipeline": True,
+        "pipeline_report": "# make pipeline\n\n| model | win |\n|---|---|\n| dpo-smol | 0.7 |\n\n![p](x.png)\n",
+        "make_command": ["make", "pipeline"],
+        "load_before": "0",
+        "load_after": "0",
+        "model_materialized_before": True,
+        "wall_seconds": 3000.0,
+        "peak_rss_gib": 9.0,
+        "tree_peak_rss_gib": 9.5,
+        "exit": 0,
+        "phases": {"runs": {}, "eval_timing_s": {}, "spans": [], "other_seconds": 0.0},
+    }
+    record = {
+        "command": "c",
+        "date": "d",
+        "cpu": {"model": "M", "flags_of_interest": [], "cores": 2},
+        "statistics": stats,
+    }
+    text = make_time.render(record)
+    assert text.startswith("# `make pipeline`") and "(goal <= 3600)" in text
+    assert "| dpo-smol | 0.7 |" in text and "![p]" not in text  # the plot is not copied beside the results
