@@ -1,5 +1,7 @@
 """``alignkit train`` under ``accelerate launch``, for tests/test_distributed.py: after training, every rank writes
-the full weights it ends with (FSDP shards gathered) and what it trained under to ``DUMP_DIR/rank-N.*``.
+the full weights it ends with (FSDP shards gathered) and what it trained under to ``DUMP_DIR/rank-N.*``; a GRPO or
+PPO rank also writes each training rollout it scored (its advantages, completion mask and the gathered rewards) to
+``DUMP_DIR/rank-N.rollouts.pt``.
 
 Usage: accelerate launch ... tests/distributed_worker.py DUMP_DIR train RECIPE [key=value ...]
 With ALIGNKIT_TEST_FAIL_RANK=R, rank R alone stops with a bad-input error while it builds its trainer.
@@ -25,6 +27,7 @@ def _dump_callback(dump_dir: Path):
     class DumpWeights(TrainerCallback):
         kl_coefs: list = []  # this rank's β at each logged step (GRPO with adaptive KL) ...
         kls: list = []  # ... and the KL reading it logged
+        rollouts: list = []  # GRPO/PPO: what each training rollout handed the loss on this rank
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "kl_coef" in logs:
@@ -62,8 +65,34 @@ def _dump_callback(dump_dir: Path):
                 "progress_bars": _progress_bars_enabled(),
             }
             (dump_dir / f"rank-{rank()}.json").write_text(json.dumps(info))
+            if self.rollouts:
+                torch.save(self.rollouts, dump_dir / f"rank-{rank()}.rollouts.pt")
 
     return DumpWeights()
+
+
+def _record_rollouts(trainer, rollouts: list) -> None:
+    """Wrap the trainer's rollout seam: keep, per training rollout, the advantages this rank trains on, its
+    completion mask and the rewards matrix gathered over every rank (with the weights that sum it)."""
+    scored = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        out = scored(inputs)
+        if trainer.model.training:
+            gathered = getattr(trainer, "_last_rewards_per_func", None)  # GRPO
+            if gathered is None:
+                gathered = trainer._rollout_rewards_per_func  # PPO
+            rollouts.append(
+                {
+                    "advantages": out["advantages"].detach().cpu().clone(),
+                    "completion_mask": out["completion_mask"].detach().cpu().clone(),
+                    "rewards_per_func": gathered.detach().cpu().clone(),
+                    "reward_weights": trainer.reward_weights.detach().cpu().clone(),
+                }
+            )
+        return out
+
+    trainer._generate_and_score_completions = recording
 
 
 def main() -> int:
@@ -80,7 +109,11 @@ def main() -> int:
     def build_with_dump(recipe, model_path, tokenizer, callbacks=None, builder_args=None):
         if os.environ.get("ALIGNKIT_TEST_FAIL_RANK") == str(rank()):
             raise AlignkitError(f"injected by the test on rank {rank()}")
-        return build(recipe, model_path, tokenizer, [*(callbacks or []), _dump_callback(dump_dir)], builder_args)
+        dump = _dump_callback(dump_dir)
+        built = build(recipe, model_path, tokenizer, [*(callbacks or []), dump], builder_args)
+        if recipe.args.trainer in ("grpo", "ppo"):
+            _record_rollouts(built.trainer, dump.rollouts)
+        return built
 
     alignkit.train.build_trainer = build_with_dump
     return alignkit_main(sys.argv[2:])

@@ -7,7 +7,11 @@ The runs start together in one module fixture (they share the CPU; each is mostl
   global batch of 2. Both ranks draw from the same seeded permutation and rank r takes row r of each global batch,
   so the rows of a step are the reference's. Dropout is 0 in the tiny model, and every row has the same number of
   tokens, so the mean over a rank's tokens averaged over ranks equals the reference's mean over all tokens;
-- ``fail``: the DDP launch with rank 1 alone hitting a bad input.
+- ``fail``: the DDP launch with rank 1 alone hitting a bad input;
+- ``grpo`` and ``ppo``: 2 processes under DDP, 3 steps of GRPO (groups of 4 completions, each group split over the
+  two ranks) and of PPO, with the adaptive KL controller on. Their checks are the documented global statistics:
+  GRPO normalizes each group over the rewards gathered from every rank, then hands each rank its slice; PPO whitens
+  advantages with the mean and variance of every rank's valid tokens; β is one number on every rank.
 
 tests/distributed_worker.py makes every rank write the full weights it ends with, so "both ranks identical" is
 checked on what each rank holds, not only on what rank 0 saved.
@@ -26,8 +30,11 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
-from tiny_recipes import sft_card
+from tiny_recipes import TINY_KEYS, prompt_card, sft_card
+
+from alignkit.plugins.common.advantage_methods import normalize
 
 ROOT = Path(__file__).resolve().parent.parent
 ACCELERATE = Path(sys.executable).with_name("accelerate")
@@ -62,6 +69,26 @@ gradient_checkpointing: false
 eval_suite: null
 """
 
+# GRPO/PPO on the prompt card with a LoRA (TINY_KEYS; their lengths are max_completion_length, not max_length).
+# Per-device batch 2 on 2 ranks: each generation batch is 4 completions, one GRPO group of 4 split 2 + 2.
+RL_GROUP = 4
+RL_RECIPE = """description: distributed {trainer} test
+trainer: {trainer}
+model_name_or_path: {model}
+dataset: {card}
+max_steps: 3
+seed: 0
+reward_funcs: ['kill_resume_rewards:char_reward']
+max_completion_length: 6
+beta: 0.1
+kl_target: 0.05
+kl_horizon: 10
+{extra}"""
+RL_EXTRA = {
+    "grpo": f"num_generations: {RL_GROUP}\nsteps_per_generation: 1\nadvantage_method: rloo\n",
+    "ppo": "",
+}
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -92,6 +119,11 @@ def launches(tmp_path_factory, tiny_model) -> dict[str, dict]:
     # one-digit numbers: every row has the same token count (see the module docstring)
     for name, batch in (("one", 2), ("ddp", 1), ("fsdp", 1), ("fail", 1), ("zero2", 1), ("zero3", 1)):
         (tmp / f"{name}.yaml").write_text(RECIPE.format(model=tiny_model, card=card, batch=batch))
+    prompts = prompt_card(tmp)
+    for trainer, extra in RL_EXTRA.items():
+        keys = TINY_KEYS.replace("max_length: 64\n", "")
+        recipe = RL_RECIPE.format(trainer=trainer, model=tiny_model, card=prompts, extra=extra)
+        (tmp / f"{trainer}.yaml").write_text(recipe + keys)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     started = time.time()
     runs = {
@@ -99,6 +131,8 @@ def launches(tmp_path_factory, tiny_model) -> dict[str, dict]:
         "ddp": _launch("ddp", tmp, 2, "ddp", env),
         "fsdp": _launch("fsdp", tmp, 2, "fsdp", env),
         "fail": _launch("fail", tmp, 2, "ddp", {**env, "ALIGNKIT_TEST_FAIL_RANK": "1"}),
+        "grpo": _launch("grpo", tmp, 2, "ddp", env),
+        "ppo": _launch("ppo", tmp, 2, "ddp", env),
     }
     if HAS_DEEPSPEED:  # its first launch JIT-compiles DeepSpeed's CPU comm op (minutes); later ones reuse it
         runs.update({stage: _launch(stage, tmp, 2, stage, env) for stage in ("zero2", "zero3")})
@@ -229,3 +263,58 @@ def test_make_launches_through_accelerate():
         "accelerate launch --config_file recipes/accelerate/fsdp.yaml --num_processes 2 -m alignkit train sft-smol"
     )
     assert launch in out
+
+
+def _rank_dumps(run: dict) -> tuple[list, list]:
+    """Per rank: its rank-N.json and the rollouts it trained on (tests/distributed_worker.py). Both ranks end with the
+    same weights: the policy's LoRA, and for PPO the critic too (its adapter and head, which DDP does not see)."""
+    _finished(run)
+    rank0, rank1 = _weights(run["dump"] / "rank-0.safetensors"), _weights(run["dump"] / "rank-1.safetensors")
+    assert set(rank0) == set(rank1) and _max_diff(rank0, rank1) == 0.0
+    info = [json.loads((run["dump"] / f"rank-{r}.json").read_text()) for r in (0, 1)]
+    rollouts = [torch.load(run["dump"] / f"rank-{r}.rollouts.pt", weights_only=True) for r in (0, 1)]
+    assert len(rollouts[0]) == len(rollouts[1]) == 3  # one rollout per step on each rank
+    return info, rollouts
+
+
+def _one_beta_on_every_rank(info: list) -> None:
+    """β is logged at each step; both ranks log the same numbers, and the controller really moved it."""
+    assert len(info[0]["kl_coefs"]) == 3 and info[0]["kl_coefs"] == info[1]["kl_coefs"]
+    first, last = info[0]["kl_coefs"][0], info[0]["kl_coefs"][-1]
+    assert abs(first - 0.1) < 1e-9 and abs(last - 0.1) > 1e-4  # the recipe's β, then the controller's
+
+
+def test_grpo_ddp_normalizes_groups_over_every_rank_and_shares_beta(launches):
+    info, (rank0, rank1) = _rank_dumps(launches["grpo"])
+    told_apart = 0
+    for mine, theirs in zip(rank0, rank1, strict=True):
+        gathered = mine["rewards_per_func"]
+        assert torch.equal(gathered, theirs["rewards_per_func"])  # both ranks hold the whole batch's rewards
+        rewards = (gathered * mine["reward_weights"]).nansum(1)
+        assert rewards.shape == (RL_GROUP,)
+        expected = normalize(rewards, RL_GROUP, "rloo")  # the documented global group statistic
+        got = torch.cat([mine["advantages"], theirs["advantages"]])  # rank r trains on slice r
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        half = RL_GROUP // 2
+        per_rank = torch.cat([normalize(rewards[:half], half, "rloo"), normalize(rewards[half:], half, "rloo")])
+        told_apart += not torch.allclose(per_rank, expected, atol=1e-4)
+    assert told_apart > 0, "every group was degenerate: the check could not tell global from per-rank statistics"
+    _one_beta_on_every_rank(info)
+
+
+def test_ppo_ddp_whitens_over_every_rank_and_shares_beta(launches):
+    info, (rank0, rank1) = _rank_dumps(launches["ppo"])
+    names = _weights(launches["ppo"]["dump"] / "rank-0.safetensors")
+    critic = [k for k in names if "ppo_critic" in k or ".value." in k]
+    assert critic  # the critic's weights were among those compared across ranks
+    off_zero = 0.0
+    for mine, theirs in zip(rank0, rank1, strict=True):
+        assert torch.equal(mine["rewards_per_func"], theirs["rewards_per_func"])
+        valid = [r["advantages"][r["completion_mask"].bool()] for r in (mine, theirs)]
+        both = torch.cat(valid).double()
+        # whitened with the moments of both ranks' valid tokens (population variance, see masked_whiten)
+        assert abs(both.mean().item()) < 1e-5 and abs(both.var(unbiased=False).item() - 1) < 1e-4
+        off_zero = max(off_zero, *(abs(v.double().mean().item()) for v in valid))
+    # each rank alone is not centred: per-rank moments would have made every rank's mean 0
+    assert off_zero > 1e-3
+    _one_beta_on_every_rank(info)

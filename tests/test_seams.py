@@ -141,3 +141,19 @@ def test_fused_head_function_seam():
     theirs = list(inspect.signature(ChunkedLogProbFunction.forward).parameters)
     ours = list(inspect.signature(CompactHeadLogProb.forward).parameters)
     assert ours[: len(theirs)] == theirs and ours[len(theirs) :] == ["weight_cast"]
+
+
+def test_trainer_grad_norm_seams_for_the_ppo_critic_under_ddp():
+    """plugins/ppo/ppo_critic.py averages the critic's gradients (kept out of DDP) in ``_clip_grad_norm``, or in
+    ``_get_grad_norm`` when clipping is off: both run once per optimizer step, before ``optimizer.step()``."""
+    from transformers import Trainer
+
+    assert list(inspect.signature(Trainer._clip_grad_norm).parameters) == ["self", "model"]
+    assert list(inspect.signature(Trainer._get_grad_norm).parameters) == ["self", "model", "grad_norm"]
+    loop = _src(Trainer._run_epoch)
+    clip, norm, step = (
+        loop.index("grad_norm = self._clip_grad_norm(model)"),
+        loop.index("grad_norm = self._get_grad_norm(model, grad_norm=grad_norm)"),
+        loop.index("self.optimizer.step()"),
+    )
+    assert clip < norm < step

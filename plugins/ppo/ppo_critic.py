@@ -9,8 +9,10 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from transformers import AutoModel
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl.models.utils import disable_gradient_checkpointing
@@ -56,6 +58,13 @@ class CriticMixin:
     the backward would run under the policy adapter. Checkpoints carry its parameters in ``ppo_critic.pt``, saved by
     ``_save_optimizer_and_scheduler`` (before ``trainer_state.json``, which marks a checkpoint complete) and restored
     by ``_load_optimizer_and_scheduler`` (GRPO's own seam for its entropy controller).
+
+    Under DDP the critic runs outside the wrapped model's forward (its adapter is switched on by hand, or it is a
+    backbone of its own), which DDP's reducer cannot follow: its hooks fire twice for the critic's parameters in one
+    backward. So the critic's parameters are left out of DDP (``_ddp_params_and_buffers_to_ignore``), start from
+    rank 0's initialization (broadcast, as DDP does for its own parameters), and their gradients are averaged over
+    the processes once per optimizer step, before clipping (:meth:`_sync_critic_grads`, from the Trainer's
+    ``_clip_grad_norm`` / ``_get_grad_norm`` seams): the same mean gradient DDP gives the policy.
     """
 
     def _add_critic(self) -> None:
@@ -75,6 +84,35 @@ class CriticMixin:
             n: p for n, p in unwrapped.named_parameters() if n.startswith("ppo_critic.") or f".{VALUE_ADAPTER}." in n
         }
         self._tuner_layers = [m for m in unwrapped.modules() if isinstance(m, BaseTunerLayer)]
+        self._critic_outside_ddp = self.accelerator.distributed_type in (
+            DistributedType.MULTI_CPU,
+            DistributedType.MULTI_GPU,
+        )
+        if self._critic_outside_ddp:  # read by DistributedDataParallel when accelerate wraps the model in train()
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(unwrapped, list(self._critic_params))
+            with torch.no_grad():  # DDP's start-of-training broadcast skips ignored parameters: rank 0's init for all
+                for param in self._critic_params.values():
+                    torch.distributed.broadcast(param.data, src=0)
+
+    def _sync_critic_grads(self) -> None:
+        """Under DDP: every critic gradient ← its mean over the processes (a missing one counts as zero)."""
+        if not self._critic_outside_ddp:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self._critic_params.values()]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        flat /= self.accelerator.num_processes
+        for p, chunk in zip(self._critic_params.values(), flat.split([g.numel() for g in grads]), strict=True):
+            p.grad = chunk.view_as(p).clone()
+
+    def _clip_grad_norm(self, model: nn.Module):
+        self._sync_critic_grads()  # before the norm: clipping must see the averaged critic gradients
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model: nn.Module, grad_norm: Any = None):
+        if grad_norm is None:  # max_grad_norm = 0: _clip_grad_norm did not run this step
+            self._sync_critic_grads()
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     def _unfreeze_critic(self) -> None:
         # PEFT resets requires_grad of non-active adapters on add_adapter, enable/disable (GRPO's reference forward)
