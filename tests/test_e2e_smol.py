@@ -5,6 +5,8 @@ recovery, the pair builder, the trainer and the eval harness together, exactly a
 """
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import yaml
@@ -13,6 +15,22 @@ from alignkit.cli import main
 from alignkit.data.cards import load_card
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def own_dataset_cache(tmp_path, monkeypatch):
+    """What this test builds (pair sets, recovered data) goes to a temporary cache, not the user's; models/ links to
+    the real cache's, because the materialized embedded model is a product of setup (alignkit/cache.py keeps the
+    two apart), and converting the GGUF again would only cost time."""
+    real = Path(os.environ.get("ALIGNKIT_CACHE", Path.home() / ".cache" / "alignkit"))
+    (real / "models").mkdir(parents=True, exist_ok=True)
+    cache = tmp_path / "alignkit-cache"
+    cache.mkdir()
+    (cache / "models").symlink_to(real / "models", target_is_directory=True)
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(cache))
+    before = sorted((real / "datasets").glob("*/*/manifest.json"))
+    yield cache
+    assert sorted((real / "datasets").glob("*/*/manifest.json")) == before  # nothing built in the user's cache
 
 
 @pytest.fixture()
@@ -53,7 +71,9 @@ def small_suite(tmp_path, small_pairs_card):
     return path
 
 
-def test_dpo_smol_trains_and_evaluates_on_the_embedded_model(tmp_path, small_pairs_card, small_suite, capsys):
+def test_dpo_smol_trains_and_evaluates_on_the_embedded_model(
+    tmp_path, small_pairs_card, small_suite, capsys, own_dataset_cache
+):
     out = tmp_path / "runs" / "dpo-smol"
     code = main(
         [
@@ -87,3 +107,4 @@ def test_dpo_smol_trains_and_evaluates_on_the_embedded_model(tmp_path, small_pai
     assert any(key.startswith("arith/grader/") for key in metrics["win_rate"]), sorted(metrics["win_rate"])
     printed = capsys.readouterr().out
     assert "report" in printed and str(out) in printed
+    assert list((own_dataset_cache / "datasets").glob("*/*/manifest.json"))  # the pair set was built here
