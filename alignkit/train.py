@@ -183,6 +183,8 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "training": recipe.training_args.to_dict(),
     }
     atomic_write_json(run_dir / "resolved_config.json", resolved)
+    from alignkit.models import remote_code_opt_in
+
     meta = {
         "recipe": recipe.name,
         "command": recipe_command(recipe),
@@ -192,6 +194,7 @@ def write_run_metadata(recipe: Recipe, run_dir: Path, status: str, extra: dict |
         "eval_suite": recipe.args.eval_suite,
         "max_eval_samples": recipe.args.max_eval_samples,
         "beta": getattr(recipe.training_args, "beta", None),
+        "trust_remote_code": remote_code_opt_in(recipe),  # eval loads the run's model the way training did
         "hardware": recipe.hardware,
         "hardware_choices": recipe.hardware_choices,
         "versions": _versions(),

@@ -35,7 +35,8 @@ class ModelSpec:
     """A model to evaluate: ``base`` (a loadable path or hub id) plus an optional ``adapter`` directory.
 
     ``name`` labels the model in reports (``base``, ``dpo-smol`` ...); ``run_dir`` and ``beta`` are set when the
-    spec comes from a training run (``beta`` only for DPO, for the implicit reward).
+    spec comes from a training run (``beta`` only for DPO, for the implicit reward). ``trust_remote_code`` is True only
+    for a run whose recipe opted in (its run.json says so): eval then loads the model as training did.
     """
 
     name: str
@@ -46,6 +47,7 @@ class ModelSpec:
     beta: float | None = None
     reference: str | None = None  # pi_ref checkpoint of a full fine-tune (an adapter's reference is its base)
     precision: str = "exact"  # alignkit.inference_precision: "exact" or "fast" (bf16 matmuls where native)
+    trust_remote_code: bool = False
 
     def identity(self) -> dict[str, Any]:
         """JSON-able fingerprint of the weights this spec loads (see the module docstring). The fast path adds its
@@ -59,14 +61,19 @@ class ModelSpec:
         return out
 
     def without_adapter(self, name: str = "base") -> ModelSpec:
-        return ModelSpec(name=name, base=self.reference or self.base, precision=self.precision)
+        return ModelSpec(
+            name=name,
+            base=self.reference or self.base,
+            precision=self.precision,
+            trust_remote_code=self.trust_remote_code,
+        )
 
     def with_precision(self, precision: str) -> ModelSpec:
         return dataclasses.replace(self, precision=check_precision(precision, f"model '{self.name}': precision"))
 
     def describe(self) -> dict[str, Any]:
-        """Report-friendly summary: name, base, adapter, run and trainer."""
-        return {k: v for k, v in vars(self).items() if v is not None}
+        """Report-friendly summary: name, base, adapter, run and trainer (and ``trust_remote_code`` when on)."""
+        return {k: v for k, v in vars(self).items() if v is not None and not (k == "trust_remote_code" and not v)}
 
 
 def _file_stamps(path: str) -> list[tuple[str, int, int]]:
@@ -107,16 +114,17 @@ def load_model(spec: ModelSpec, padding_side: str = "left") -> tuple[Any, Any]:
     from alignkit.models import load_tokenizer
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    remote = spec.trust_remote_code  # only a run whose recipe opted in (run.json); its training warned about it
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            spec.base, dtype=load_dtype(spec.precision), use_safetensors=True, trust_remote_code=False
+            spec.base, dtype=load_dtype(spec.precision), use_safetensors=True, trust_remote_code=remote
         )
     except OSError as exc:
         raise AlignkitError(f"model '{spec.name}': cannot load base checkpoint '{spec.base}' ({exc})") from exc
     tok_source = (
         spec.adapter if spec.adapter and (Path(spec.adapter) / "tokenizer_config.json").exists() else spec.base
     )
-    tokenizer = load_tokenizer(tok_source, padding_side=padding_side)
+    tokenizer = load_tokenizer(tok_source, padding_side=padding_side, trust_remote_code=remote)
     if spec.adapter is not None:
         from peft import PeftModel
 
@@ -153,12 +161,17 @@ def run_specs(run_dir: str | Path) -> tuple[ModelSpec, ModelSpec]:
         else:
             base = resolve_model_path(meta["model_name_or_path"])
     name = meta.get("recipe") or run_dir.name
+    remote = meta.get("trust_remote_code") is True
     common = dict(name=name, run_dir=str(run_dir), trainer=meta.get("trainer"), beta=meta.get("beta"))
     if meta.get("adapter_dir"):
-        trained = ModelSpec(base=str(base), adapter=str(run_dir / meta["adapter_dir"]), **common)
+        trained = ModelSpec(
+            base=str(base), adapter=str(run_dir / meta["adapter_dir"]), trust_remote_code=remote, **common
+        )
     else:
-        trained = ModelSpec(base=str(run_dir / meta["model_dir"]), reference=str(base), **common)
-    return ModelSpec(name="base", base=str(base)), trained
+        trained = ModelSpec(
+            base=str(run_dir / meta["model_dir"]), reference=str(base), trust_remote_code=remote, **common
+        )
+    return ModelSpec(name="base", base=str(base), trust_remote_code=remote), trained
 
 
 def resolve_target(arg: str, runs_root: str | Path = "runs") -> tuple[str, Any]:

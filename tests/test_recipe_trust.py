@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from tiny_recipes import TINY_KEYS, pair_card
+from tiny_recipes import TINY_KEYS, pair_card, sft_card
 
 from alignkit.cli import main
 from alignkit.recipe import load_recipe
@@ -114,3 +114,49 @@ def test_reward_function_by_import_path(tmp_path):
     assert own is kill_resume_rewards.char_reward  # a function as it is
     assert type(grader).__name__ == "MathAnswer"  # a class, built without arguments
     assert own(["p"], ["ab"]) == [float((97 + 98) % 7)]
+
+
+@pytest.mark.parametrize("opt_in", [False, True], ids=["default", "run-opted-in"])
+def test_eval_loads_a_run_with_the_trust_its_recipe_gave(opt_in, tiny_model, tmp_path, monkeypatch):
+    """run.json records the recipe's opt-in, and eval loads the run's models and tokenizers (base and trained) with
+    it: a model that needs its own code to train needs it to be evaluated, and no other model gets it."""
+    import json
+
+    import transformers
+
+    from eval.model_spec import load_model, run_specs
+
+    run = tmp_path / "runs" / "full"
+    run.mkdir(parents=True)
+    (run / "model").symlink_to(tiny_model, target_is_directory=True)  # a full fine-tune's weights
+    meta = {"status": "finished", "recipe": "full", "trainer": "sft", "base_model": tiny_model, "model_dir": "model"}
+    (run / "run.json").write_text(json.dumps({**meta, **({"trust_remote_code": True} if opt_in else {})}))
+    base, trained = run_specs(run)
+    assert base.trust_remote_code is opt_in and trained.trust_remote_code is opt_in
+    assert trained.without_adapter().trust_remote_code is opt_in  # the reference model of a metric
+    assert ("trust_remote_code" in trained.describe()) is opt_in  # the report names it only when it is on
+
+    seen: list[tuple[str, object]] = []
+    for kind, cls in (("tokenizer", transformers.AutoTokenizer), ("model", transformers.AutoModelForCausalLM)):
+        real = cls.from_pretrained
+
+        def spy(*args, _kind=kind, _real=real, **kwargs):
+            seen.append((_kind, kwargs.get("trust_remote_code", "unset")))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    for spec in (base, trained):
+        load_model(spec)
+    assert sorted({kind for kind, _ in seen}) == ["model", "tokenizer"] and len(seen) == 4, seen
+    assert all(value is opt_in for _, value in seen), seen
+
+
+def test_a_trained_run_records_its_trust_in_run_json(tiny_model, tmp_path):
+    import json
+
+    out = tmp_path / "runs" / "sft"
+    args = ["train", "sft-smol", f"model_name_or_path={tiny_model}", f"output_dir={out}", "max_steps=1"]
+    args += [f"dataset={sft_card(tmp_path)}", "max_train_samples=4", "per_device_train_batch_size=2"]
+    args += ["save_strategy=no", "--no-eval"]
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text())["trust_remote_code"] is False
