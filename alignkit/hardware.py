@@ -2,7 +2,7 @@
 
 Why: TRL 1.x defaults to ``bf16=True`` and ``gradient_checkpointing=True``. On a CPU that is either an error
 (TrainingArguments refuses bf16 on CPU unless ``use_cpu=True``) or, with ``use_cpu=True``, a bf16 autocast whose
-speed depends on the CPU (see bench/results/precision.md for the measured ratio on the project's machines).
+speed depends on the CPU (bench/results/precision_<cpu kind>.md: the measured ratio per CPU kind).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
     """Return ``(settings, reasons)`` for every key in CHOSEN_KEYS that the recipe did not set explicitly.
 
     - precision: bf16 on CUDA with bf16, fp16 on older CUDA; on a CPU, bf16 autocast over fp32 weights where the CPU
-      has avx512_bf16/AMX (bench/results/precision.md measures it against fp32 and TRL's defaults), else fp32. A
+      has avx512_bf16/AMX (bench/results/precision_<cpu kind>.md measures it), else fp32. A
       recipe that sets ``bf16`` or ``fp16`` wins.
     - gradient checkpointing: on for CUDA (memory is the constraint), off on CPU (it costs ~20% time and a CPU run
       has plenty of RAM for these model sizes).
@@ -101,7 +101,7 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
         reasons["gradient_checkpointing"] = "on: GPU memory is the constraint"
     else:
         # Without avx512_bf16/AMX, bf16 autocast is emulated and ~24x slower than fp32 (DESIGN.md). With them, the
-        # dpo-smol step runs faster under bf16 autocast than in fp32 (bench/results/precision.md). Weights stay fp32
+        # dpo-smol step runs faster under bf16 autocast than in fp32 (bench/results/precision_*.md). Weights stay fp32
         # either way: autocast computes matmuls in bf16, while LoRA weights and AdamW state keep full precision.
         if hw.cpu_bf16:
             prec, why = ("bf16", "CPU has avx512_bf16/AMX: bf16 autocast over fp32 weights (bench/precision.py)")

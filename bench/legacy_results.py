@@ -19,7 +19,7 @@ from benchlib import NOT_REMEASURED, RESULTS_DIR, figure, result_record, write_r
 # bench -> (report, date, command, threads, CPU as the report names it, [(figure, label, goal, verdict statistic)])
 LEGACY = {
     "precision_amx": (
-        "precision.md",
+        "precision_amx.md",
         "2026-11-22 03:20",
         "python bench/precision.py --steps 5",
         1,

@@ -8,23 +8,27 @@ which on a CPU means bf16 autocast plus recomputed activations. This benchmark r
 recipes/dpo-smol.yaml; the report prints them) for a few optimizer steps under both; two more arms split the
 difference into its two causes:
 
-* ``alignkit``     -- the recipe as ``alignkit train`` resolves it on this machine (no checkpointing; the
-  precision alignkit.hardware picked, which the report prints);
-* ``trl-defaults`` -- ``use_cpu=True`` and TRL's resolved defaults for ``bf16`` and ``gradient_checkpointing``
-  (read from a fresh ``trl.DPOConfig``, not hard-coded);
-* ``fp32``         -- fp32, no checkpointing: the choice on CPUs without native bf16 (opt-in with ``--arms``);
-* ``bf16-only``    -- bf16 autocast, no checkpointing (opt-in with ``--arms``);
-* ``ckpt-only``    -- fp32 with gradient checkpointing (opt-in with ``--arms``).
+* ``alignkit``       -- the recipe as ``alignkit train`` resolves it on this machine (no checkpointing; the
+  precision alignkit.hardware picked, which the report prints; the recipe's ``cpu_fast_path``);
+* ``alignkit-aa``    -- the same again in a process of its own: the A/A control, how far two identical arms differ;
+* ``trl-defaults``   -- ``use_cpu=True``, TRL's resolved defaults for ``bf16`` and ``gradient_checkpointing`` (read
+  from a fresh ``trl.DPOConfig``, not hard-coded) and TRL's own path (``cpu_fast_path=false``);
+* ``fp32``           -- fp32, no checkpointing, fast path on: alignkit's choice on CPUs without native bf16;
+* ``bf16-autocast``  -- bf16 autocast, no checkpointing, fast path on except that the frozen base is cast to bf16 on
+  every forward, as autocast does (:func:`alignkit.plugins.common.fast_path.frozen_linear_cast` switched off);
+* ``bf16-frozen``    -- bf16 autocast, no checkpointing, fast path on with the frozen base cast to bf16 once per
+  ``train()``: alignkit's choice where the CPU has native bf16;
+* ``ckpt-only``      -- fp32 with gradient checkpointing (opt-in with ``--arms``).
 
-The default runs the first three. An arm without checkpointing holds several GB of activations at the recipe's
-batch, and all five at once do not fit beside other jobs in 24 GB.
+The default runs every arm but ``ckpt-only``. The fast path packs rows and scores only completion positions, so
+six dpo-smol arms fit in 24 GB side by side; checkpointing is left out because TRL's defaults arm already has it.
 
 Arms run interleaved, one optimizer step each in turn, in separate processes (bench/benchlib.py explains why: the
 mixed-precision mode lives in accelerate's process-wide state). Reported: ratio of median step times vs ``alignkit``.
 
-    .venv/bin/python bench/precision.py                 # full run -> bench/results/precision.md
+    .venv/bin/python bench/precision.py                 # full run -> bench/results/precision_<cpu kind>.{md,json}
     .venv/bin/python bench/precision.py --quick         # smoke run (tiny model, batch 2, max_length 128), temp dir
-    .venv/bin/python bench/precision.py --arms alignkit,trl-defaults,bf16-only,ckpt-only --steps 6
+    .venv/bin/python bench/precision.py --arms alignkit,trl-defaults,ckpt-only --steps 6
 
 Data: the recipe's card (sharegpt-pairs-smol) when its build is already cached; building it generates 192 replies
 with the model (minutes to tens of minutes), so otherwise the benchmark uses pairs derived from the embedded
@@ -60,12 +64,16 @@ from benchlib import (
     write_result,
 )
 
-ARMS = ("alignkit", "trl-defaults", "fp32", "bf16-only", "ckpt-only")
+ARMS = ("alignkit", "alignkit-aa", "trl-defaults", "fp32", "bf16-autocast", "bf16-frozen", "ckpt-only")
+DEFAULT_ARMS = "alignkit,alignkit-aa,trl-defaults,fp32,bf16-autocast,bf16-frozen"
+AA_ARM = "alignkit-aa"  # the same configuration as alignkit: a control, not a candidate for the fastest arm
 RECIPE = "dpo-smol"
 # Goal and verdict statistic, fixed before a run (issue 13): alignkit's automatic choice is the fastest arm run, or
 # within 3 % of it, on each CPU kind; results are kept per kind (bench/results/precision_<kind>.json).
 GOAL = 1.03
-VERDICT = "median step time of alignkit / the smallest median step time of any arm run"
+VERDICT = (
+    "median step time of alignkit / the smallest median step time of any other configuration run (not the A/A arm)"
+)
 
 
 def cpu_kind(flags: list[str]) -> str:
@@ -78,9 +86,10 @@ def cpu_kind(flags: list[str]) -> str:
 def result(meta: dict, medians: dict[str, float], paired: dict[str, float], cpu: dict) -> dict:
     """The bench/results JSON record (benchlib schema) for this CPU kind."""
     kind = cpu_kind(cpu.get("flags_of_interest") or [])
-    fastest = min(medians.values())
+    fastest = min(m for arm, m in medians.items() if arm != AA_ARM)
     verdict = medians["alignkit"] / fastest
     ratios = {arm: m / medians["alignkit"] for arm, m in medians.items()}
+    aa = f"; A/A control (alignkit-aa / alignkit) {ratios[AA_ARM]:.3f}x" if AA_ARM in ratios else ""
     figures = [
         figure(
             f"precision.{kind}.auto_vs_fastest",
@@ -90,7 +99,7 @@ def result(meta: dict, medians: dict[str, float], paired: dict[str, float], cpu:
             verdict <= GOAL,
             VERDICT,
             unit="x",
-            note="arms: " + ", ".join(f"{a} {r:.2f}x" for a, r in ratios.items()),
+            note="arms: " + ", ".join(f"{a} {r:.2f}x" for a, r in ratios.items()) + aa,
         )
     ]
     if "trl-defaults" in ratios:
@@ -167,13 +176,22 @@ def build_arm(arm: str, steps: int, quick: bool, out_dir: str):
         overrides += ["per_device_train_batch_size=2", "gradient_accumulation_steps=1", "max_length=128"]
         overrides += [f"model_name_or_path={bench_model_path(True)}"]
     defaults = trl_precision_defaults()
+    bf16 = {"use_cpu": True, "bf16": True, "gradient_checkpointing": False, "cpu_fast_path": True}
     precision = {
         "alignkit": {},  # nothing explicit: alignkit.hardware chooses
-        "trl-defaults": {"use_cpu": True, **defaults},
-        "fp32": {"use_cpu": True, "bf16": False, "gradient_checkpointing": False},
-        "bf16-only": {"use_cpu": True, "bf16": True, "gradient_checkpointing": False},
+        AA_ARM: {},
+        "trl-defaults": {"use_cpu": True, **defaults, "cpu_fast_path": False},
+        "fp32": {"use_cpu": True, "bf16": False, "gradient_checkpointing": False, "cpu_fast_path": True},
+        "bf16-autocast": bf16,
+        "bf16-frozen": bf16,
         "ckpt-only": {"use_cpu": True, "bf16": False, "gradient_checkpointing": True},
     }[arm]
+    if arm == "bf16-autocast":  # this arm's process only: autocast casts the frozen weights on every forward
+        import contextlib
+
+        import alignkit.plugins.common.fast_path as fast_path
+
+        fast_path.frozen_linear_cast = lambda models, dtype: contextlib.nullcontext(0)
     overrides += [f"{k}={str(v).lower()}" for k, v in precision.items()]
     recipe = load_recipe(RECIPE, overrides)
     targs = recipe.training_args
@@ -188,6 +206,8 @@ def build_arm(arm: str, steps: int, quick: bool, out_dir: str):
     info = {
         "data": source,
         "bf16": targs.bf16,
+        "cpu_fast_path": targs.cpu_fast_path,
+        "frozen base cast once": bool(targs.cpu_fast_path and targs.bf16 and arm != "bf16-autocast"),
         "gradient_checkpointing": targs.gradient_checkpointing,
         "use_cpu": targs.use_cpu,
         "weights dtype": str(next(trainer.model.parameters()).dtype),
@@ -213,9 +233,7 @@ def torch_cpu_capability() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--arms", default="alignkit,trl-defaults,fp32", help=f"comma-separated subset of {','.join(ARMS)}"
-    )
+    parser.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated subset of {','.join(ARMS)}")
     parser.add_argument("--steps", type=int, default=5, help="measured optimizer steps per arm")
     parser.add_argument("--warmup", type=int, default=1, help="steps per arm dropped before measuring")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 measured step, batch 2, max_length 128")
@@ -224,8 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out",
         default=None,
-        help="markdown report (default: bench/results/precision.md, a temp dir with --quick); the JSON goes "
-        "beside it as precision_<cpu kind>.json",
+        help="markdown report (default: bench/results/precision_<cpu kind>.md, a temp dir with --quick); the JSON "
+        "goes beside it as precision_<cpu kind>.json",
     )
     args = parser.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -236,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:  # one arm, one step: the smoke run checks the bench runs (each arm is a process of its own)
         args.steps, args.warmup = 1, 1
         arms = ["alignkit"]
-    out = args.out or str(results_dir(args.quick) / "precision.md")
+    kind = cpu_kind(cpu_info().get("flags_of_interest") or [])
+    out = args.out or str(results_dir(args.quick) / f"precision_{kind}.md")
     set_offline_env()
     from alignkit.io import atomic_write_text
 
@@ -257,9 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     wall = {a: r.wall[w:] for a, r in results.items()}
     base = median(wall["alignkit"])
     rows = [
-        "| arm | bf16 | grad. ckpt | accelerate mixed precision | median step (s) | ratio vs alignkit | "
-        "paired ratio median [IQR] | measured steps (s) | warm-up (s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| arm | bf16 | frozen base cast once | grad. ckpt | cpu_fast_path | accelerate mixed precision | "
+        "median step (s) | ratio vs alignkit | paired ratio median [IQR] | measured steps (s) | warm-up (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ratios = {}
     for arm in arms:
@@ -268,8 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = quartiles(pairs)
         ratios[arm] = median(wall[arm]) / base
         rows.append(
-            f"| {arm} | {info['bf16']} | {info['gradient_checkpointing']} | "
-            f"{info['accelerate mixed_precision']} | {median(wall[arm]):.2f} | **{ratios[arm]:.2f}** | "
+            f"| {arm} | {info['bf16']} | {info['frozen base cast once']} | {info['gradient_checkpointing']} | "
+            f"{info['cpu_fast_path']} | {info['accelerate mixed_precision']} | {median(wall[arm]):.2f} | "
+            f"**{ratios[arm]:.2f}** | "
             f"{median(pairs):.2f} [{lo:.2f}, {hi:.2f}] | {fmt_times(wall[arm])} | "
             f"{fmt_times(results[arm].wall[:w])} |"
         )
@@ -294,8 +314,17 @@ def main(argv: list[str] | None = None) -> int:
             f"fp32 runs at {ratios['fp32']:.2f}x alignkit's step time"
             + (" (alignkit chose fp32 here, so this is an A/A control)." if not ak["bf16"] else ".")
         )
-    if "bf16-only" in ratios:
-        verdicts.append(f"bf16 autocast without checkpointing: {ratios['bf16-only']:.2f}x alignkit's step time.")
+    if "bf16-autocast" in ratios:
+        verdicts.append(f"bf16 autocast, frozen base cast every pass: {ratios['bf16-autocast']:.2f}x.")
+    if "bf16-frozen" in ratios:
+        verdicts.append(f"bf16 autocast, frozen base cast once: {ratios['bf16-frozen']:.2f}x.")
+    if AA_ARM in ratios:
+        verdicts.append(f"A/A control (the alignkit arm again): {ratios[AA_ARM]:.3f}x.")
+    fastest = min((a for a in arms if a != AA_ARM), key=lambda a: ratios[a])
+    verdicts.append(
+        f"Verdict ({VERDICT}): {1 / ratios[fastest]:.3f}x, fastest arm {fastest}, goal <= {GOAL}: "
+        + ("met." if 1 / ratios[fastest] <= GOAL else "**missed**.")
+    )
     if "ckpt-only" in ratios:
         verdicts.append(f"Gradient checkpointing alone: {ratios['ckpt-only']:.2f}x.")
     headline += ("\n\n" + " ".join(verdicts)) if verdicts else ""
