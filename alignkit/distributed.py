@@ -48,6 +48,15 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
+def sharding_engine() -> str | None:
+    """The engine an ``accelerate launch`` asked for that shards the model (its environment): "FSDP", "DeepSpeed",
+    or None (plain DDP, or one process)."""
+    for name, var in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(var, "false").lower() == "true":
+            return name
+    return None
+
+
 def is_main() -> bool:
     return rank() == 0
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from alignkit import preflight, run_lock
-from alignkit.distributed import fsdp_on_cpu, is_distributed, is_main, main_decides, world_size
+from alignkit.distributed import fsdp_on_cpu, is_distributed, is_main, main_decides, sharding_engine, world_size
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.model_card import write_model_card
@@ -349,6 +349,11 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
         from alignkit.onpolicy_rounds import check_rounds
 
         check_rounds(recipe, card)
+    if is_distributed() and recipe.args.trainer == "ppo" and (engine := sharding_engine()):
+        raise AlignkitError(
+            f"{recipe.path}: trainer ppo runs under DDP or in one process, not {engine}: its critic runs outside "
+            f"the wrapped model's forward, which {engine} cannot shard; launch with ACCEL=ddp"
+        )
     if is_distributed():
         pending = missing_runs(list(starts) + needs, final.parent)
         if pending:

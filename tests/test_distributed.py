@@ -318,3 +318,29 @@ def test_ppo_ddp_whitens_over_every_rank_and_shares_beta(launches):
     # each rank alone is not centred: per-rank moments would have made every rank's mean 0
     assert off_zero > 1e-3
     _one_beta_on_every_rank(info)
+
+
+ENGINES = [  # a DeepSpeed environment makes TrainingArguments import deepspeed, so that case needs the extra
+    ("FSDP", "ACCELERATE_USE_FSDP"),
+    pytest.param(
+        "DeepSpeed", "ACCELERATE_USE_DEEPSPEED", marks=pytest.mark.skipif(not HAS_DEEPSPEED, reason=NO_DEEPSPEED)
+    ),
+]
+
+
+@pytest.mark.parametrize("engine, variable", ENGINES)
+def test_ppo_under_a_sharding_engine_stops_with_one_line(engine, variable, tiny_model, tmp_path, monkeypatch, capsys):
+    """PPO's critic runs outside the wrapped forward (see plugins/ppo/ppo_critic.py): under FSDP it crashed in the
+    first backward with a traceback; now the launch stops before anything is written."""
+    import alignkit.train
+    from alignkit.cli import main
+
+    monkeypatch.setenv(variable, "true")
+    monkeypatch.setattr(alignkit.train, "is_distributed", lambda: True)  # as under `accelerate launch`, rank 0
+    recipe = tmp_path / "ppo.yaml"
+    body = RL_RECIPE.format(trainer="ppo", model=tiny_model, card=prompt_card(tmp_path), extra=RL_EXTRA["ppo"])
+    recipe.write_text(body + TINY_KEYS.replace("max_length: 64\n", ""))
+    assert main(["train", str(recipe), f"output_dir={tmp_path / 'runs' / 'ppo'}"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and "trainer ppo" in errors[0] and engine in errors[0] and "ACCEL=ddp" in errors[0]
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -69,6 +69,11 @@ class CriticMixin:
 
     def _add_critic(self) -> None:
         """Build the critic (call once, after ``GRPOTrainer.__init__``)."""
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            raise ValueError(
+                f"PPOTrainer runs under DDP or in one process, not {self.accelerator.distributed_type.value}: the "
+                "critic runs outside the wrapped model's forward, which a sharding engine cannot shard"
+            )
         unwrapped = self.accelerator.unwrap_model(self.model)
         if self.args.value_model_name_or_path is not None:
             kwargs = {"trust_remote_code": False, **(self.args.model_init_kwargs or {})}  # remote code: opt-in only
