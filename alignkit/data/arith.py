@@ -119,7 +119,7 @@ def base_accuracy(
     model_path: str | os.PathLike | None = None,
     n: int = 96,
     difficulty: int = 2,
-    batch_size: int = 16,
+    batch_size: int = 64,
     max_new_tokens: int = 16,
 ) -> dict[str, Any]:
     """Greedy accuracy of a model on ``n`` held-out problems, overall and per operator.
