@@ -11,8 +11,10 @@ wrote a result JSON of the schema and that the results table renders from them; 
 them inside ``make test`` so that no bench rots.
 
 One process per benchmark, so that each starts from a clean torch/accelerate state and a failure in one does not
-hide the others; the exit status is non-zero if any failed. Sequential, never parallel: they measure time on the
-same CPU.
+hide the others; the exit status is non-zero if any failed. Full runs are sequential, never parallel: they measure
+time on the same CPU. Smoke runs measure nothing, so they run in two lanes of one thread each (the machine's two
+cores; ``--lanes``), each bench's output printed whole when it ends; benches that read another's result stay in
+one lane, in order (``AFTER``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0", "--figures", "default,kl,rdpo"], ["efficacy"]),
     "callback_cost": ("callback_cost.py", [], ["--quick", "--trainers", "dpo"], ["callback_cost"]),
 }
+# bench -> the bench whose result it reads: run after it, in the same lane.
+AFTER = {"eval_roofline": "eval_speed"}
 # Why a bench has no smoke run (it is still part of `make bench`).
 NO_QUICK = {
     "ppo_peer": "its peer side needs TRL 1.12 in bench/.venv-trl112; the alignkit PPO path is smoke-run by "
@@ -97,22 +101,86 @@ def check_results(folder: Path, names: list[str]) -> list[str]:
     return problems
 
 
-def _children_cpu() -> float:
-    """User + system CPU seconds of the finished child processes (a smoke run's cost, independent of load)."""
-    import resource
+def chains(names: list[str]) -> list[list[str]]:
+    """``names`` grouped so that a bench runs after the one it reads (:data:`AFTER`), in the given order."""
+    groups: list[list[str]] = []
+    for name in names:
+        home = next((g for g in groups if AFTER.get(name) in g), None)
+        if home is None:
+            groups.append([name])
+        else:
+            home.append(name)
+    return groups
 
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+
+def run_one(name: str, args: argparse.Namespace, env: dict, capture: bool) -> tuple[int, str]:
+    """Run one bench in its own process; (exit status, its output if captured). Prints its start and end lines."""
+    script, full, quick, _ = BENCHMARKS[name]
+    start = time.perf_counter()
+    if name == "ppo_peer" and not args.quick:
+        print("==> ppo_peer: both runners, then compare.py", flush=True)
+        code, output, cpu = run_ppo_peer(env), "", float("nan")
+    else:
+        cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
+        print(f"==> {' '.join(cmd)}", flush=True)
+        with tempfile.TemporaryFile("w+") as log:
+            sink = log if capture else None
+            # From the repository root: the scripts' default paths are relative to it.
+            proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=sink, stderr=subprocess.STDOUT if capture else None)
+            _, status, usage = os.wait4(proc.pid, 0)  # this child's own CPU time, even with another lane running
+            proc.returncode = code = os.waitstatus_to_exitcode(status)
+            log.seek(0)
+            output = log.read()
+        cpu = usage.ru_utime + usage.ru_stime
+    end = f"<== {name}: exit {code} after {time.perf_counter() - start:.0f} s ({cpu:.0f} CPU s)"
+    return code, output + end + "\n"
+
+
+def run_lanes(names: list[str], args: argparse.Namespace, env: dict, lanes: int) -> list[tuple[str, int]]:
+    """Run the benches, ``lanes`` at a time (1: in order, output live); [(name, exit status)] in the order run."""
+    import threading
+
+    if lanes <= 1:
+        done = []
+        for name in names:
+            code, end = run_one(name, args, env, capture=False)
+            print(end, end="", flush=True)
+            done.append((name, code))
+        return done
+    queue, done, lock = chains(names), [], threading.Lock()
+
+    def lane() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                chain = queue.pop(0)
+            for name in chain:
+                code, output = run_one(name, args, env, capture=True)
+                with lock:
+                    print(output, end="", flush=True)
+                    done.append((name, code))
+
+    workers = [threading.Thread(target=lane) for _ in range(lanes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return done
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke-run every benchmark (tiny model, temp dir)")
     parser.add_argument("--only", help="comma-separated subset of: " + ",".join(BENCHMARKS))
+    parser.add_argument("--lanes", type=int, help="smoke runs at a time, one thread each (default 2 with --quick)")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     if unknown := [n for n in names if n not in BENCHMARKS]:
         parser.error(f"--only: unknown {unknown}")
+    lanes = args.lanes if args.lanes is not None else (2 if args.quick else 1)
+    if lanes > 1 and not args.quick:
+        parser.error("--lanes: full runs measure time on this CPU and run one at a time")
     env = dict(os.environ)
     tmp = None
     if args.quick:
@@ -126,21 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     failed, ran = [], []
     try:
         for name in names:
-            script, full, quick, _ = BENCHMARKS[name]
-            if args.quick and quick is None:
+            if args.quick and BENCHMARKS[name][2] is None:
                 print(f"==> {name}: no smoke run ({NO_QUICK[name]})", flush=True)
-                continue
-            start, cpu0 = time.perf_counter(), _children_cpu()
-            if name == "ppo_peer" and not args.quick:
-                print("==> ppo_peer: both runners, then compare.py", flush=True)
-                code = run_ppo_peer(env)
-            else:
-                cmd = [sys.executable, str(BENCH / script), *(quick if args.quick else full)]
-                print(f"==> {' '.join(cmd)}", flush=True)
-                # From the repository root: the scripts' default paths are relative to it.
-                code = subprocess.call(cmd, cwd=ROOT, env=env)
-            cpu = _children_cpu() - cpu0
-            print(f"<== {name}: exit {code} after {time.perf_counter() - start:.0f} s ({cpu:.0f} CPU s)", flush=True)
+        runnable = [n for n in names if not (args.quick and BENCHMARKS[n][2] is None)]
+        if lanes > 1:
+            env["OMP_NUM_THREADS"] = "1"  # one core per lane
+        for name, code in run_lanes(runnable, args, env, lanes):
             (failed if code else ran).append(name)
         folder = Path(env["ALIGNKIT_BENCH_RESULTS"]) if args.quick else BENCH / "results"
         problems = check_results(folder, ran)

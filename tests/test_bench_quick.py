@@ -52,6 +52,22 @@ def test_efficacy_keep_carries_only_figures_not_run_now():
     assert now["ppo_accuracy_gain"] is None and now["ppo_accuracy_gain_reason"] == "failed"  # a failure stays
 
 
+def test_smoke_lanes_keep_a_reader_after_the_bench_it_reads():
+    groups = bench_run.chains(["a", "eval_speed", "b", "eval_roofline", "c"])
+    assert groups == [["a"], ["eval_speed", "eval_roofline"], ["b"], ["c"]]  # the list's order otherwise
+    every = bench_run.chains(list(bench_run.BENCHMARKS))
+    assert sorted(n for g in every for n in g) == sorted(bench_run.BENCHMARKS)  # each bench exactly once
+    for reader, read in bench_run.AFTER.items():
+        (lane,) = [g for g in every if reader in g]
+        assert lane.index(read) < lane.index(reader)
+
+
+def test_full_bench_runs_refuse_lanes(capsys):
+    with pytest.raises(SystemExit):
+        bench_run.main(["--lanes", "2", "--only", "omp_wait"])
+    assert "full runs measure time" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 @pytest.mark.bench
 def test_every_bench_smoke_runs():
