@@ -32,22 +32,34 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from alignkit import lanes
     from alignkit.recipe import load_recipe
     from alignkit.train import train
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume)
+    evaluates = not args.no_eval and bool(recipe.args.eval_suite)
+    suite_needs = None
+    if evaluates:
+        from alignkit.eval.suite import load_suite
+
+        suite_needs = load_suite(recipe.args.eval_suite).required_runs()  # a bad suite fails before training
+    ok = False
+    try:
+        # The suite's prerequisites that training does not need train beside it (alignkit.lanes).
+        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume, side_needs=suite_needs)
+        ok = True
+    finally:
+        lanes.finish(ok)
     if not is_main():
         return 0  # rank 0 alone promotes the run and evaluates it (alignkit.distributed)
     print(f"alignkit: trained run in {run_dir}")
-    if args.no_eval or not recipe.args.eval_suite:
+    if not evaluates:
         return 0
     from alignkit.eval.command import main as eval_main
-    from alignkit.eval.suite import load_suite
     from alignkit.pipeline import ensure_runs
 
     # The suite's own prerequisites (e.g. the reward model it scores with) are trained first, once.
-    ensure_runs(load_suite(recipe.args.eval_suite).required_runs(), run_dir.parent)
+    ensure_runs(suite_needs, run_dir.parent)
     return eval_main([str(run_dir), "--runs-root", str(run_dir.parent)])
 
 

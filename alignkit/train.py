@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from alignkit import preflight, run_lock
+from alignkit import lanes, preflight, run_lock
 from alignkit.distributed import fsdp_on_cpu, is_distributed, is_main, main_decides, sharding_engine, world_size
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
@@ -371,8 +371,11 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     return _Prepared(paths, model_path, needs)
 
 
-def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path:
+def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_needs: list | None = None) -> Path:
     """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite).
+
+    ``side_needs``: runs needed after training (the eval suite's), started in a side lane once the recipe's checks
+    have passed (:mod:`alignkit.lanes`); the caller ends it with :func:`alignkit.lanes.finish`.
 
     Under ``accelerate launch`` every rank calls this; rank 0 alone writes the run directory (module
     :mod:`alignkit.distributed`), and the other ranks return the directory rank 0 is about to promote."""
@@ -383,6 +386,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
     prepared = main_decides(lambda: _prepare_run(recipe, overwrite, resume), recipe.training_args)
     paths, model_path, needs = prepared.paths, prepared.model_path, prepared.needs
     recipe.training_args.output_dir = str(paths.staging)
+    if side_needs:
+        lanes.start(side_needs, [*start_needs(recipe, final.parent), *needs], final.parent)
     card = load_card(recipe.args.dataset)
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
@@ -400,7 +405,11 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False) -> Path
             recipe,
             model_path,
             tokenizer,
-            [_JsonlLogCallback(paths.staging / TRAIN_LOG), *recipe_callbacks(recipe, final.parent)],
+            [
+                _JsonlLogCallback(paths.staging / TRAIN_LOG),
+                *recipe_callbacks(recipe, final.parent),
+                *lanes.trainer_callbacks(),
+            ],
             builder_args=dataset_builder_args(card, final.parent),
         )
         trainer = built.trainer

@@ -102,3 +102,18 @@ def test_safetensors_completeness_and_a_truncated_model_cache_is_rebuilt(tmp_pat
     with pytest.raises(Rebuilding):
         models.materialize_embedded()
     assert "is truncated or corrupt; materializing it again" in caplog.text
+
+
+def test_a_build_finished_meanwhile_by_another_process_is_kept(tmp_path):
+    # Two processes (make's side lane and its main lane) may build the same card at once: the one that finishes
+    # second keeps the first one's build instead of swapping directories under a reader, and leaves no temp dir.
+    calls = []
+
+    def produce():
+        calls.append("outer")
+        _build(tmp_path, calls)  # "the other process" completes the same build while this one produces
+        return ROWS, {"source": "test"}
+
+    result = cached_build("toy", {"version": 1}, produce, cache_root=tmp_path)
+    assert calls == ["outer", 1] and result.reused and result.rows("train") == ROWS["train"]
+    assert [p.name for p in (tmp_path / "toy").iterdir()] == [result.directory.name]

@@ -37,10 +37,12 @@ def sample_and_score(
 ) -> list[dict[str, Any]]:
     """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each, N + 1 with ``greedy_candidate``: the
     greedy reply last), chunk by chunk; a chunk saved by an earlier, interrupted build is reused."""
+    from alignkit import lanes
     from alignkit.eval.generation import GenerationConfig, generate
 
     records: list[dict[str, Any]] = []
     for c, start in enumerate(range(0, len(rows), chunk_size)):
+        lanes.checkpoint()  # a side lane that has ended gives its thread back here (alignkit.lanes)
         chunk = rows[start : start + chunk_size]
         ids = [r["id"] for r in chunk]
         path = scratch / f"{split}-{c:05d}.json"

@@ -147,6 +147,17 @@ def _verify_build(target: Path) -> tuple[str | None, dict[str, Any]]:
     return None, manifest
 
 
+def _built_meanwhile(name: str, target: Path) -> BuildResult | None:
+    """The complete build another process wrote at ``target`` while this one was producing it, if any."""
+    if not (target / "manifest.json").exists():
+        return None
+    problem, manifest = _verify_build(target)
+    if problem is not None:
+        return None
+    files = {split: target / f"{split}.jsonl" for split in manifest["counts"]}
+    return BuildResult(name, target, files, manifest, reused=True)
+
+
 def cached_build(
     name: str,
     fingerprint: dict[str, Any],
@@ -187,11 +198,20 @@ def cached_build(
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         atomic_write_json(tmp / "manifest.json", manifest)  # last: its presence marks a complete build
+        if not force and (same := _built_meanwhile(name, target)) is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            return same  # another process (a side lane, a second job) finished the same build first: keep it
         if target.exists():  # forced rebuild (or a stale incomplete dir): move the old one aside, then swap in
             old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key}.old."))
             os.replace(target, old / "build")
             shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if (same := _built_meanwhile(name, target)) is None:
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return same
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

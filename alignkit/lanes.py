@@ -1,0 +1,191 @@
+"""Side lane: runs that only the eval needs are trained in a second process while this one trains, a core each.
+
+Why: on a 2-core CPU one process at 2 threads runs a training step only ~1.45x faster than at 1 thread (dpo-smol, 12
+steps: 34.2 s at 2 threads vs 49.4 s at 1, AMD EPYC, 2026-12-03) and a greedy decode 1.51x
+(bench/results/omp_wait.md), so two independent jobs at one thread each finish sooner than one after the other at
+two. ``alignkit train R`` (with its eval) uses this for the runs R's eval suite needs and R's own training does not:
+for ``make``, the held-out judge ``rm-judge-smol``, while ``dpo-smol`` builds its proxy, its pairs and trains.
+
+How: :func:`start` launches ``alignkit train <recipe> output_dir=<run> --no-eval`` for each such missing run, one
+after another in one child process at ``OMP_NUM_THREADS=1``, and this process gives up one thread. It takes the
+thread back at the next :func:`checkpoint` after the child ends (each training step, each on-policy chunk, the
+join) — torch's thread count is per calling thread, so the main thread itself must set it — and :meth:`SideLane.join`
+waits for the child before the eval. The child's output goes to ``<runs_root>/.side-lane/<name>.log``. A failed side
+run is reported in one line naming that log, and the eval then trains the run itself, as it would without a side
+lane (:func:`alignkit.pipeline.ensure_runs`). If this process fails, the child is stopped (its run stays
+``.partial``, which the next attempt resumes).
+
+Off when there is nothing to split: fewer than 2 torch threads (``OMP_NUM_THREADS=1``, as benches pinning one core
+per job set), a GPU, a distributed launch, or ``ALIGNKIT_SIDE_LANE=0``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from alignkit.pipeline import PendingRun
+
+LOG_DIR = ".side-lane"
+_active: SideLane | None = None
+
+
+class SideLane:
+    """A child process training ``pending`` runs one after another, while this process runs one thread fewer."""
+
+    def __init__(self, pending: list[PendingRun], runs_root: Path, threads: int) -> None:
+        self.pending, self.runs_root, self.threads = pending, runs_root, threads
+        self.log_dir = runs_root / LOG_DIR
+        self.failed: tuple[str, int, Path] | None = None  # (run name, exit status, log) of the first failure
+        self.restored = False
+        self._proc: subprocess.Popen | None = None
+        self._stopped = False
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="alignkit-side-lane", daemon=True)
+
+    def command(self, run: PendingRun) -> list[str]:
+        argv = [sys.executable, "-m", "alignkit", "train", run.need.recipe, f"output_dir={run.final}", "--no-eval"]
+        return argv + (["--resume"] if run.interrupted else [])
+
+    def _run(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "ALIGNKIT_SIDE_LANE": "0"}
+        try:
+            for run in self.pending:
+                log = self.log_dir / f"{run.need.name}.log"
+                with open(log, "w", encoding="utf-8") as out:
+                    self._proc = subprocess.Popen(self.command(run), stdout=out, stderr=subprocess.STDOUT, env=env)
+                    code = self._proc.wait()
+                if code != 0 or self._stopped:
+                    self.failed = (run.need.name, code, log)
+                    return
+        finally:
+            self._done.set()
+
+    def start(self) -> None:
+        import torch
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        names = ", ".join(f"run:{r.need.name} ({r.need.purpose})" for r in self.pending)
+        print(
+            f"alignkit: side lane: training {names} in a second process at 1 thread while this one runs at "
+            f"{self.threads - 1}; log in {self.log_dir}/",
+            flush=True,
+        )
+        torch.set_num_threads(self.threads - 1)
+        self._thread.start()
+
+    def checkpoint(self) -> None:
+        """In the main thread: once the child has ended, take its thread back (once) and report a failure."""
+        if self.restored or not self._done.is_set():
+            return
+        import torch
+
+        self.restored = True
+        torch.set_num_threads(self.threads)
+        if self.failed is not None and not self._stopped:
+            name, code, log = self.failed
+            last = _last_line(log)
+            print(
+                f"alignkit: side lane: run:{name} failed (exit {code}){': ' + last if last else ''}; see {log}; "
+                "it will be trained here when needed",
+                flush=True,
+            )
+        elif not self._stopped:
+            print(f"alignkit: side lane: done; back to {self.threads} threads", flush=True)
+
+    def join(self) -> bool:
+        """Wait for the child; True if every side run finished."""
+        self._done.wait()
+        self.checkpoint()
+        return self.failed is None
+
+    def stop(self) -> None:
+        """Stop the child (this process failed): its run stays ``.partial`` and resumes next time."""
+        self._stopped = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._done.wait(timeout=60)
+        self.checkpoint()
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()]
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line and "\r" not in line), "")[:300]
+
+
+def enabled() -> bool:
+    """Whether a side lane may run here: >= 2 torch threads, no GPU, one process, not switched off."""
+    import torch
+
+    from alignkit.distributed import is_distributed
+
+    if os.environ.get("ALIGNKIT_SIDE_LANE", "1") == "0" or is_distributed():
+        return False
+    return torch.get_num_threads() >= 2 and not torch.cuda.is_available()
+
+
+def start(side_needs: list, own_needs: list, runs_root: Path) -> SideLane | None:
+    """Start training the missing runs of ``side_needs`` that are not in ``own_needs`` (the runs this process's
+    training needs itself) in a side lane; None when there are none or a side lane is off (:func:`enabled`)."""
+    global _active
+    from alignkit.pipeline import missing_runs
+
+    if not side_needs or not enabled():
+        return None
+    own = {need.name for need in own_needs}
+    pending = [run for run in missing_runs(side_needs, runs_root) if run.need.name not in own]
+    if not pending:
+        return None
+    import torch
+
+    lane = SideLane(pending, Path(runs_root), torch.get_num_threads())
+    lane.start()
+    _active = lane
+    return lane
+
+
+def active() -> SideLane | None:
+    return _active
+
+
+def checkpoint() -> None:
+    """Called at safe points of long work (training steps, on-policy chunks): see :meth:`SideLane.checkpoint`."""
+    if _active is not None:
+        _active.checkpoint()
+
+
+def finish(ok: bool) -> None:
+    """End the active side lane: wait for it (``ok``: this process succeeded) or stop it (``ok`` False)."""
+    global _active
+    lane, _active = _active, None
+    if lane is None:
+        return
+    if ok:
+        lane.join()
+    else:
+        lane.stop()
+
+
+def trainer_callbacks() -> list[Any]:
+    """A callback that runs :func:`checkpoint` at every step while a side lane is active, else ``[]``."""
+    if _active is None:
+        return []
+    from transformers import TrainerCallback
+
+    class SideLaneCheckpoint(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            checkpoint()
+
+    return [SideLaneCheckpoint()]

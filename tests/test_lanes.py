@@ -1,0 +1,104 @@
+"""Side lane (alignkit.lanes): a run only the eval needs trains in a child process at one thread while this process
+gives up one thread and takes it back when the child ends; a run training needs itself stays here; a failure is one
+line naming the child's log; the child is stopped when this process fails; off with one thread or when asked."""
+
+import json
+import sys
+import time
+
+import pytest
+import torch
+
+from alignkit import lanes
+from alignkit.pipeline import RunNeed, missing_runs
+
+from test_pipeline import rm_recipe  # noqa: F401  (fixture: a one-step reward recipe on the tiny model)
+
+
+@pytest.fixture(autouse=True)
+def two_threads(monkeypatch):
+    monkeypatch.delenv("ALIGNKIT_SIDE_LANE", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    lanes.finish(False)
+    torch.set_num_threads(before)
+
+
+def _need(recipe) -> RunNeed:
+    return RunNeed("rm-tiny", str(recipe), "suite s.yaml: metrics.win_rate.rm_judge", trainer="reward")
+
+
+def test_the_eval_only_run_trains_beside_and_the_thread_comes_back(rm_recipe, tmp_path, capsys):  # noqa: F811
+    runs = tmp_path / "runs"
+    lane = lanes.start([_need(rm_recipe)], [], runs)
+    assert lane is not None and torch.get_num_threads() == 1  # one core left to the child
+    lanes.finish(True)
+    assert torch.get_num_threads() == 2
+    assert json.loads((runs / "rm-tiny" / "run.json").read_text())["status"] == "finished"
+    out = capsys.readouterr().out
+    assert "side lane: training run:rm-tiny" in out and "side lane: done; back to 2 threads" in out
+    log = (runs / lanes.LOG_DIR / "rm-tiny.log").read_text()
+    assert "alignkit: recipe rm-tiny (reward)" in log  # the child's own output went to its log
+    assert missing_runs([_need(rm_recipe)], runs) == []  # the eval finds it finished: nothing trains twice
+
+
+def test_a_run_training_needs_itself_is_not_sent_beside(rm_recipe, tmp_path):  # noqa: F811
+    assert lanes.start([_need(rm_recipe)], [_need(rm_recipe)], tmp_path / "runs") is None
+    assert torch.get_num_threads() == 2 and not (tmp_path / "runs" / lanes.LOG_DIR).exists()
+
+
+def test_off_with_one_thread_or_when_asked(rm_recipe, tmp_path, monkeypatch):  # noqa: F811
+    torch.set_num_threads(1)
+    assert lanes.start([_need(rm_recipe)], [], tmp_path / "runs") is None  # OMP_NUM_THREADS=1: nothing to split
+    torch.set_num_threads(2)
+    monkeypatch.setenv("ALIGNKIT_SIDE_LANE", "0")
+    assert lanes.start([_need(rm_recipe)], [], tmp_path / "runs") is None
+    assert torch.get_num_threads() == 2
+
+
+class _Scripted(lanes.SideLane):
+    """A side lane whose child runs a Python snippet instead of `alignkit train`."""
+
+    code = ""
+
+    def command(self, run):
+        return [sys.executable, "-c", self.code]
+
+
+def _scripted(rm_recipe, tmp_path, code) -> lanes.SideLane:
+    (pending,) = missing_runs([_need(rm_recipe)], tmp_path / "runs")
+    lane = _Scripted([pending], tmp_path / "runs", 2)
+    lane.code = code
+    lane.start()
+    return lane
+
+
+def test_a_failed_side_run_is_one_line_naming_its_log(rm_recipe, tmp_path, capsys):  # noqa: F811
+    lane = _scripted(rm_recipe, tmp_path, "print('loading'); print('alignkit: error: card x: missing column y'); exit(3)")
+    assert lane.join() is False and torch.get_num_threads() == 2
+    out = capsys.readouterr().out
+    failed = [x for x in out.splitlines() if x.startswith("alignkit: side lane: run:")]
+    assert len(failed) == 1, out
+    (line,) = failed
+    log = tmp_path / "runs" / lanes.LOG_DIR / "rm-tiny.log"
+    assert line == (
+        f"alignkit: side lane: run:rm-tiny failed (exit 3): alignkit: error: card x: missing column y; see {log}; "
+        "it will be trained here when needed"
+    )
+
+
+def test_stop_ends_the_child_when_this_process_fails(rm_recipe, tmp_path, capsys):  # noqa: F811
+    lane = _scripted(rm_recipe, tmp_path, "import time; time.sleep(120)")
+    time.sleep(0.5)
+    start = time.perf_counter()
+    lane.stop()
+    assert time.perf_counter() - start < 20 and lane._proc.poll() is not None
+    assert torch.get_num_threads() == 2 and "side lane: run:" not in capsys.readouterr().out  # stopped, not failed
+
+
+def test_checkpoint_before_the_child_ends_keeps_one_thread(rm_recipe, tmp_path):  # noqa: F811
+    lane = _scripted(rm_recipe, tmp_path, "import time; time.sleep(2)")
+    lane.checkpoint()
+    assert torch.get_num_threads() == 1 and not lane.restored
+    assert lane.join() is True and torch.get_num_threads() == 2
