@@ -110,13 +110,19 @@ def run_make(workdir: Path, cmd: list[str], env: dict) -> dict:
 
 
 def phases(workdir: Path, lines: list[tuple[float, str]], wall: float) -> dict:
-    """The phase breakdown: per-run train_seconds, the eval's timing_s, and the spans between `alignkit:` lines."""
+    """The phase breakdown: per-run train_seconds, the eval's timing_s, and the spans between `alignkit:` lines.
+
+    A run trained in the side lane (alignkit/lanes.py: its log is runs/.side-lane/NAME.log) ran beside the others:
+    it is marked ``side_lane`` and left out of the main lane's sum, so "everything else" stays wall - main lane."""
     runs, evals, root = {}, {}, workdir / "runs"
+    side = {p.stem for p in (root / ".side-lane").glob("*.log")}
     # runs/NAME (make) or runs/pipeline/NAME (make pipeline, whose prerequisites such as the judge sit beside it)
     for run_json in sorted([*root.glob("*/run.json"), *root.glob("*/*/run.json")]):
         meta = json.loads(run_json.read_text())
         name = str(run_json.parent.relative_to(root))
         runs[name] = {"train_seconds": meta.get("train_seconds"), "status": meta.get("status")}
+        if name in side:
+            runs[name]["side_lane"] = True
     for report in sorted([*root.glob("*/report.json"), *root.glob("*/*/report.json")]):
         timing = json.loads(report.read_text()).get("timing_s")
         if timing is not None:  # runs/pipeline/report.json is the comparison table, not an eval
@@ -128,7 +134,7 @@ def phases(workdir: Path, lines: list[tuple[float, str]], wall: float) -> dict:
     spans = []
     for (t0, line), (t1, _) in zip(marks, [*marks[1:], (wall, "end")][: len(marks)], strict=True):
         spans.append({"from_s": round(t0, 1), "seconds": round(t1 - t0, 1), "line": line[:160]})
-    train = sum(r["train_seconds"] or 0 for r in runs.values())
+    train = sum(r["train_seconds"] or 0 for r in runs.values() if not r.get("side_lane"))
     # timing_s carries its own "total" (eval/harness.py); summing its values would count every phase twice
     evaluated = sum(v.get("total", sum(v.values())) for v in evals.values() if isinstance(v, dict))
     return {
@@ -176,9 +182,15 @@ def render(record: dict) -> str:
         "",
         "Phases: "
         + "; ".join(
-            [f"train {name} {r['train_seconds']} s" for name, r in ph["runs"].items()]
+            [
+                f"train {name} {r['train_seconds']} s" + (" (side lane, beside it)" if r.get("side_lane") else "")
+                for name, r in ph["runs"].items()
+            ]
             + [f"eval {name} {t}" for name, t in ph["eval_timing_s"].items()]
-            + [f"everything else (imports, data builds, judge accuracy, saving) {ph['other_seconds']:.0f} s"]
+            + [
+                "everything else in the main lane (imports, data builds, judge accuracy, saving) "
+                f"{ph['other_seconds']:.0f} s"
+            ]
         )
         + ".",
         "",

@@ -7,6 +7,7 @@ checkout, every test would fail (or pass on other code) with a confusing import 
 """
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -79,3 +80,34 @@ def embedded_model() -> str:
     from alignkit.models import materialize_embedded
 
     return str(materialize_embedded())
+
+
+RM_PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": q}],
+        "chosen": [{"role": "assistant", "content": c}],
+        "rejected": [{"role": "assistant", "content": r}],
+    }
+    for q, c, r in [("Say hi.", "Hi!", "No."), ("Name a colour.", "Blue.", "Nothing."), ("2+2?", "4", "5")]
+]
+
+
+@pytest.fixture
+def rm_recipe(tiny_model, tmp_path) -> Path:
+    """A one-step reward recipe on the tiny model and a three-pair card."""
+    for split in ("train", "test"):
+        (tmp_path / f"pairs-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RM_PAIRS))
+    (tmp_path / "pairs-card.yaml").write_text(
+        "name: tiny-pairs\ndescription: test pairs\nsource: {file: 'pairs-{split}.jsonl'}\n"
+        "format: {type: preference, conversational: true}\n"
+        "columns: {prompt: prompt, chosen: chosen, rejected: rejected}\nsplits: {train: train, test: test}\n"
+        "license: test\nsize: 3 rows\nrebuild: written by the test\n"
+    )
+    recipe = tmp_path / "rm-tiny.yaml"
+    recipe.write_text(
+        f"trainer: reward\nmodel_name_or_path: {tiny_model}\nuse_peft: true\nlora_r: 4\nlora_alpha: 8\n"
+        f"lora_target_modules: [q_proj, v_proj]\nlora_modules_to_save: [score]\n"
+        f"dataset: {tmp_path / 'pairs-card.yaml'}\nmax_steps: 1\nper_device_train_batch_size: 2\n"
+        "max_length: 64\nlogging_steps: 1\nsave_strategy: 'no'\nreport_to: none\neval_suite: null\n"
+    )
+    return recipe

@@ -12,8 +12,6 @@ import torch
 from alignkit import lanes
 from alignkit.pipeline import RunNeed, missing_runs
 
-from test_pipeline import rm_recipe  # noqa: F401  (fixture: a one-step reward recipe on the tiny model)
-
 
 @pytest.fixture(autouse=True)
 def two_threads(monkeypatch):
@@ -29,7 +27,7 @@ def _need(recipe) -> RunNeed:
     return RunNeed("rm-tiny", str(recipe), "suite s.yaml: metrics.win_rate.rm_judge", trainer="reward")
 
 
-def test_the_eval_only_run_trains_beside_and_the_thread_comes_back(rm_recipe, tmp_path, capsys):  # noqa: F811
+def test_the_eval_only_run_trains_beside_and_the_thread_comes_back(rm_recipe, tmp_path, capsys):
     runs = tmp_path / "runs"
     lane = lanes.start([_need(rm_recipe)], [], runs)
     assert lane is not None and torch.get_num_threads() == 1  # one core left to the child
@@ -43,12 +41,12 @@ def test_the_eval_only_run_trains_beside_and_the_thread_comes_back(rm_recipe, tm
     assert missing_runs([_need(rm_recipe)], runs) == []  # the eval finds it finished: nothing trains twice
 
 
-def test_a_run_training_needs_itself_is_not_sent_beside(rm_recipe, tmp_path):  # noqa: F811
+def test_a_run_training_needs_itself_is_not_sent_beside(rm_recipe, tmp_path):
     assert lanes.start([_need(rm_recipe)], [_need(rm_recipe)], tmp_path / "runs") is None
     assert torch.get_num_threads() == 2 and not (tmp_path / "runs" / lanes.LOG_DIR).exists()
 
 
-def test_off_with_one_thread_or_when_asked(rm_recipe, tmp_path, monkeypatch):  # noqa: F811
+def test_off_with_one_thread_or_when_asked(rm_recipe, tmp_path, monkeypatch):
     torch.set_num_threads(1)
     assert lanes.start([_need(rm_recipe)], [], tmp_path / "runs") is None  # OMP_NUM_THREADS=1: nothing to split
     torch.set_num_threads(2)
@@ -74,8 +72,9 @@ def _scripted(rm_recipe, tmp_path, code) -> lanes.SideLane:
     return lane
 
 
-def test_a_failed_side_run_is_one_line_naming_its_log(rm_recipe, tmp_path, capsys):  # noqa: F811
-    lane = _scripted(rm_recipe, tmp_path, "print('loading'); print('alignkit: error: card x: missing column y'); exit(3)")
+def test_a_failed_side_run_is_one_line_naming_its_log(rm_recipe, tmp_path, capsys):
+    code = "print('loading'); print('alignkit: error: card x: missing column y'); exit(3)"
+    lane = _scripted(rm_recipe, tmp_path, code)
     assert lane.join() is False and torch.get_num_threads() == 2
     out = capsys.readouterr().out
     failed = [x for x in out.splitlines() if x.startswith("alignkit: side lane: run:")]
@@ -88,7 +87,7 @@ def test_a_failed_side_run_is_one_line_naming_its_log(rm_recipe, tmp_path, capsy
     )
 
 
-def test_stop_ends_the_child_when_this_process_fails(rm_recipe, tmp_path, capsys):  # noqa: F811
+def test_stop_ends_the_child_when_this_process_fails(rm_recipe, tmp_path, capsys):
     lane = _scripted(rm_recipe, tmp_path, "import time; time.sleep(120)")
     time.sleep(0.5)
     start = time.perf_counter()
@@ -97,7 +96,7 @@ def test_stop_ends_the_child_when_this_process_fails(rm_recipe, tmp_path, capsys
     assert torch.get_num_threads() == 2 and "side lane: run:" not in capsys.readouterr().out  # stopped, not failed
 
 
-def test_checkpoint_before_the_child_ends_keeps_one_thread(rm_recipe, tmp_path):  # noqa: F811
+def test_checkpoint_before_the_child_ends_keeps_one_thread(rm_recipe, tmp_path):
     lane = _scripted(rm_recipe, tmp_path, "import time; time.sleep(2)")
     lane.checkpoint()
     assert torch.get_num_threads() == 1 and not lane.restored

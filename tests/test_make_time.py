@@ -34,6 +34,17 @@ def test_phases_from_runs_reports_and_printed_lines(tmp_path):
     assert [(s["from_s"], s["seconds"]) for s in ph["spans"]] == [(1.0, 9.0), (10.0, 390.0)]
 
 
+def test_a_side_lane_run_is_marked_and_left_out_of_the_main_lane_sum(tmp_path):
+    for name, seconds in (("dpo-smol", 120.0), ("rm-judge-smol", 60.0)):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "run.json").write_text(json.dumps({"train_seconds": seconds}))
+    (tmp_path / "runs" / ".side-lane").mkdir()
+    (tmp_path / "runs" / ".side-lane" / "rm-judge-smol.log").write_text("trained beside dpo-smol\n")
+    ph = make_time.phases(tmp_path, [], wall=400.0)
+    assert ph["runs"]["rm-judge-smol"]["side_lane"] and "side_lane" not in ph["runs"]["dpo-smol"]
+    assert ph["train_seconds_total"] == 120.0 and ph["other_seconds"] == 280.0  # the judge overlapped the rest
+
+
 def test_tree_rss_counts_this_process():
     assert make_time.tree_rss_bytes(os.getpid()) > 10 * 2**20
 

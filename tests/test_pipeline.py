@@ -5,42 +5,11 @@ training; ``alignkit train`` trains the suite's prerequisites before it evaluate
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from alignkit.errors import AlignkitError
 from alignkit.pipeline import RunNeed, ensure_runs, missing_runs
-
-PAIRS = [
-    {
-        "prompt": [{"role": "user", "content": q}],
-        "chosen": [{"role": "assistant", "content": c}],
-        "rejected": [{"role": "assistant", "content": r}],
-    }
-    for q, c, r in [("Say hi.", "Hi!", "No."), ("Name a colour.", "Blue.", "Nothing."), ("2+2?", "4", "5")]
-]
-
-
-@pytest.fixture
-def rm_recipe(tiny_model, tmp_path) -> Path:
-    """A one-step reward recipe on the tiny model and a three-pair card."""
-    for split in ("train", "test"):
-        (tmp_path / f"pairs-{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
-    (tmp_path / "pairs-card.yaml").write_text(
-        "name: tiny-pairs\ndescription: test pairs\nsource: {file: 'pairs-{split}.jsonl'}\n"
-        "format: {type: preference, conversational: true}\n"
-        "columns: {prompt: prompt, chosen: chosen, rejected: rejected}\nsplits: {train: train, test: test}\n"
-        "license: test\nsize: 3 rows\nrebuild: written by the test\n"
-    )
-    recipe = tmp_path / "rm-tiny.yaml"
-    recipe.write_text(
-        f"trainer: reward\nmodel_name_or_path: {tiny_model}\nuse_peft: true\nlora_r: 4\nlora_alpha: 8\n"
-        f"lora_target_modules: [q_proj, v_proj]\nlora_modules_to_save: [score]\n"
-        f"dataset: {tmp_path / 'pairs-card.yaml'}\nmax_steps: 1\nper_device_train_batch_size: 2\n"
-        "max_length: 64\nlogging_steps: 1\nsave_strategy: 'no'\nreport_to: none\neval_suite: null\n"
-    )
-    return recipe
 
 
 def test_a_missing_run_is_trained_once_then_reused_and_an_interrupted_one_resumes(rm_recipe, tmp_path, capsys):
