@@ -11,10 +11,11 @@ without it (and with slower pair cards).
 ``make``, the held-out judge ``rm-judge-smol``, while ``dpo-smol`` builds its proxy, its pairs and trains.
 
 How: :func:`start` launches ``alignkit train <recipe> output_dir=<run> --no-eval`` for each such missing run, one
-after another in one child process at ``OMP_NUM_THREADS=1``, and this process gives up one thread. It takes the
-thread back at the next :func:`checkpoint` after the child ends (each training step, each on-policy chunk, the
-join) — torch's thread count is per calling thread, so the main thread itself must set it — and :meth:`SideLane.join`
-waits for the child before the eval. The child's output goes to ``<runs_root>/.side-lane/<name>.log``. A failed side
+after another in one child process with half of this process's threads (``OMP_NUM_THREADS``; 1 of 2 on the 2-core
+machines alignkit's defaults are sized for), and this process keeps the rest. It takes them back at the next
+:func:`checkpoint` after the child ends (each training step, each on-policy chunk, the join) — torch's thread count
+is per calling thread, so the main thread itself must set it — and :meth:`SideLane.join` waits for the child before
+the eval. The child's output goes to ``<runs_root>/.side-lane/<name>.log``. A failed side
 run is reported in one line naming that log, and the eval then trains the run itself, as it would without a side
 lane (:func:`alignkit.pipeline.ensure_runs`). If this process fails, the child is stopped (its run stays
 ``.partial``, which the next attempt resumes).
@@ -39,10 +40,12 @@ _active: SideLane | None = None
 
 
 class SideLane:
-    """A child process training ``pending`` runs one after another, while this process runs one thread fewer."""
+    """A child process training ``pending`` runs one after another on half of ``threads``; this process keeps the
+    rest until the child ends."""
 
     def __init__(self, pending: list[PendingRun], runs_root: Path, threads: int) -> None:
         self.pending, self.runs_root, self.threads = pending, runs_root, threads
+        self.side_threads = threads // 2  # the rest stay here: 1 and 1 on 2 cores
         self.log_dir = runs_root / LOG_DIR
         self.failed: tuple[str, int, Path] | None = None  # (run name, exit status, log) of the first failure
         self.restored = False
@@ -56,7 +59,7 @@ class SideLane:
         return argv + (["--resume"] if run.interrupted else [])
 
     def _run(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "ALIGNKIT_SIDE_LANE": "0"}
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.side_threads), "ALIGNKIT_SIDE_LANE": "0"}
         try:
             for run in self.pending:
                 log = self.log_dir / f"{run.need.name}.log"
@@ -75,11 +78,11 @@ class SideLane:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         names = ", ".join(f"run:{r.need.name} ({r.need.purpose})" for r in self.pending)
         print(
-            f"alignkit: side lane: training {names} in a second process at 1 thread while this one runs at "
-            f"{self.threads - 1}; log in {self.log_dir}/",
+            f"alignkit: side lane: training {names} in a second process at {self.side_threads} thread(s) while "
+            f"this one runs at {self.threads - self.side_threads}; log in {self.log_dir}/",
             flush=True,
         )
-        torch.set_num_threads(self.threads - 1)
+        torch.set_num_threads(self.threads - self.side_threads)
         self._thread.start()
 
     def checkpoint(self) -> None:

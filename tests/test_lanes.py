@@ -36,6 +36,7 @@ def test_the_eval_only_run_trains_beside_and_the_thread_comes_back(rm_recipe, tm
     assert json.loads((runs / "rm-tiny" / "run.json").read_text())["status"] == "finished"
     out = capsys.readouterr().out
     assert "side lane: training run:rm-tiny" in out and "side lane: done; back to 2 threads" in out
+    assert "a second process at 1 thread(s) while this one runs at 1" in out
     log = (runs / lanes.LOG_DIR / "rm-tiny.log").read_text()
     assert "alignkit: recipe rm-tiny (reward)" in log  # the child's own output went to its log
     assert missing_runs([_need(rm_recipe)], runs) == []  # the eval finds it finished: nothing trains twice
@@ -94,6 +95,11 @@ def test_stop_ends_the_child_when_this_process_fails(rm_recipe, tmp_path, capsys
     lane.stop()
     assert time.perf_counter() - start < 20 and lane._proc.poll() is not None
     assert torch.get_num_threads() == 2 and "side lane: run:" not in capsys.readouterr().out  # stopped, not failed
+
+
+def test_threads_are_split_in_half(rm_recipe, tmp_path):
+    (pending,) = missing_runs([_need(rm_recipe)], tmp_path / "runs")
+    assert [lanes.SideLane([pending], tmp_path, n).side_threads for n in (2, 3, 16)] == [1, 1, 8]
 
 
 def test_checkpoint_before_the_child_ends_keeps_one_thread(rm_recipe, tmp_path):
