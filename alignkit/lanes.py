@@ -15,9 +15,9 @@ after another in one child process with half of this process's threads (``OMP_NU
 machines alignkit's defaults are sized for), and this process keeps the rest. It takes them back at the next
 :func:`checkpoint` after the child ends (each training step, each on-policy chunk, the join) — torch's thread count
 is per calling thread, so the main thread itself must set it — and :meth:`SideLane.join` waits for the child before
-the eval. The child's output goes to ``<runs_root>/.side-lane/<name>.log``. A failed side
-run is reported in one line naming that log, and the eval then trains the run itself, as it would without a side
-lane (:func:`alignkit.pipeline.ensure_runs`). If this process fails, the child is stopped (its run stays
+the eval. The child's output goes to ``<runs_root>/.side-lane/<name>.log``. A failed side run is reported in one
+line naming that log, and the eval then trains the run itself, as it would without a side lane
+(:func:`alignkit.pipeline.ensure_runs`). If this process fails, the child is stopped (its run stays
 ``.partial``, which the next attempt resumes).
 
 Off when there is nothing to split: fewer than 2 torch threads (``OMP_NUM_THREADS=1``, as benches pinning one core
@@ -62,6 +62,8 @@ class SideLane:
         env = {**os.environ, "OMP_NUM_THREADS": str(self.side_threads), "ALIGNKIT_SIDE_LANE": "0"}
         try:
             for run in self.pending:
+                if self._stopped:  # stop() came between two runs: start no other
+                    return
                 log = self.log_dir / f"{run.need.name}.log"
                 with open(log, "w", encoding="utf-8") as out:
                     self._proc = subprocess.Popen(self.command(run), stdout=out, stderr=subprocess.STDOUT, env=env)
