@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per prompt set, held-out set and pair set (default: the suite's, capped by the run's "
         "max_eval_samples)",
     )
-    p.add_argument("--no-cache", action="store_true", help="regenerate even when cached generations exist")
+    p.add_argument("--no-cache", action="store_true", help="ignore cached generations and scores")
     p.add_argument("--runs-root", default="runs", help="where run names and run:NAME references live")
     p.add_argument(
         "--train-missing",

@@ -71,7 +71,7 @@ def run_eval(
         raise AlignkitError(f"eval: model names must be unique, got {[s.name for s in specs]}")
     clock = _Clock()
     data = {ps.name: load_prompt_set(ps) for ps in suite.prompt_sets}
-    ctx = EvalContext(suite=suite, specs=specs, data=data, runs_root=Path(runs_root))
+    ctx = EvalContext(suite=suite, specs=specs, data=data, runs_root=Path(runs_root), use_cache=use_cache)
     metrics = {name: METRICS.get(name)(opts) for name, opts in suite.metrics.items()}
     for metric in metrics.values():
         metric.prepare(ctx)

@@ -55,7 +55,8 @@ def _rm_judge(opts: Any, ctx: EvalContext) -> SuiteJudge | None:
     """Load the rm judge once per eval: ``rm_judge``, else the proxy's (memoized) scorer; measure its held-out
     pair accuracy on its own card's test split."""
     from alignkit.eval.metric_rm_score import MemoScorer
-    from alignkit.eval.rm_score import load_reward_scorer, resolve_reward_model
+    from alignkit.eval.rm_score import resolve_reward_model
+    from alignkit.eval.score_cache import reward_scorer
 
     rm_score = ctx.suite.metric("rm_score")
     proxy = rm_score.reward_model if rm_score is not None else None
@@ -73,7 +74,7 @@ def _rm_judge(opts: Any, ctx: EvalContext) -> SuiteJudge | None:
         scorer = ctx.reward_scorer
     else:
         size = dict(batch_size=rm_score.batch_size, max_length=rm_score.max_length) if rm_score else {}
-        scorer = MemoScorer(load_reward_scorer(*resolved, name=ref, precision=ctx.suite.precision, **size))
+        scorer = MemoScorer(reward_scorer(resolved, ref, ctx.suite.precision, use_cache=ctx.use_cache, **size))
     run_dir = _run_dir(ref, ctx.runs_root)
     card = _run_card(run_dir)
     if card is None:

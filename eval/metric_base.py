@@ -72,6 +72,7 @@ class EvalContext:
     aux_models: dict[str, LazyModel] = field(default_factory=dict)  # loaded models other than the evaluated ones
     judges: dict[str, Any] = field(default_factory=dict)  # judges built once per eval (a loaded judge RM), by name
     sections: dict[str, Any] = field(default_factory=dict)  # extra top-level report keys a metric contributes
+    use_cache: bool = True  # False (--no-cache): recompute cached generations and scores (alignkit.eval.score_cache)
 
     def __post_init__(self) -> None:
         for spec in self.specs:

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from alignkit.errors import AlignkitError
 from alignkit.eval.metric_base import EvalContext, LazyModel, Metric, ModelFn
@@ -41,11 +40,18 @@ class PerplexityOptions:
 class PerplexityMetric(Metric):
     options = PerplexityOptions
 
-    def _ppl(self, model: Any, tok: Any, prompts: list, completions: list, desc: str) -> dict[str, float]:
-        from alignkit.eval.perplexity import completion_perplexity
+    def _ppl(
+        self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn, prompts: list, completions: list, desc: str
+    ) -> dict[str, float]:
+        """Perplexity of the rows under ``spec``'s model, rows scored before reused (alignkit.eval.score_cache)."""
+        from alignkit.eval.perplexity import perplexity_summary
+        from alignkit.eval.score_cache import cached_completion_nlls
 
         o = self.opts
-        return completion_perplexity(model, tok, prompts, completions, o.max_length, o.stride, o.batch_size, desc=desc)
+        nll, count = cached_completion_nlls(
+            spec, model_fn, prompts, completions, o.max_length, o.stride, o.batch_size, desc, ctx.use_cache
+        )
+        return perplexity_summary(nll, count)
 
     def prepare(self, ctx: EvalContext) -> None:
         from alignkit.eval.suite import PromptSet
@@ -62,9 +68,9 @@ class PerplexityMetric(Metric):
 
     def with_model(self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn) -> None:
         if self.heldout is not None:
-            model, tok = model_fn()
+            scoring = getattr(model_fn, "spec", spec)  # the harness's LazyModel scores in the suite's precision
             ctx.per_model[spec.name]["perplexity_heldout"] = self._ppl(
-                model, tok, self.heldout.prompts, self.heldout.completions, f"held-out ppl {spec.name}"
+                ctx, scoring, model_fn, self.heldout.prompts, self.heldout.completions, f"held-out ppl {spec.name}"
             )
 
     def score(self, ctx: EvalContext) -> None:
@@ -77,11 +83,10 @@ class PerplexityMetric(Metric):
         ref_spec = (
             base.without_adapter("reference") if ref == "base" else ModelSpec("reference", resolve_model_path(ref))
         ).with_precision(ctx.suite.precision)
-        lazy = LazyModel(ref_spec)
-        model, tok = lazy()
+        lazy = LazyModel(ref_spec)  # loaded only if some response is not scored yet
         for spec in ctx.specs:
             for name, pd in ctx.data.items():
                 responses = ctx.gens[spec.name][name].responses
-                ppl = self._ppl(model, tok, pd.prompts, responses, f"response ppl {spec.name}/{name}")
+                ppl = self._ppl(ctx, ref_spec, lazy, pd.prompts, responses, f"response ppl {spec.name}/{name}")
                 ctx.set_metrics(spec.name, name)["perplexity_responses"] = {**ppl, "reference_model": ref_spec.base}
         lazy.release()

@@ -46,12 +46,33 @@ class PreferenceMetric(Metric):
         self.columns = [r["prompt"] for r in rows], [r["chosen"] for r in rows], [r["rejected"] for r in rows]
         self.pair_cache: dict[str, Any] = {}
 
-    def with_model(self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn) -> None:
-        from alignkit.eval.preference import pair_logps, preference_from_logps, reference_pair_logps
+    def _logps(
+        self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn, desc: str, disable_adapter: bool = False
+    ) -> dict[str, Any]:
+        """:func:`alignkit.eval.preference.pair_logps` under ``spec``'s model, rows scored before reused
+        (:mod:`alignkit.eval.score_cache`); ``disable_adapter``: with its PEFT adapter off (the implicit reference)."""
+        from alignkit.eval.score_cache import cached_completion_nlls
 
-        size = dict(max_length=self.opts.max_length, batch_size=self.opts.batch_size)
-        model, tok = model_fn()
-        policy = pair_logps(model, tok, *self.columns, **size, desc=f"preference {spec.name}")
+        prompts, chosen, rejected = self.columns
+        n, o = len(prompts), self.opts
+        nll, count = cached_completion_nlls(
+            spec,
+            model_fn,
+            list(prompts) * 2,
+            list(chosen) + list(rejected),
+            max_length=o.max_length,
+            batch_size=o.batch_size,
+            desc=desc,
+            use_cache=ctx.use_cache,
+            disable_adapter=disable_adapter,
+        )
+        return {"chosen": -nll[:n], "rejected": -nll[n:], "n_chosen": count[:n], "n_rejected": count[n:]}
+
+    def with_model(self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn) -> None:
+        from alignkit.eval.preference import preference_from_logps
+
+        scoring = getattr(model_fn, "spec", spec)  # the harness's LazyModel scores in the suite's precision
+        policy = self._logps(ctx, scoring, model_fn, f"preference {spec.name}")
         self.pair_cache[spec_key(spec)] = policy
         beta = spec.beta if spec.trainer == "dpo" else None
         if spec.trainer == "dpo" and beta is None:
@@ -59,11 +80,11 @@ class PreferenceMetric(Metric):
         ref = None
         if beta is not None:
             ref = self.pair_cache.get(spec_key(spec.without_adapter()))
-            if ref is None and spec.adapter is not None:
-                ref = reference_pair_logps(model, tok, *self.columns, **size)  # adapter disabled
+            if ref is None and spec.adapter is not None:  # the base with the adapter disabled
+                ref = self._logps(ctx, scoring.without_adapter(), model_fn, f"reference {spec.name}", True)
             elif ref is None:  # full fine-tune: the reference is a separate checkpoint
-                ref_lazy = LazyModel(spec.without_adapter("reference"))
-                ref = pair_logps(*ref_lazy(), *self.columns, **size)
+                ref_lazy = LazyModel(scoring.without_adapter("reference"))
+                ref = self._logps(ctx, ref_lazy.spec, ref_lazy, f"reference {spec.name}")
                 ref_lazy.release()
         result = preference_from_logps(policy, ref, beta)
         if spec.trainer != "dpo" and any(s.trainer == "dpo" for s in ctx.specs):  # say why it is missing here

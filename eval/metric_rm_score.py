@@ -80,15 +80,17 @@ class RmScoreMetric(Metric):
     def score(self, ctx: EvalContext) -> None:
         if self.resolved is None:
             return
-        from alignkit.eval.rm_score import load_reward_scorer, score_summary
+        from alignkit.eval.rm_score import score_summary
+        from alignkit.eval.score_cache import reward_scorer
 
         opts = self.opts
-        scorer = load_reward_scorer(
-            *self.resolved,
+        scorer = reward_scorer(  # loads the reward model only for rows not scored before (alignkit.eval.score_cache)
+            self.resolved,
+            opts.reward_model,
+            ctx.suite.precision,
             batch_size=opts.batch_size,
             max_length=opts.max_length,
-            name=opts.reward_model,
-            precision=ctx.suite.precision,
+            use_cache=ctx.use_cache,
         )
         ctx.reward_scorer = MemoScorer(scorer)
         for spec in ctx.specs:

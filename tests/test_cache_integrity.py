@@ -117,3 +117,24 @@ def test_a_build_finished_meanwhile_by_another_process_is_kept(tmp_path):
     result = cached_build("toy", {"version": 1}, produce, cache_root=tmp_path)
     assert calls == ["outer", 1] and result.reused and result.rows("train") == ROWS["train"]
     assert [p.name for p in (tmp_path / "toy").iterdir()] == [result.directory.name]
+
+
+def test_a_damaged_score_cache_is_recomputed_with_a_warning(tmp_path, monkeypatch, caplog):
+    from alignkit.eval.score_cache import ScoreStore
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path))
+    computed = []
+
+    def compute(idx):
+        computed.append(idx)
+        return [float(i) for i in idx]
+
+    store = ScoreStore("reward", {"base": "m"}, {"batch_size": 8})
+    prompts, replies = ["a", "b", "a"], ["x", "y", "x"]
+    assert store.lookup(prompts, replies, compute) == [0.0, 1.0, 0.0] and computed == [[0, 1]]  # unique rows once
+    assert store.lookup(prompts, replies, compute) == [0.0, 1.0, 0.0] and len(computed) == 1  # stored: reused
+    store.path.write_text(store.path.read_text()[:-9])  # cut short
+    assert store.lookup(prompts, replies, compute) == [0.0, 1.0, 0.0] and len(computed) == 2
+    assert "score cache" in caplog.text and "unreadable" in caplog.text
+    other = ScoreStore("reward", {"base": "m"}, {"batch_size": 4})  # another setting: another store
+    assert other.path != store.path

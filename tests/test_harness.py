@@ -269,3 +269,40 @@ def test_train_missing_must_name_a_reward_recipe(workspace, cache, tmp_path):
     with pytest.raises(AlignkitError, match="recipe 'dpo-smol' trains 'dpo', not reward"):
         cli.main([*argv, "--runs-root", str(workspace / "runs"), "--out", str(tmp_path / "out")])
     assert not (workspace / "runs" / "rm-new").exists()
+
+
+def test_a_second_eval_reuses_every_stored_score(workspace, cache, tmp_path, monkeypatch):
+    # make pipeline evaluates the same models twice (vs base, vs SFT): the second pass must not score anything again.
+    import alignkit.eval.perplexity
+    import alignkit.eval.rm_score
+
+    suite = (workspace / "tiny.yaml").read_text().replace("judges: [rm, llm, grader]", "judges: [rm, grader]")
+    (tmp_path / "no-llm.yaml").write_text(suite)
+    run = workspace / "runs" / "dpo-tiny"
+    argv = [str(run), "--suite", str(tmp_path / "no-llm.yaml"), "--runs-root", str(workspace / "runs")]
+    first_dir, second_dir = tmp_path / "first", tmp_path / "second"
+    assert cli.main([*argv, "--out", str(first_dir)]) == 0
+    calls = []
+    real_nlls, real_loader = alignkit.eval.perplexity.completion_nlls, alignkit.eval.rm_score.load_reward_scorer
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real_nlls(*args, **kwargs)
+
+    def no_reward_model(*args, **kwargs):
+        raise AssertionError("a stored reward score was computed again")
+
+    monkeypatch.setattr(alignkit.eval.perplexity, "completion_nlls", counting)
+    monkeypatch.setattr(alignkit.eval.rm_score, "load_reward_scorer", no_reward_model)
+    assert cli.main([*argv, "--out", str(second_dir)]) == 0
+    assert calls == []  # held-out and response perplexity, preference: all from the score cache
+    first, second = (json.loads((d / "metrics.json").read_text()) for d in (first_dir, second_dir))
+    for role in ("base", "trained"):
+        for key, value in first[role].items():
+            if key.startswith(("perplexity_heldout/", "chat/perplexity_responses/", "chat/rm_score/", "preference/")):
+                assert second[role][key] == value, (role, key)
+    assert first["win_rate"]["chat/rm/raw/win_rate"] == second["win_rate"]["chat/rm/raw/win_rate"]
+
+    monkeypatch.setattr(alignkit.eval.rm_score, "load_reward_scorer", real_loader)
+    assert cli.main([*argv, "--out", str(tmp_path / "third"), "--no-cache"]) == 0
+    assert sum(calls) > 0  # --no-cache scores every row again
