@@ -15,7 +15,8 @@ changes a number (``max_length``, ``stride``, ``batch_size``: the batch composit
 rounding). Rows are keyed by a hash of the prompt (as messages) and the completion. Only the missing rows are
 computed, in one batched pass, and the model is loaded only then, so a partly cached call equals a fresh one up to
 the fp rounding of another batch composition (~1e-6 relative). ``use_cache=False`` (``alignkit eval --no-cache``)
-recomputes every row and stores the fresh values.
+recomputes every row and stores the fresh values; so does ``ALIGNKIT_SCORE_CACHE=0``, for benches that time the
+scoring passes (bench/eval_precision.py) while reusing the generations.
 
 Files: ``cache_dir("scores")/<kind>-<key>.json``, ``{"meta": {...}, "rows": {row hash: value}}``, merged with what is
 on disk and written atomically; an unreadable file is ignored with a warning and rewritten.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,6 +72,7 @@ class ScoreStore:
         """The value of every row: stored ones as stored, the others from ``compute(indices)`` (one call, unique
         rows only), then stored."""
         keys = [row_key(p, c) for p, c in zip(prompts, completions, strict=True)]
+        reuse = reuse and os.environ.get("ALIGNKIT_SCORE_CACHE", "1") != "0"
         rows = self._read() if reuse else {}
         todo: dict[str, int] = {}
         for i, k in enumerate(keys):

@@ -138,3 +138,5 @@ def test_a_damaged_score_cache_is_recomputed_with_a_warning(tmp_path, monkeypatc
     assert "score cache" in caplog.text and "unreadable" in caplog.text
     other = ScoreStore("reward", {"base": "m"}, {"batch_size": 4})  # another setting: another store
     assert other.path != store.path
+    monkeypatch.setenv("ALIGNKIT_SCORE_CACHE", "0")  # benches that time the scoring passes
+    assert store.lookup(prompts, replies, compute) == [0.0, 1.0, 0.0] and len(computed) == 3
