@@ -30,8 +30,14 @@ DEFAULT_DOCS = ("README.md", "bench/README.md")
 
 def _path_words(token: str, prefixes: tuple[str, ...]) -> list[str]:
     """Words of ``token`` that look like a path under one of ``prefixes``, trailing punctuation stripped."""
-    words = [w.strip("`'\"()[],;:") for w in token.split()]
-    return [w.rstrip(".") if not w.endswith("/.") else w for w in words if w.startswith(prefixes)]
+    words = []
+    for word in token.split():
+        previous = None
+        while word != previous:  # "bench/results/x.md)." loses ".", then ")"
+            previous, word = word, word.strip("`'\"()[],;:")
+            word = word if word.endswith("/.") else word.rstrip(".")
+        words.append(word)
+    return [w for w in words if w.startswith(prefixes)]
 
 
 def check_paths(text: str, tokens: set[str], base: Path) -> list[str]:
