@@ -3,7 +3,9 @@
 One table, one row per figure: figure, goal, measured, met?, command, date, CPU. A figure's other statistics (a
 former verdict statistic, the CPU-time twin of a wall-time ratio) are shown in its measured cell with their own
 met/missed mark. Rows for benches that have no result yet are listed at the end, so a goal without a measurement
-stays visible. ``--check`` compares instead of writing (``tests/test_results_table.py`` runs it).
+stays visible. A figure may carry its own ``command``, ``date`` and ``cpu`` (a row kept from an earlier run than the
+rest of its record, as bench/ppo_peer/compare.py keeps an arm it did not re-measure); the record's are the default.
+``--check`` compares instead of writing (``tests/test_results_table.py`` runs it).
 
     .venv/bin/python bench/make_results.py            # rewrite bench/results/RESULTS.md
     .venv/bin/python bench/make_results.py --check    # exit 1 if RESULTS.md is not what the JSONs give
@@ -154,7 +156,7 @@ def render(records: list[dict[str, Any]]) -> str:
                 mark(fig["met"], fig["measured"]),
                 f"`{fig.get('command', rec['command'])}`",
                 fig.get("date", rec["date"]),
-                cpu_cell(rec["cpu"]),
+                cpu_cell(fig.get("cpu", rec["cpu"])),
             ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
     have = {r["bench"].split("_")[0] if r["bench"].startswith("precision_") else r["bench"] for r in records}

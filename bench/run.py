@@ -68,18 +68,26 @@ NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py"}
 
 
 def run_ppo_peer(env: dict) -> int:
-    """Both runners at the same time (they must see the same load), one thread each, then the comparison."""
+    """Each arm's two runners at the same time (they must see the same load), one thread each, then the comparison:
+    the fp32 headline (alignkit's shared-base LoRA critic), then the like-for-like arm (--full-value-model). Both arms'
+    TRL 1.12 runs write out/trl112.json; compare.py re-measures only the arm whose pair ran side by side and keeps the
+    other's rows."""
     if not TRL112.exists():
         print(f"ppo_peer: cannot run: {TRL112} is missing (see bench/ppo_peer/run_trl112.py)", file=sys.stderr)
         return 1
     env = {**env, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    procs = [
-        subprocess.Popen([sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), "--updates", "6"], env=env),
-        subprocess.Popen([str(TRL112), str(BENCH / "ppo_peer" / "run_trl112.py"), "--updates", "6"], env=env),
-    ]
-    if any(p.wait() for p in procs):
-        return 1
-    return subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env)
+    for extra in ([], ["--full-value-model"]):
+        procs = [
+            subprocess.Popen(
+                [sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), "--updates", "6", *extra], env=env
+            ),
+            subprocess.Popen([str(TRL112), str(BENCH / "ppo_peer" / "run_trl112.py"), "--updates", "6"], env=env),
+        ]
+        if any([p.wait() for p in procs]):  # a list: wait for both, even when the first failed
+            return 1
+        if code := subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env):
+            return code
+    return 0
 
 
 def check_results(folder: Path, names: list[str]) -> list[str]:

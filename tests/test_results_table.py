@@ -66,6 +66,19 @@ def test_render_marks_missed_unmeasured_and_goal_free_rows():
     assert "no result yet" in text  # expected benches without a JSON are listed
 
 
+def test_a_figure_kept_from_an_earlier_run_shows_that_run():
+    # ppo_peer keeps an arm it did not re-measure: that row names its own command, date and CPU.
+    rec = {"bench": "b", "command": "new", "date": "today", "cpu": {"model": "NEW"}}
+    fig = {"figure": "b.f", "label": "F", "goal": "<= 1", "measured": 0.5, "unit": "x", "met": True}
+    old = {**fig, "figure": "b.g", "command": "old", "date": "before", "cpu": {"model": "OLD"}}
+    for f in (fig, old):
+        f["verdict_statistic"] = "s"
+    text = make_results.render([{**rec, "figures": [fig, old]}])
+    lines = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| F (")}
+    assert lines["b.f"].endswith("| `new` | today | NEW |")
+    assert lines["b.g"].endswith("| `old` | before | OLD |")
+
+
 def test_efficacy_flat_json_becomes_rows():
     data = {
         "default_win_rate": 0.7,

@@ -1,11 +1,17 @@
-"""Write bench/results/ppo_peer.md from bench/ppo_peer/out/<ours>.json and <peer>.json (run both runners first, at
-the same time, one thread each). A hand-written section starting with "## Reading" in the existing file is kept.
+"""Write bench/results/ppo_peer.md and ppo_peer.json from the runners' outputs in bench/ppo_peer/out/ (run each
+pair of runners first, at the same time, one thread each). A hand-written section starting with "## Reading" in the
+existing report is kept.
 
-.venv/bin/python bench/ppo_peer/compare.py [--ours alignkit --peer trl112 --label "fp32, both sides"]
+    .venv/bin/python bench/ppo_peer/compare.py
+    .venv/bin/python bench/ppo_peer/compare.py --ours alignkit-defaults --peer trl112-defaults --label "..." \
+        --result /tmp/ppo_defaults.md --bench-name ppo_defaults   # one ad-hoc pair, the report of that pair only
 
-It also writes bench/results/<--bench-name>.json (benchlib's result schema). Verdict statistics, fixed here: seconds
-per update while both ran (the median per update of updates 2+ when the runs kept no marks), and peak RSS, each
-alignkit / TRL 1.12 against GOALS.
+The report has one section per arm (ARMS): the fp32 headline (alignkit's shared-base LoRA critic) and the like-for-
+like arm of issue 13 (`run_alignkit.py --full-value-model`: a separate, fully trained value model, as TRL 1.12 has).
+An arm is re-measured when both of its out/ JSONs exist and the two runs overlapped in time (they ran side by side);
+otherwise its section of the existing report and its rows of the existing JSON are kept as they are, with the run
+they come from named. Verdict statistics, fixed here: seconds per update while both ran (the median per update of
+updates 2+ when the runs kept no marks), and peak RSS, each alignkit / TRL 1.12 against the arm's goals.
 """
 
 from __future__ import annotations
@@ -15,14 +21,53 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).parent
 RESULT = HERE.parent / "results" / "ppo_peer.md"
 sys.path.insert(0, str(HERE.parent))
-# alignkit / TRL 1.12, fixed before a run: the goals this comparison was run against (issue 13 raises them to 0.5 and
-# 0.6 for a like-for-like arm with a full value model, which these runners do not have yet).
-GOALS = {"seconds_per_update": 0.8, "peak_rss": 0.8}
+TITLE = "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer"
+KEPT = "Kept from the run of"  # opens the note on an arm that this compare did not re-measure
+
+
+@dataclass(frozen=True)
+class Arm:
+    ours: str  # bench/ppo_peer/out/<ours>.json (alignkit) and <peer>.json (TRL 1.12)
+    peer: str
+    label: str
+    suffix: str  # figure keys: <bench>[<suffix>].seconds_per_update / .peak_rss
+    # alignkit / TRL 1.12, fixed before the arm's run: the goals it was run against
+    goals: dict
+    heading: str | None  # the arm's "## " heading in the report; None = the first section, right under the title
+    commands: str = ""
+
+
+ARMS = {
+    "headline": Arm(
+        "alignkit",
+        "trl112",
+        "fp32 on both sides (the headline)",
+        "",
+        {"seconds_per_update": 0.8, "peak_rss": 0.8},
+        None,
+        "`OMP_NUM_THREADS=1 .venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6` beside "
+        "`OMP_NUM_THREADS=1 TRL_EXPERIMENTAL_SILENCE=1 bench/.venv-trl112/bin/python bench/ppo_peer/run_trl112.py "
+        "--updates 6`",
+    ),
+    # Issue 13: goals 0.5 and 0.6, fixed in this file before the arm's first run (2026-12-03).
+    "ll": Arm(
+        "alignkit-fullvalue",
+        "trl112",
+        "like for like: fp32, a separate full value model on both sides",
+        ".ll",
+        {"seconds_per_update": 0.5, "peak_rss": 0.6},
+        "## Like for like: a separate, fully trained value model on both sides (issue 13)",
+        "`OMP_NUM_THREADS=1 TRL_EXPERIMENTAL_SILENCE=1 .venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6 "
+        "--full-value-model` beside `OMP_NUM_THREADS=1 TRL_EXPERIMENTAL_SILENCE=1 bench/.venv-trl112/bin/python "
+        "bench/ppo_peer/run_trl112.py --updates 6`",
+    ),
+}
 
 # Rows of the phase table: (label, alignkit probe phase, TRL 1.12 probe phase); None = that side has no such phase.
 PHASES = [
@@ -36,31 +81,147 @@ PHASES = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ours", default="alignkit")
-    ap.add_argument("--peer", default="trl112")
-    ap.add_argument("--label", default="fp32 on both sides (the headline)")
+    ap.add_argument("--ours", help="an ad-hoc pair instead of ARMS: alignkit's out/ JSON name")
+    ap.add_argument("--peer", help="... and TRL 1.12's (default trl112)")
+    ap.add_argument("--label", help="the ad-hoc pair's label")
     ap.add_argument("--result", default=str(RESULT))
     ap.add_argument("--bench-name", default="ppo_peer", help="name of the result JSON written beside --result")
-    a = ap.parse_args()
-    ours, peer = (json.loads((HERE / "out" / f"{n}.json").read_text()) for n in (a.ours, a.peer))
-    lines = [*_summary(ours, peer, a), "", *_phases(ours, peer), "", *_memory(ours, peer), "", *_curves(ours, peer)]
+    ap.add_argument("--out", default=str(HERE / "out"), help="where the runners wrote their JSONs")
+    a = ap.parse_args(argv)
+    adhoc = a.ours is not None or a.peer is not None or a.label is not None
+    arms = ARMS
+    if adhoc:  # one pair, re-measured whether or not the two ran side by side
+        arms = {"headline": replace(ARMS["headline"], ours=a.ours or "alignkit", peer=a.peer or "trl112")}
+        arms["headline"] = replace(arms["headline"], label=a.label or arms["headline"].label, commands="")
     result = Path(a.result)
-    tail = ""
-    if result.exists() and "\n## Reading" in (old := result.read_text()):
-        tail = old[old.index("\n## Reading") :]
-    result.write_text("\n".join(lines) + "\n" + tail)
-    print("\n".join(lines))
-    from benchlib import write_result
+    json_path = result.parent / f"{a.bench_name}.json"
+    old_md = result.read_text() if result.exists() else ""
+    generated_old, tail = old_md, ""
+    if "\n## Reading" in old_md:
+        at = old_md.index("\n## Reading")
+        generated_old, tail = old_md[:at], old_md[at:]
+    old_sections = {} if adhoc else _sections(generated_old, arms)
+    old_record = json.loads(json_path.read_text()) if json_path.exists() and not adhoc else None
 
-    print(f"wrote {write_result(record(ours, peer, a), result.parent)}")
+    from benchlib import command_line, cpu_info, result_record, write_result
+
+    sections, figures, stats_by_arm, dates, measured = [], [], {}, [], []
+    for name, arm in arms.items():
+        pair = _pair(Path(a.out), arm, require_overlap=not adhoc)
+        if pair is not None:
+            ours, peer, date = pair
+            sections.append(_section(arm, ours, peer, date))
+            stats, figs = _figures(arm, ours, peer, a.bench_name)
+            figures += figs
+            stats_by_arm[name] = stats
+            dates.append(date)
+            measured.append(name)
+            continue
+        kept = _kept_figures(old_record, arm, a.bench_name)
+        figures += kept
+        if old_record and isinstance(old_record.get("statistics", {}).get(name), dict):
+            stats_by_arm[name] = old_record["statistics"][name]
+        if name in old_sections:
+            sections.append(_kept_note(old_sections[name], arm, kept))
+        print(f"{name}: not re-measured (no side-by-side pair out/{arm.ours}.json + out/{arm.peer}.json); kept")
+    if not measured:
+        print("nothing to compare: run a pair of runners first (see ARMS)", file=sys.stderr)
+        return 1
+    text = "\n\n".join([TITLE, *(s.strip("\n") for s in sections)]) + "\n"
+    result.write_text(text + tail)
+    print(text)
+    record = result_record(a.bench_name, command_line(), max(dates), 1, stats_by_arm, figures, cpu=cpu_info())
+    print(f"wrote {write_result(record, result.parent)}")
+    return 0
 
 
-def record(ours: dict, peer: dict, a: argparse.Namespace) -> dict:
-    """The bench/results JSON record (benchlib schema) of one comparison."""
-    from benchlib import command_line, cpu_info, figure, result_record
+def _pair(out: Path, arm: Arm, require_overlap: bool) -> tuple[dict, dict, str] | None:
+    """The arm's two runner outputs and the time the later one was written (UTC), or None when either is missing
+    or (``require_overlap``) the two runs did not overlap in time: then they were not a side-by-side pair."""
+    paths = [out / f"{n}.json" for n in (arm.ours, arm.peer)]
+    if not all(p.exists() for p in paths):
+        return None
+    ours, peer = (json.loads(p.read_text()) for p in paths)
+    if require_overlap and not _side_by_side(ours, peer):
+        return None
+    date = time.strftime("%Y-%m-%d %H:%M", time.gmtime(max(p.stat().st_mtime for p in paths)))
+    return ours, peer, ours.get("date") or date
 
+
+def _side_by_side(ours: dict, peer: dict) -> bool:
+    """Both runs' training windows (CLOCK_MONOTONIC marks) overlap for at least half of the shorter one."""
+    if "update_marks" not in ours or "update_marks" not in peer:
+        return False
+    (a0, a1), (b0, b1) = ((d["update_marks"][0], d["update_marks"][-1]) for d in (ours, peer))
+    return min(a1, b1) - max(a0, b0) >= 0.5 * min(a1 - a0, b1 - b0)
+
+
+def _sections(generated: str, arms: dict[str, Arm]) -> dict[str, str]:
+    """The existing report's section of each arm: the headline's is everything under the title up to the first other
+    arm's heading."""
+    body = generated.split("\n", 1)[1] if generated.startswith(TITLE) else generated
+    cuts = sorted((body.find(arm.heading), n) for n, arm in arms.items() if arm.heading and arm.heading in body)
+    out = {}
+    first = cuts[0][0] if cuts else len(body)
+    if body[:first].strip():
+        out["headline"] = body[:first]
+    for i, (at, name) in enumerate(cuts):
+        out[name] = body[at : cuts[i + 1][0] if i + 1 < len(cuts) else len(body)]
+    return out
+
+
+def _kept_figures(old: dict | None, arm: Arm, bench: str) -> list[dict]:
+    """The arm's rows of the existing result JSON, each carrying the command, date and CPU of the run that measured
+    it (the record's own are about to become this compare's); no rows yet: its goals, marked not measured."""
+    keys = [f"{bench}{arm.suffix}.{k}" for k in ("seconds_per_update", "peak_rss")]
+    rows = [f for f in (old or {}).get("figures", []) if f["figure"] in keys]
+    if rows:
+        return [{"command": old["command"], "date": old["date"], "cpu": old["cpu"], **f} for f in rows]
+    note = f"not measured yet: {arm.commands} (one thread each, at the same time), then compare.py"
+    return [
+        {**_row(bench, arm, key, what, None, stat), "note": note}
+        for key, what, stat in (
+            ("seconds_per_update", "PPO seconds per update", "seconds per update while both ran"),
+            ("peak_rss", "PPO peak RSS", "ru_maxrss of each runner process"),
+        )
+    ]
+
+
+def _row(bench: str, arm: Arm, key: str, what: str, value: float | None, stat: str, **kw) -> dict:
+    from benchlib import figure
+
+    goal = arm.goals[key]
+    return figure(
+        f"{bench}{arm.suffix}.{key}",
+        f"{what}, alignkit / TRL 1.12 ({arm.label})",
+        f"<= {goal}",
+        value,
+        None if value is None else value <= goal,
+        f"{stat}, alignkit / TRL 1.12",
+        unit="x",
+        **kw,
+    )
+
+
+def _kept_note(section: str, arm: Arm, kept: list[dict]) -> str:
+    if KEPT in section:
+        return section
+    date = kept[0]["date"] if kept else "an earlier day"
+    files = f"`bench/ppo_peer/out/{arm.ours}.json` and `bench/ppo_peer/out/{arm.peer}.json`"
+    note = (
+        f"{KEPT} {date}: not re-measured by the latest compare.py (its outputs {files} were not there as a side-by-"
+        "side pair), so these tables, and this arm's rows in `ppo_peer.json` and RESULTS.md, are that run's."
+    )
+    if arm.heading is None:
+        return note + "\n\n" + section.lstrip("\n")
+    head, _, rest = section.lstrip("\n").partition("\n")
+    return f"{head}\n\n{note}\n{rest}"
+
+
+def _figures(arm: Arm, ours: dict, peer: dict, bench: str) -> tuple[dict, list[dict]]:
+    """The arm's statistics and its two RESULTS.md rows."""
     med = [statistics.median(d["update_seconds"][1:] or d["update_seconds"]) for d in (ours, peer)]
     overlap = _overlap_ratio(ours, peer)
     cpu = [d["probe"].get("cpu_seconds", {}).get("train", float("nan")) for d in (ours, peer)]
@@ -71,50 +232,54 @@ def record(ours: dict, peer: dict, a: argparse.Namespace) -> dict:
         "overlap_update_seconds_ratio": overlap[0] / overlap[1] if overlap else None,
         "peak_rss_ratio": ours["peak_rss_mib"] / peer["peak_rss_mib"],
         "peak_rss_mib": [ours["peak_rss_mib"], peer["peak_rss_mib"]],
+        "seconds_per_update": {"median_2plus": med, "while_both_ran": list(overlap) if overlap else None},
+        "train_cpu_seconds": cpu,
+        "reward_curve": [ours["reward_curve"], peer["reward_curve"]],
+        "kl_curve": [ours.get("kl_curve", []), peer.get("kl_curve", [])],
+        "critic": ours.get("critic"),
         "settings": ours["settings"],
-        "label": a.label,
+        "outputs": [f"bench/ppo_peer/out/{arm.ours}.json", f"bench/ppo_peer/out/{arm.peer}.json"],
+        "label": arm.label,
+        "goals": arm.goals,
     }
     speed = stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"]
     speed_stat = "seconds per update while both ran" if overlap else "median seconds per update, updates 2+"
-    figures = [
-        figure(
-            f"{a.bench_name}.seconds_per_update",
-            f"PPO seconds per update, alignkit / TRL 1.12 ({a.label})",
-            f"<= {GOALS['seconds_per_update']}",
-            speed,
-            speed <= GOALS["seconds_per_update"],
-            f"{speed_stat}, alignkit / TRL 1.12",
-            unit="x",
-            also=[
-                {
-                    "statistic": "training CPU time, main thread",
-                    "measured": stats["train_cpu_seconds_ratio"],
-                    "met": stats["train_cpu_seconds_ratio"] <= GOALS["seconds_per_update"],
-                },
-                {
-                    "statistic": "training wall time, all updates",
-                    "measured": stats["train_seconds_ratio"],
-                    "met": stats["train_seconds_ratio"] <= GOALS["seconds_per_update"],
-                },
-            ],
-        ),
-        figure(
-            f"{a.bench_name}.peak_rss",
-            f"PPO peak RSS, alignkit / TRL 1.12 ({a.label})",
-            f"<= {GOALS['peak_rss']}",
-            stats["peak_rss_ratio"],
-            stats["peak_rss_ratio"] <= GOALS["peak_rss"],
-            "ru_maxrss of each runner process, alignkit / TRL 1.12",
-            unit="x",
-        ),
+    goal = arm.goals["seconds_per_update"]
+    also = [
+        {
+            "statistic": "median seconds per update, updates 2+",
+            "measured": stats["median_update_seconds_ratio"],
+            "met": stats["median_update_seconds_ratio"] <= goal,
+        },
+        {
+            "statistic": "training CPU time, main thread",
+            "measured": stats["train_cpu_seconds_ratio"],
+            "met": stats["train_cpu_seconds_ratio"] <= goal,
+        },
+        {
+            "statistic": "training wall time, all updates",
+            "measured": stats["train_seconds_ratio"],
+            "met": stats["train_seconds_ratio"] <= goal,
+        },
     ]
-    date = ours.get("date") or time.strftime("%Y-%m-%d %H:%M")
-    return result_record(a.bench_name, command_line(), date, 1, stats, figures, cpu=ours.get("cpu") or cpu_info())
+    figures = [
+        _row(bench, arm, "seconds_per_update", "PPO seconds per update", speed, speed_stat, also=also),
+        _row(bench, arm, "peak_rss", "PPO peak RSS", stats["peak_rss_ratio"], "ru_maxrss of each runner process"),
+    ]
+    return stats, figures
 
 
-def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:
-    def row(name: str, x: float, y: float, fmt: str = "{:.1f}") -> str:
-        return f"| {name} | {fmt.format(x)} | {fmt.format(y)} | **{x / y:.2f}** |"
+def _section(arm: Arm, ours: dict, peer: dict, date: str) -> str:
+    lines = [*([arm.heading, ""] if arm.heading else []), *_summary(arm, ours, peer, date)]
+    lines += ["", *_phases(ours, peer), "", *_memory(ours, peer), "", *_curves(ours, peer)]
+    return "\n".join(lines)
+
+
+def _summary(arm: Arm, ours: dict, peer: dict, date: str) -> list[str]:
+    def row(name: str, x: float, y: float, fmt: str = "{:.1f}", goal: float | None = None) -> str:
+        ratio = x / y
+        verdict = "" if goal is None else (" met" if ratio <= goal else " missed")
+        return f"| {name} | {fmt.format(x)} | {fmt.format(y)} | **{ratio:.2f}**{verdict} |"
 
     # The first update includes one-off warm-up (first-touch of the weights, allocator growth).
     med = [statistics.median(d["update_seconds"][1:] or d["update_seconds"]) for d in (ours, peer)]
@@ -122,23 +287,46 @@ def _summary(ours: dict, peer: dict, a: argparse.Namespace) -> list[str]:
     loads = [m[3] for d in (ours, peer) for m in d["probe"]["marks"] if len(m) > 3]
     steps = [d["probe"]["calls"].get("train/optimizer_step", 0) for d in (ours, peer)]
     overlap = _overlap_ratio(ours, peer)
-    return [
-        "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer",
-        "",
-        f"Arm: {a.label}. Outputs: `bench/ppo_peer/out/{a.ours}.json`, `bench/ppo_peer/out/{a.peer}.json`.",
+    speed_goal, rss_goal = arm.goals["seconds_per_update"], arm.goals["peak_rss"]
+    critic = ours.get("critic")
+    lines = [
+        f"Arm: {arm.label}. Outputs: `bench/ppo_peer/out/{arm.ours}.json`, `bench/ppo_peer/out/{arm.peer}.json` "
+        f"(written {date} UTC).",
+        *([f"Runs: {arm.commands}, started together."] if arm.commands else []),
         f"Settings (both): `{json.dumps(ours['settings'])}`; embedded SmolLM2-135M-Instruct, CPU, one thread each.",
+    ]
+    if critic:
+        lines.append(
+            f"alignkit's critic: {critic['kind']} ({critic['trainable_params'] / 1e6:.1f} M parameters in the "
+            f"optimizer, {', '.join(critic['dtypes'])}); TRL 1.12's: its separate AutoModelForSequenceClassification "
+            "value model, fully trained. Policy: LoRA on both sides."
+        )
+    return [
+        *lines,
         f"Work (both): {len(ours['update_seconds'])} vs {len(peer['update_seconds'])} rollouts of "
         f"{ours['settings']['rollout']} sequences; {steps[0]} vs {steps[1]} optimizer steps. "
         f"1-min load average at the runners' marks: {min(loads, default=float('nan')):.2f}-"
         f"{max(loads, default=float('nan')):.2f}.",
+        f"Goals (alignkit / TRL 1.12, fixed before the run): seconds per update <= {speed_goal}, "
+        f"peak RSS <= {rss_goal}.",
         "",
-        "| | alignkit | TRL 1.12 | ratio (goal <= 0.8) |",
+        "| | alignkit | TRL 1.12 | ratio |",
         "|---|---|---|---|",
         row("training wall time, all updates (s)", ours["train_seconds"], peer["train_seconds"]),
         row("training CPU time, main thread (s)", *cpu),
-        row("median seconds per update (rollout + epochs), updates 2+", *med),
-        *([row("wall seconds per update while both ran (see below)", *overlap)] if overlap else []),
-        row("peak RSS, whole process (MiB, ru_maxrss)", ours["peak_rss_mib"], peer["peak_rss_mib"], "{:.0f}"),
+        row(
+            "median seconds per update (rollout + epochs), updates 2+",
+            *med,
+            goal=None if overlap else speed_goal,
+        ),
+        *([row("wall seconds per update while both ran (verdict)", *overlap, goal=speed_goal)] if overlap else []),
+        row(
+            "peak RSS, whole process (MiB, ru_maxrss; verdict)",
+            ours["peak_rss_mib"],
+            peer["peak_rss_mib"],
+            "{:.0f}",
+            goal=rss_goal,
+        ),
     ]
 
 
@@ -218,4 +406,4 @@ def _at(values: list[float], i: int) -> str:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,11 @@
 """alignkit side of the PPO peer comparison (TRL 1.16 venv): PPOTrainer with the shared-base LoRA critic.
 
 .venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6
+.venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6 --full-value-model  # -> out/alignkit-fullvalue.json
+
+--full-value-model is the like-for-like arm against TRL 1.12 (issue 13): the critic is a separate, fully trained
+backbone (PPOConfig.value_model_name_or_path = the embedded model), as TRL 1.12's value model is; every other
+setting is the fp32 headline arm's.
 """
 
 from __future__ import annotations
@@ -21,10 +26,16 @@ from probe import Probe  # noqa: E402
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
-    ap.add_argument("--name", default="alignkit", help="writes bench/ppo_peer/out/<name>.json")
+    ap.add_argument("--name", help="writes bench/ppo_peer/out/<name>.json (alignkit, or alignkit-fullvalue)")
     ap.add_argument("--defaults", action="store_true", help="precision/checkpointing as alignkit picks for this CPU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PPOConfig override (ablations)")
+    ap.add_argument(
+        "--full-value-model",
+        action="store_true",
+        help="critic = a separate, fully trained copy of the base (value_model_name_or_path), like TRL 1.12's",
+    )
     a = ap.parse_args()
+    a.name = a.name or ("alignkit-fullvalue" if a.full_value_model else "alignkit")
     probe = Probe()  # before the heavy imports, so the RSS timeline starts at the bare interpreter
     from common import answer_of
     from datasets import Dataset
@@ -42,6 +53,9 @@ def main() -> None:
 
         chosen = choose_settings(detect(), explicit=set())[0]
         precision = {k: chosen[k] for k in ("bf16", "fp16", "use_cpu", "gradient_checkpointing")}
+    model = str(materialize_embedded())  # the policy, and with --full-value-model the critic's backbone too
+    critic = {"value_model_name_or_path": model} if a.full_value_model else {}
+    overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)}
     qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": answer_of(q)} for q in qs])
     steps_per_update = S["num_ppo_epochs"] * S["rollout"] // S["per_device_train_batch_size"]
@@ -52,7 +66,7 @@ def main() -> None:
         temperature=S["temperature"], learning_rate=S["learning_rate"], max_steps=steps_per_update * a.updates,
         beta=S["kl_coef"], epsilon=S["cliprange"], cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"],
         gamma=S["gamma"], lam=S["lam"], logging_steps=1, save_strategy="no", seed=S["seed"], shuffle_dataset=False,
-        report_to="none", **precision, **{k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)},
+        report_to="none", **precision, **critic, **overrides,
     )  # fmt: skip
     lora = LoraConfig(r=S["lora_r"], lora_alpha=S["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
     marks: list[float] = []
@@ -63,15 +77,16 @@ def main() -> None:
                 marks.append(time.perf_counter())
 
     with probe.phase("build trainer"):  # model load, PEFT wrap, critic adapter
-        model = str(materialize_embedded())
         trainer = PPOTrainer(model, [MathAnswer()], args=args, train_dataset=ds, peft_config=lora)
     trainer.add_callback(Clock())
     _instrument(probe, trainer)
     probe.mark("trainer built")
+    trained = trainer._critic_params  # head (+ value adapter, or the separate backbone)
     marks.append(time.perf_counter())
     with probe.phase("train"):
         trainer.train()
     probe.mark("train done")
+    optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     rewards = [h["rewards/math_answer/mean"] for h in trainer.state.log_history if "rewards/math_answer/mean" in h]
     kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
     write(
@@ -87,6 +102,13 @@ def main() -> None:
             "settings": S,
             "overrides": a.set,
             "precision": precision,
+            "critic": {
+                "kind": "separate full value model" if a.full_value_model else "shared-base LoRA adapter + head",
+                "value_model_name_or_path": critic.get("value_model_name_or_path"),
+                # counted after training: the critic parameters in the optimizer's groups, and their dtype(s)
+                "trainable_params": sum(p.numel() for p in trained.values() if id(p) in optimized),
+                "dtypes": sorted({str(p.dtype) for p in trained.values()}),
+            },
             "probe": probe.summary(),
         },
     )

@@ -1,0 +1,94 @@
+"""bench/ppo_peer/compare.py: each arm is re-measured only from a side-by-side pair; the other arm's rows, section
+and the hand-written reading are kept, and the kept arm names the run it comes from."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "bench" / "ppo_peer"))
+
+import compare  # noqa: E402
+from benchlib import validate_result  # noqa: E402
+
+
+def _run(start: float, per_update: float, rss: float, reward: float) -> dict:
+    marks = [start + i * per_update for i in range(7)]
+    return {
+        "update_seconds": [per_update] * 6,
+        "update_marks": marks,
+        "peak_rss_mib": rss,
+        "train_seconds": marks[-1] - marks[0],
+        "reward_curve": [reward] * 6,
+        "kl_curve": [0.1] * 6,
+        "settings": {"rollout": 16},
+        "probe": {
+            "seconds": {"train": 6 * per_update},
+            "cpu_seconds": {"train": 3 * per_update},
+            "calls": {"train/optimizer_step": 24},
+            "marks": [["imports done", 1.0, 600.0, 1.5], ["trainer built", 2.0, 700.0, 1.6]],
+            "top": {"rss_mib": rss, "t": 3.0, "phase": "train/backward"},
+        },
+    }
+
+
+def _old_report(tmp_path: Path) -> tuple[Path, Path]:
+    md = tmp_path / "ppo_peer.md"
+    md.write_text(
+        compare.TITLE + "\n\nArm: fp32 on both sides (the headline). Old tables.\n\n"
+        "## Reading (by hand, 2026-12-01)\n\nhand notes\n"
+    )
+    row = {"goal": "<= 0.8", "measured": None, "unit": "", "met": None, "verdict_statistic": "s", "note": "old"}
+    record = {
+        "schema": "alignkit-bench-result/1",
+        "bench": "ppo_peer",
+        "command": "old compare",
+        "date": "2026-12-01 09:25",
+        "cpu": {"model": "OLD CPU"},
+        "threads": 1,
+        "statistics": {},
+        "figures": [{**row, "figure": "ppo_peer.seconds_per_update"}, {**row, "figure": "ppo_peer.peak_rss"}],
+    }
+    (tmp_path / "ppo_peer.json").write_text(json.dumps(record))
+    return md, tmp_path / "ppo_peer.json"
+
+
+def test_like_for_like_arm_added_and_headline_kept(tmp_path):
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignkit-fullvalue.json").write_text(json.dumps(_run(100.0, 40.0, 3000.0, 0.25)))
+    (out / "trl112.json").write_text(json.dumps(_run(101.0, 100.0, 6000.0, 0.25)))
+    argv = ["--result", str(md), "--out", str(out)]
+    assert compare.main(argv) == 0
+    record = json.loads(js.read_text())
+    assert validate_result(record) == []
+    figs = {f["figure"]: f for f in record["figures"]}
+    old = figs["ppo_peer.seconds_per_update"]
+    assert old["measured"] is None and old["date"] == "2026-12-01 09:25" and old["cpu"] == {"model": "OLD CPU"}
+    assert figs["ppo_peer.ll.peak_rss"]["measured"] == 0.5 and figs["ppo_peer.ll.peak_rss"]["met"] is True
+    assert figs["ppo_peer.ll.peak_rss"]["goal"] == "<= 0.6"
+    speed = figs["ppo_peer.ll.seconds_per_update"]
+    assert speed["goal"] == "<= 0.5" and speed["met"] is True and abs(speed["measured"] - 0.4) < 1e-9
+    text = md.read_text()
+    assert text.count(compare.KEPT) == 1 and "Old tables." in text and text.endswith("hand notes\n")
+    assert text.index("Old tables.") < text.index("## Like for like") < text.index("## Reading")
+    # Again: nothing doubles, and the kept headline rows still name their own run.
+    assert compare.main(argv) == 0
+    again = md.read_text()
+    assert again.count(compare.KEPT) == 1 and again.count("## Like for like") == 1
+    assert json.loads(js.read_text())["figures"][0]["date"] == "2026-12-01 09:25"
+
+
+def test_a_pair_that_did_not_run_side_by_side_is_not_compared(tmp_path):
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignkit-fullvalue.json").write_text(json.dumps(_run(100.0, 40.0, 3000.0, 0.25)))
+    (out / "trl112.json").write_text(json.dumps(_run(5000.0, 100.0, 6000.0, 0.25)))  # a later TRL run
+    before = js.read_text()
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 1
+    assert js.read_text() == before
