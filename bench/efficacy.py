@@ -402,7 +402,7 @@ def measure(
         if quick:
             reasons["make_seconds"] = reasons["make_peak_rss_gib"] = "quick smoke run: make_time has its own smoke"
         else:
-            walls, rss = [], []
+            walls, rss, reports = [], [], []
             for seed in seeds:
                 with tempfile.TemporaryDirectory(prefix="efficacy-make-") as tmp:
                     cmd = [sys.executable, str(BENCH / "make_time.py"), "--args", f"seed={seed}"]
@@ -412,7 +412,11 @@ def measure(
                     ok = code == 0 and stats.get("exit") == 0
                     walls.append(stats.get("wall_seconds") if ok else None)
                     rss.append(stats.get("peak_rss_gib") if ok else None)
+                    reports.append(stats.get("report_goal_figures") if ok else None)
             per_seed["make_seconds"], per_seed["make_peak_rss_gib"] = walls, rss
+            # Each cold make trains its own proxy, pairs, judge and policy: its report's figures vary the whole chain,
+            # not only the DPO seed as the default group does (its pairs, proxy and judge are shared by the seeds).
+            details["make_reports"] = [{"seed": s, "figures": f} for s, f in zip(seeds, reports, strict=True)]
     if "rm" in groups:
         if quick:
             reasons["rm_heldout_accuracy"] = "quick smoke run: rm-smol not trained"
@@ -530,6 +534,27 @@ def render_kl_parts(parts: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_make_reports(reports: list[dict[str, Any]]) -> list[str]:
+    """The default goal figures each cold ``make`` of the ``make`` group printed in its own report: every link of the
+    chain (proxy, pairs, judge, policy) trained afresh, so their spread is what a user's ``make`` can show."""
+    if not reports:
+        return []
+    keys = ["win_rate", "win_ci_low", "lc_win_rate", "ppl_ratio", "distinct2_ratio", "length_ratio"]
+    lines = [
+        "",
+        "Each cold `make` of the `make` group, its own report (`recipe=dpo-smol seed=S`; proxy, pairs, judge and "
+        "policy all trained afresh, not shared as in the default group):",
+        "",
+        "| seed | " + " | ".join(keys) + " |",
+        "|---|" + "---|" * len(keys),
+    ]
+    for entry in reports:
+        figures = entry.get("figures") or {}
+        cells = ["–" if figures.get(k) is None else f"{figures[k]:.3f}" for k in keys]
+        lines.append(f"| {entry['seed']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render(data: dict[str, Any]) -> str:
     meta = data["meta"]
     cpu = meta["cpu"]
@@ -569,6 +594,7 @@ def render(data: dict[str, Any]) -> str:
     for key, source in (meta.get("carried_from") or {}).items():
         lines.append(f"\n`{key}` is carried from an earlier run: `{source.get('command')}` ({source.get('date')}).")
     lines += render_verdicts(verdicts) + render_kl_parts((meta.get("details") or {}).get("kl_parts") or {})
+    lines += render_make_reports((meta.get("details") or {}).get("make_reports") or [])
     lines += [
         "",
         "Per-seed details (run directories, truncation before/after for the arithmetic gains) are in "
@@ -673,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
     combine_kl(groups, seeds, details, per_seed, reasons, earlier if (a.keep or a.kl_from) else [])
     data = aggregate(per_seed, reasons)
     carried = carry_over(data, previous) if previous else {}
+    for key, value in ((previous or {}).get("meta", {}).get("details") or {}).items():
+        details.setdefault(key, value)  # --keep: the details of groups not run now stay beside their figures
     verdicts = compound_verdicts(data, details, groups, carried, previous)
     data["meta"] = {
         "command": command,

@@ -147,6 +147,15 @@ def phases(workdir: Path, lines: list[tuple[float, str]], wall: float) -> dict:
     }
 
 
+def report_goal_figures(run_dir: Path) -> dict | None:
+    """The goal figures of the run's report (report.json ``goals.figures``: win rate, CI low, LC win rate, ratios),
+    or None without a report."""
+    path = run_dir / "report.json"
+    if not path.exists():
+        return None
+    return (json.loads(path.read_text()).get("goals") or {}).get("figures")
+
+
 def prepare(workdir: Path, real_cache: Path) -> dict:
     """The scratch checkout: links to Makefile, pyproject.toml and .venv; an empty cache whose models/ is shared."""
     for name in ("Makefile", "pyproject.toml", ".venv"):
@@ -194,6 +203,16 @@ def render(record: dict) -> str:
         )
         + ".",
         "",
+        *(
+            [
+                "This make's own report (one seed, not an efficacy figure): "
+                + ", ".join(f"{k} {v:.3f}" for k, v in s["report_goal_figures"].items() if isinstance(v, float))
+                + ".",
+                "",
+            ]
+            if s.get("report_goal_figures")
+            else []
+        ),
         "| from (s) | seconds | line `make` printed |",
         "|---|---|---|",
         *[f"| {sp['from_s']} | {sp['seconds']} | {sp['line'].replace('|', '/')} |" for sp in ph["spans"]],
@@ -235,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         date, load_before = time.strftime("%Y-%m-%d %H:%M"), " ".join(f"{x:.2f}" for x in os.getloadavg())
         ran = run_make(workdir, make_argv(a.recipe, a.args, a.pipeline), env)
         breakdown = phases(workdir, ran["lines"], ran["wall_s"])
+        report_goals = None if a.pipeline else report_goal_figures(workdir / "runs" / a.recipe)
         report = workdir / "runs" / "pipeline" / "report.md"
         pipeline_report = report.read_text() if a.pipeline and report.exists() else None
     finally:
@@ -254,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_before": load_before,
         "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "phases": breakdown,
+        "report_goal_figures": report_goals,  # what this make's own report.md shows against issue 12's goals
         "output_tail": [line for _, line in ran["lines"][-20:]],
     }
     ok = ran["exit"] == 0

@@ -79,6 +79,14 @@ def test_every_bench_smoke_runs():
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
+def test_each_cold_make_report_is_a_row_and_a_missing_one_shows_a_dash():
+    import efficacy
+
+    lines = efficacy.render_make_reports([{"seed": 0, "figures": {"win_rate": 0.6953, "lc_win_rate": 0.4938}}])
+    assert lines[-1] == "| 0 | 0.695 | – | 0.494 | – | – | – |"
+    assert efficacy.render_make_reports([]) == []
+
+
 def test_rdpo_verdict_needs_both_length_and_win_rate():
     import efficacy
 

@@ -87,3 +87,11 @@ def test_pipeline_argv_and_report_carry_the_pipeline_table():
     text = make_time.render(record)
     assert text.startswith("# `make pipeline`") and "(goal <= 3600)" in text
     assert "| dpo-smol | 0.7 |" in text and "![p]" not in text  # the plot is not copied beside the results
+
+
+def test_the_report_goal_figures_of_the_timed_make_are_kept(tmp_path):
+    run = tmp_path / "runs" / "dpo-smol"
+    run.mkdir(parents=True)
+    assert make_time.report_goal_figures(run) is None  # no report: nothing claimed
+    (run / "report.json").write_text(json.dumps({"goals": {"figures": {"win_rate": 0.7, "lc_win_rate": 0.49}}}))
+    assert make_time.report_goal_figures(run) == {"win_rate": 0.7, "lc_win_rate": 0.49}
