@@ -51,22 +51,25 @@ class PreferenceMetric(Metric):
     ) -> dict[str, Any]:
         """:func:`alignkit.eval.preference.pair_logps` under ``spec``'s model, rows scored before reused
         (:mod:`alignkit.eval.score_cache`); ``disable_adapter``: with its PEFT adapter off (the implicit reference)."""
+        from alignkit.eval.preference import pair_logps_from
         from alignkit.eval.score_cache import cached_completion_nlls
 
-        prompts, chosen, rejected = self.columns
-        n, o = len(prompts), self.opts
-        nll, count = cached_completion_nlls(
-            spec,
-            model_fn,
-            list(prompts) * 2,
-            list(chosen) + list(rejected),
-            max_length=o.max_length,
-            batch_size=o.batch_size,
-            desc=desc,
-            use_cache=ctx.use_cache,
-            disable_adapter=disable_adapter,
-        )
-        return {"chosen": -nll[:n], "rejected": -nll[n:], "n_chosen": count[:n], "n_rejected": count[n:]}
+        o = self.opts
+
+        def nlls(prompts, completions):
+            return cached_completion_nlls(
+                spec,
+                model_fn,
+                prompts,
+                completions,
+                max_length=o.max_length,
+                batch_size=o.batch_size,
+                desc=desc,
+                use_cache=ctx.use_cache,
+                disable_adapter=disable_adapter,
+            )
+
+        return pair_logps_from(nlls, *self.columns)
 
     def with_model(self, ctx: EvalContext, spec: ModelSpec, model_fn: ModelFn) -> None:
         from alignkit.eval.preference import preference_from_logps

@@ -26,7 +26,7 @@ scored), computed by :func:`alignkit.eval.perplexity.completion_nlls`. Intervals
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -102,16 +102,24 @@ def pair_logps(
     each shape ``(n_pairs,)``. Both sides go through one batched pass."""
     from alignkit.eval.perplexity import completion_nlls
 
+    def nlls(rows_prompts, rows_completions):
+        return completion_nlls(
+            model, tokenizer, rows_prompts, rows_completions, max_length=max_length, batch_size=batch_size, desc=desc
+        )
+
+    return pair_logps_from(nlls, prompts, chosen, rejected)
+
+
+def pair_logps_from(
+    nlls: Callable[[list[Any], list[Any]], tuple[np.ndarray, np.ndarray]],
+    prompts: Sequence[Any],
+    chosen: Sequence[Any],
+    rejected: Sequence[Any],
+) -> dict[str, np.ndarray]:
+    """:func:`pair_logps` from any ``nlls(prompts, completions) -> (summed NLL, token count)`` per row (the eval
+    passes a cached one, :func:`alignkit.eval.score_cache.cached_completion_nlls`): chosen and rejected in one call."""
     n = len(prompts)
-    nll, count = completion_nlls(
-        model,
-        tokenizer,
-        list(prompts) * 2,
-        list(chosen) + list(rejected),
-        max_length=max_length,
-        batch_size=batch_size,
-        desc=desc,
-    )
+    nll, count = nlls(list(prompts) * 2, list(chosen) + list(rejected))
     return {"chosen": -nll[:n], "rejected": -nll[n:], "n_chosen": count[:n], "n_rejected": count[n:]}
 
 
