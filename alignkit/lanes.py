@@ -165,10 +165,6 @@ def start(side_needs: list, own_needs: list, runs_root: Path) -> SideLane | None
     return lane
 
 
-def active() -> SideLane | None:
-    return _active
-
-
 def checkpoint() -> None:
     """Called at safe points of long work (training steps, on-policy chunks): see :meth:`SideLane.checkpoint`."""
     if _active is not None:
