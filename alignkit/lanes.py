@@ -8,7 +8,11 @@ two. Measured on ``make`` (bench/results/make_time.md): 870 s with the judge in 
 without it (and with slower pair cards).
 
 ``alignkit train R`` (with its eval) uses this for the runs R's eval suite needs and R's own training does not: for
-``make``, the held-out judge ``rm-judge-smol``, while ``dpo-smol`` builds its proxy, its pairs and trains.
+``make``, the held-out judge ``rm-judge-smol``, while ``dpo-smol`` builds its pairs and trains. It also sends the runs
+R's data needs only after a first part of its build (``early``, :func:`alignkit.pipeline.deferrable_runs`): for
+``make``, the proxy ``rm-smol``, which the on-policy card needs only to score the replies it samples first. Those go
+first in the child, this process samples meanwhile (:func:`alignkit.pipeline.presample`) and then waits for them
+(:func:`wait_for`); if one fails, this process trains it, as it would without a side lane.
 
 How: :func:`start` launches ``alignkit train <recipe> output_dir=<run> --no-eval`` for each such missing run, one
 after another in one child process with half of this process's threads (``OMP_NUM_THREADS``; 1 of 2 on the 2-core
@@ -48,6 +52,8 @@ class SideLane:
         self.side_threads = threads // 2  # the rest stay here: 1 and 1 on 2 cores
         self.log_dir = runs_root / LOG_DIR
         self.failed: tuple[str, int, Path] | None = None  # (run name, exit status, log) of the first failure
+        self.finished: set[str] = set()  # side runs the child has finished so far
+        self._progress = threading.Condition()
         self.restored = False
         self._proc: subprocess.Popen | None = None
         self._stopped = False
@@ -71,8 +77,13 @@ class SideLane:
                 if code != 0 or self._stopped:
                     self.failed = (run.need.name, code, log)
                     return
+                with self._progress:
+                    self.finished.add(run.need.name)
+                    self._progress.notify_all()
         finally:
-            self._done.set()
+            with self._progress:
+                self._done.set()
+                self._progress.notify_all()
 
     def start(self) -> None:
         import torch
@@ -105,6 +116,13 @@ class SideLane:
             )
         elif not self._stopped:
             print(f"alignkit: side lane: done; back to {self.threads} threads", flush=True)
+
+    def wait_for(self, name: str) -> bool:
+        """Wait until the child has finished run ``name`` (True) or has ended without it (False)."""
+        with self._progress:
+            self._progress.wait_for(lambda: name in self.finished or self._done.is_set())
+        self.checkpoint()
+        return name in self.finished
 
     def join(self) -> bool:
         """Wait for the child; True if every side run finished."""
@@ -145,16 +163,18 @@ def enabled() -> bool:
     return torch.get_num_threads() >= 2 and not torch.cuda.is_available()
 
 
-def start(side_needs: list, own_needs: list, runs_root: Path) -> SideLane | None:
+def start(side_needs: list, own_needs: list, runs_root: Path, early: list | None = None) -> SideLane | None:
     """Start training the missing runs of ``side_needs`` that are not in ``own_needs`` (the runs this process's
-    training needs itself) in a side lane; None when there are none or a side lane is off (:func:`enabled`)."""
+    training needs itself) in a side lane, after the ``early`` runs (own needs this process waits for later, with
+    :func:`wait_for`); None when there are none or a side lane is off (:func:`enabled`)."""
     global _active
     from alignkit.pipeline import missing_runs
 
-    if not side_needs or not enabled():
+    early = list(early or [])
+    if not (side_needs or early) or not enabled():
         return None
-    own = {need.name for need in own_needs}
-    pending = [run for run in missing_runs(side_needs, runs_root) if run.need.name not in own]
+    own = {need.name for need in own_needs} - {need.name for need in early}
+    pending = [run for run in missing_runs(early + list(side_needs), runs_root) if run.need.name not in own]
     if not pending:
         return None
     import torch
@@ -169,6 +189,16 @@ def checkpoint() -> None:
     """Called at safe points of long work (training steps, on-policy chunks): see :meth:`SideLane.checkpoint`."""
     if _active is not None:
         _active.checkpoint()
+
+
+def training(name: str) -> bool:
+    """Whether the active side lane is to train run ``name``."""
+    return _active is not None and any(run.need.name == name for run in _active.pending)
+
+
+def wait_for(name: str) -> bool:
+    """Wait for the active side lane to finish run ``name``: see :meth:`SideLane.wait_for`; False without one."""
+    return _active is not None and _active.wait_for(name)
 
 
 def finish(ok: bool) -> None:

@@ -10,7 +10,10 @@ The chain is general: name -> recipe -> train. Any step that needs a run (an eva
 that starts from another run) describes it the same way. A dataset card does too: a card whose builder samples
 from or scores with a run (``policy: run:NAME``, ``scorer: run:rm-smol`` of an on-policy pair card) declares those
 runs with a ``required_runs(args, purpose)`` attribute on its builder function; :func:`dataset_runs` reads it, and
-``alignkit train`` trains them before it builds the recipe's data.
+``alignkit train`` trains them before it builds the recipe's data. A builder that can do its first part without some
+of them (the on-policy card samples before it needs its scorer) also has ``deferrable_runs(args, purpose)`` and a
+``sample_only`` argument: :func:`deferrable_runs` and :func:`presample` let ``alignkit train`` run that part while
+those runs train in a side lane (:mod:`alignkit.lanes`).
 """
 
 from __future__ import annotations
@@ -123,6 +126,31 @@ def dataset_runs(card_ref: Any, overrides: dict[str, Any] | None = None) -> list
     if declare is None:
         return []
     return declare({**card.source.get("args", {}), **(overrides or {})}, f"dataset card {card.name}")
+
+
+def deferrable_runs(card: Any, needs: list[RunNeed], runs_root: str | Path) -> list[RunNeed]:
+    """The missing runs of ``needs`` that ``card``'s builder can wait for while it samples (its
+    ``deferrable_runs``), when every other missing run is one of them too (a missing policy must train first, so
+    nothing is deferred then); ``[]`` otherwise."""
+    from alignkit.data.cards import import_object
+
+    if card.source_kind != "builder":
+        return []
+    declare = getattr(import_object(card.source["builder"], card), "deferrable_runs", None)
+    if declare is None:
+        return []
+    later = {need.name for need in declare(card.source.get("args", {}), f"dataset card {card.name}")}
+    missing = [run.need for run in missing_runs(needs, runs_root)]
+    if not missing or any(need.name not in later for need in missing):
+        return []
+    return missing
+
+
+def presample(card: Any, runs_root: str | Path) -> None:
+    """Run the part of ``card``'s build that needs none of its :func:`deferrable_runs` (``sample_only``)."""
+    from alignkit.data.cards import build
+
+    build(card, **dataset_builder_args(card, runs_root), sample_only=True)
 
 
 def dataset_builder_args(card_ref: Any, runs_root: str | Path) -> dict[str, Any]:

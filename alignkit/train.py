@@ -18,7 +18,7 @@ from alignkit.distributed import fsdp_on_cpu, is_distributed, is_main, main_deci
 from alignkit.errors import AlignkitError
 from alignkit.io import atomic_write_json, atomic_write_text
 from alignkit.model_card import write_model_card
-from alignkit.pipeline import dataset_builder_args, dataset_runs, ensure_runs
+from alignkit.pipeline import dataset_builder_args, dataset_runs, deferrable_runs, ensure_runs, presample
 from alignkit.recipe import Recipe, recipe_command
 from alignkit.run_start import resolve_start, start_needs, start_run_name
 from alignkit.runs import RUN_FILE, RunPaths, abandon, last_checkpoint, prepare, promote
@@ -386,9 +386,11 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
     prepared = main_decides(lambda: _prepare_run(recipe, overwrite, resume), recipe.training_args)
     paths, model_path, needs = prepared.paths, prepared.model_path, prepared.needs
     recipe.training_args.output_dir = str(paths.staging)
-    if side_needs:
-        lanes.start(side_needs, [*start_needs(recipe, final.parent), *needs], final.parent)
     card = load_card(recipe.args.dataset)
+    # runs the data needs only after it has sampled (the on-policy card's scorer) train in the side lane meanwhile
+    deferred = deferrable_runs(card, needs, final.parent) if recipe.args.onpolicy_rounds == 1 else []
+    if side_needs or deferred:
+        lanes.start(side_needs or [], [*start_needs(recipe, final.parent), *needs], final.parent, early=deferred)
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
@@ -397,6 +399,13 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
         finally:
             run_lock.release(paths.staging)  # a kept (resumable) staging directory must not stay locked
     try:
+        deferred = [need for need in deferred if lanes.training(need.name)]
+        if deferred:
+            names = ", ".join(f"run:{need.name}" for need in deferred)
+            print(f"alignkit: sampling the data of {card.name} while the side lane trains {names}", flush=True)
+            presample(card, final.parent)
+            for need in deferred:
+                lanes.wait_for(need.name)  # a failure: ensure_runs trains it here
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path, trust_remote_code=remote_code_opt_in(recipe))
         if is_main():

@@ -107,3 +107,23 @@ def test_checkpoint_before_the_child_ends_keeps_one_thread(rm_recipe, tmp_path):
     lane.checkpoint()
     assert torch.get_num_threads() == 1 and not lane.restored
     assert lane.join() is True and torch.get_num_threads() == 2
+
+
+def test_early_runs_train_first_and_wait_for_returns_once_each_is_finished(rm_recipe, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    proxy = RunNeed("rm-proxy", str(rm_recipe), "dataset card c: scorer", trainer="reward")
+    judge = _need(rm_recipe)
+    lane = lanes.start([judge], [proxy], runs, early=[proxy])  # the proxy is this process's own need, sent early
+    assert lane is not None and [run.need.name for run in lane.pending] == ["rm-proxy", "rm-tiny"]
+    assert lanes.training("rm-proxy") and not lanes.training("other")
+    assert lanes.wait_for("rm-proxy") is True
+    assert json.loads((runs / "rm-proxy" / "run.json").read_text())["status"] == "finished"
+    lanes.finish(True)
+    assert missing_runs([proxy, judge], runs) == []
+    assert lanes.wait_for("rm-proxy") is False  # no side lane any more
+
+
+def test_wait_for_a_run_the_child_failed_returns_false(rm_recipe, tmp_path, capsys):
+    lane = _scripted(rm_recipe, tmp_path, "exit(3)")
+    assert lane.wait_for("rm-tiny") is False  # this process then trains it itself (ensure_runs)
+    assert lane.failed[:2] == ("rm-tiny", 3) and torch.get_num_threads() == 2

@@ -266,3 +266,20 @@ def test_fast_precision_samples_with_bf16_matmuls_under_its_own_key(ws, monkeypa
     assert fast.manifest["policy"]["precision"] == "fast" and exact.manifest["policy"]["precision"] == "exact"
     assert fast.manifest["samples_directory"] != exact.manifest["samples_directory"]
     assert len(fast.rows("train")) > 0
+
+
+def test_sample_only_fills_the_generation_cache_and_the_build_then_only_scores(ws, monkeypatch, tmp_path):
+    import alignkit.eval.generation as generation
+
+    plain = build(ws, cache="plain")  # the reference: sampled and scored in one build
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache2"))  # a cold generation cache
+    args = dict(prompts=ws["prompts"], policy=ws["policy"], cache_root=ws["root"] / "later", **FAST)
+    # the scorer is not needed yet: a run that does not exist is not even checked
+    assert build_onpolicy_pairs(5, scorer="run:not-trained-yet", runs_root=tmp_path, sample_only=True, **args) is None
+    assert not (ws["root"] / "later").exists()  # nothing is cached as a dataset by a sample-only build
+    calls = []
+    real = generation._run_generation
+    monkeypatch.setattr(generation, "_run_generation", lambda *a, **k: calls.append(1) or real(*a, **k))
+    later = build_onpolicy_pairs(5, scorer=ws["rm"], **args)
+    assert calls == []  # every reply came from the generation cache: the build only scored
+    assert later.rows("train") == plain.rows("train")  # and made the same pairs as one build does

@@ -34,6 +34,7 @@ def test_a_plain_data_build_names_the_train_command(tmp_path, capsys):
 
 
 def test_train_trains_the_cards_runs_before_it_builds_data(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIGNKIT_SIDE_LANE", "0")  # no second process: the scorer trains here, in order
     seen = []
 
     def ensure_runs(needs, runs_root):
@@ -48,6 +49,56 @@ def test_train_trains_the_cards_runs_before_it_builds_data(tiny_model, tmp_path,
     ((needs, runs_root),) = seen
     assert [(n.name, n.trainer) for n in needs] == [("rm-smol", "reward")] and runs_root == out.parent
     assert not out.with_name("dpo-x.partial").exists()  # nothing trained, nothing left behind
+
+
+def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_model, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import alignkit.lanes
+
+    monkeypatch.delenv("ALIGNKIT_SIDE_LANE", raising=False)
+    monkeypatch.setattr(alignkit.lanes, "enabled", lambda: True)
+    events = []
+
+    class Lane:
+        def __init__(self, side, own, root, early=None):
+            events.append(("start", [n.name for n in early or []], [n.name for n in own]))
+            self.pending = [SimpleNamespace(need=n) for n in early or []]
+
+    def start(side, own, root, early=None):
+        alignkit.lanes._active = Lane(side, own, root, early)
+        return alignkit.lanes._active
+
+    def ensure_runs(needs, runs_root):
+        events.append(("ensure_runs", [n.name for n in needs]))
+        raise KeyboardInterrupt  # stop before anything trains
+
+    monkeypatch.setattr(alignkit.lanes, "start", start)
+    monkeypatch.setattr(alignkit.lanes, "wait_for", lambda name: events.append(("wait_for", name)) or True)
+    monkeypatch.setattr(alignkit.train, "presample", lambda card, root: events.append(("presample", card.name)))
+    monkeypatch.setattr(alignkit.train, "ensure_runs", ensure_runs)
+    monkeypatch.setattr(alignkit.lanes, "finish", lambda ok: setattr(alignkit.lanes, "_active", None))
+    out = tmp_path / "runs" / "dpo-x"
+    argv = ["train", "dpo-smol", f"model_name_or_path={tiny_model}", "dataset=sharegpt-onpolicy-smol"]
+    assert main([*argv, f"output_dir={out}", "--no-eval"]) == 130
+    assert events == [
+        ("start", ["rm-smol"], ["rm-smol"]),  # the proxy goes first in the side lane
+        ("presample", "sharegpt-onpolicy-smol"),  # this process samples meanwhile
+        ("wait_for", "rm-smol"),  # then waits for the proxy
+        ("ensure_runs", ["rm-smol"]),  # which then has nothing left to train (or trains it, if the child failed)
+    ]
+
+
+def test_no_deferral_when_the_policy_run_is_missing_too(tmp_path):
+    from alignkit.data.cards import load_card
+    from alignkit.pipeline import deferrable_runs
+
+    card = load_card("sharegpt-onpolicy-smol")
+    scorer = dataset_runs(card)
+    assert deferrable_runs(card, scorer, tmp_path) == scorer  # only the scorer is missing: it can wait
+    policy = RunNeed("sft-smol", "sft-smol", "dataset card sharegpt-onpolicy-smol: policy")
+    assert deferrable_runs(card, [policy, *scorer], tmp_path) == []  # sampling needs the policy: train in order
+    assert deferrable_runs(load_card("sharegpt-pairs-smol"), scorer, tmp_path) == []  # a builder without the hook
 
 
 def test_rounds_need_a_dpo_recipe_on_an_onpolicy_card(tiny_model, tmp_path):

@@ -61,6 +61,12 @@ def required_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
     return run_needs(refs, purpose, trainers={"scorer": "reward"})
 
 
+def deferrable_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
+    """The runs of :func:`required_runs` that sampling does without: the scorer's (``sample_only`` builds)."""
+    policy = {need.name for need in required_runs({"scorer": "", "policy": args.get("policy", "base")}, purpose)}
+    return [need for need in required_runs(args, purpose) if need.name not in policy]
+
+
 def _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset) -> None:
     problems = [
         (n_prompts >= 1, f"n_prompts: must be >= 1, got {n_prompts}"),
@@ -144,7 +150,8 @@ def build_onpolicy_pairs(
     runs_root: str | os.PathLike = "runs",
     cache_root: str | os.PathLike | None = None,
     force: bool = False,
-) -> BuildResult:
+    sample_only: bool = False,
+) -> BuildResult | None:
     """Build (or reuse) on-policy pairs (module docstring); the card builder of ``sharegpt-onpolicy-smol`` and the
     engine of ``alignkit pairs``.
 
@@ -163,6 +170,9 @@ def build_onpolicy_pairs(
         batch_size: generation rows per batch; chunk_size: prompts per saved chunk (both shape the seeded batches,
             so both are part of the key).
         source: the ShareGPT file for ``role:`` prompts (default: the wheel's); runs_root: where ``run:NAME`` lives.
+        sample_only: only sample, into the generation cache, and return None: the scorer is not needed (nor
+            checked), and a build with the same arguments afterwards only scores (``alignkit train`` samples so while
+            the scorer's run trains in a side lane, :mod:`alignkit.lanes`).
     """
     from alignkit.data.model_refs import resolve_policy
     from alignkit.data.onpolicy_prompts import load_pool, pick
@@ -179,9 +189,11 @@ def build_onpolicy_pairs(
     except ValueError as exc:
         raise AlignkitError(f"on-policy pairs: {exc}") from None
     check_precision(precision, "on-policy pairs: precision")
-    score_with = parse_scorer(
-        scorer, runs_root, batch_size=scorer_batch_size, purpose="on-policy pairs: scorer", precision=precision
-    )
+    score_with = None
+    if not sample_only:
+        score_with = parse_scorer(
+            scorer, runs_root, batch_size=scorer_batch_size, purpose="on-policy pairs: scorer", precision=precision
+        )
     spec = resolve_policy(policy, runs_root, purpose="on-policy pairs: policy").with_precision(precision)
     picked, pools = {}, {}
     for split, n, offset in (("train", n_prompts, prompt_offset), ("test", n_test, 0)):
@@ -189,7 +201,7 @@ def build_onpolicy_pairs(
         if n and not pool.rows:
             hint = "; a prompt file has no held-out split, set n_test 0" if split == "test" and pool.is_file else ""
             raise AlignkitError(f"prompts '{prompts}': the {split} prompt set is empty; nothing to sample{hint}")
-        if score_with.needs_reference and n and not pool.has_reference:
+        if score_with is not None and score_with.needs_reference and n and not pool.has_reference:
             raise AlignkitError(
                 f"scorer '{scorer}' grades against a reference column '{reference_column}', which prompts "
                 f"'{prompts}' ({split}) lack (columns: {', '.join(pool.columns)}); set reference_column"
@@ -207,6 +219,9 @@ def build_onpolicy_pairs(
         "top_p": top_p,
         "batch_size": batch_size,
     }
+    if sample_only:
+        _sample(picked, spec, generation, n_samples, seed, chunk_size, greedy_candidate)
+        return None
     sample_fingerprint = {
         "builder": "alignkit.data.onpolicy:build_onpolicy_pairs",
         "version": BUILDER_VERSION,
@@ -295,6 +310,25 @@ def build_onpolicy_pairs(
     return cached_build(NAME, fingerprint, produce, cache_root=cache_root, force=force)
 
 
+def _sample(picked, spec, generation, n_samples, seed, chunk_size, greedy_candidate) -> None:
+    """The sampling of a build, without scoring: the replies go to the generation cache (``sample_only``)."""
+    from tqdm.auto import tqdm
+
+    from alignkit.eval.metric_base import LazyModel
+
+    lazy = LazyModel(spec)
+    total = sum(len(rows) for rows in picked.values())
+    try:
+        with tqdm(total=total, desc=f"on-policy pairs: sample {n_samples}", unit="prompt") as bar:
+            for split, rows in picked.items():
+                sample_and_score(
+                    rows, split, spec=spec, model_fn=lazy, scorer=None, generation=generation, n_samples=n_samples,
+                    seed=seed, chunk_size=chunk_size, scratch=Path(), bar=bar, greedy_candidate=greedy_candidate,
+                )  # fmt: skip
+    finally:
+        lazy.release()
+
+
 def _ids_hash(rows: list[dict[str, Any]]) -> str:
     return hashlib.sha256("\n".join(r["id"] for r in rows).encode()).hexdigest()
 
@@ -305,3 +339,4 @@ def _dropped_text(counts: dict[str, int]) -> str:
 
 
 build_onpolicy_pairs.required_runs = required_runs  # type: ignore[attr-defined]  # read by alignkit.pipeline
+build_onpolicy_pairs.deferrable_runs = deferrable_runs  # type: ignore[attr-defined]

@@ -4,6 +4,11 @@ Each chunk's prompts are repeated N times in one :func:`alignkit.eval.generation
 a prompt are different rows of the same seeded batch; the chunk's seed is a hash of (seed, split, chunk index), so
 the samples are a pure function of the inputs. A finished chunk (samples + scores) is written atomically to the
 scratch directory, and a rerun reuses it instead of sampling and scoring again.
+
+Without a scorer (``scorer=None``) only the sampling runs: the replies land in the generation cache
+(:func:`alignkit.eval.generation.generate` keys them by policy, prompts and config), so a later build with the scorer
+finds them there and only scores. ``alignkit train`` uses this to sample while the scorer itself is still training
+in a side lane (:mod:`alignkit.lanes`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ def sample_and_score(
     *,
     spec: Any,
     model_fn: Any,
-    scorer: Any,
+    scorer: Any | None,
     generation: dict[str, Any],
     n_samples: int,
     seed: int,
@@ -36,7 +41,8 @@ def sample_and_score(
     greedy_candidate: bool = False,
 ) -> list[dict[str, Any]]:
     """Per prompt ``{id, responses, tokens, truncated, scores}`` (N each, N + 1 with ``greedy_candidate``: the
-    greedy reply last), chunk by chunk; a chunk saved by an earlier, interrupted build is reused."""
+    greedy reply last), chunk by chunk; a chunk saved by an earlier, interrupted build is reused. With ``scorer`` None
+    the chunks are only sampled (into the generation cache; module docstring), nothing is saved and ``[]`` returned."""
     from alignkit import lanes
     from alignkit.eval.generation import GenerationConfig, generate
 
@@ -46,7 +52,7 @@ def sample_and_score(
         chunk = rows[start : start + chunk_size]
         ids = [r["id"] for r in chunk]
         path = scratch / f"{split}-{c:05d}.json"
-        if path.exists():
+        if scorer is not None and path.exists():
             saved = json.loads(path.read_text(encoding="utf-8"))
             if saved.get("ids") == ids:
                 records += saved["records"]
@@ -71,6 +77,9 @@ def sample_and_score(
                 responses[k] = [*responses[k], greedy.responses[k]]
                 n_tokens[k] = [*n_tokens[k], greedy.n_tokens[k]]
                 truncated[k] = [*truncated[k], greedy.truncated[k]]
+        if scorer is None:
+            bar.update(len(chunk))
+            continue
         references = [r["reference"] for r in chunk] if scorer.needs_reference else None
         scores = scorer.score(prompts, responses, references)
         new = [
