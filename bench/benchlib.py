@@ -652,6 +652,14 @@ def header_command(header: dict) -> str:
     return " ".join([*env, header["command"]])
 
 
+def cpu_kind(flags: list[str]) -> str:
+    """The CPU classes bf16 speed depends on: AMX, avx512_bf16 without AMX, or neither. Benches whose figures differ
+    by kind (precision, matmul peak) keep one result per kind: ``<bench>_<kind>.json``."""
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+
+
 def header_cpu(header: dict) -> dict:
     """The result schema's ``cpu`` entry from a :func:`result_header`."""
     return {"model": header["cpu_model"], "flags_of_interest": header["cpu_bf16_flags"], "flags": header["cpu_flags"]}

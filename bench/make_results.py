@@ -23,6 +23,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "RESULTS.md"
+PER_CPU_KIND = ("precision_", "mfu_")  # benches that keep one result per CPU kind: <bench>_<kind>.json
 SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script must not need torch)
 # Benches whose figures the issues ask for; a missing JSON becomes a "no result yet" row.
 EXPECTED = {
@@ -159,7 +160,7 @@ def render(records: list[dict[str, Any]]) -> str:
                 cpu_cell(fig.get("cpu", rec["cpu"])),
             ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
-    have = {r["bench"].split("_")[0] if r["bench"].startswith("precision_") else r["bench"] for r in records}
+    have = {r["bench"].split("_")[0] if r["bench"].startswith(PER_CPU_KIND) else r["bench"] for r in records}
     for bench, what in EXPECTED.items():
         if bench not in have:
             lines.append(f"| {_cell(what)} (`{bench}`) | see the bench | no result yet | not measured | – | – | – |")

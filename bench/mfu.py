@@ -18,13 +18,14 @@ divided by the measured bf16 peak**; goal >= 0.30 (met when the median is >= 0.3
 op's self time goes to the phase of its nearest enclosing head / attention / optimizer op or autograd node, else to
 its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
 
-Result: ``bench/results/mfu.json`` in the shared schema (``bench/benchlib.py``: the figure above; every summary
+Result: ``bench/results/mfu_<cpu kind>.json`` (one per CPU kind: amx, avx512_bf16, no_bf16, as precision's, since
+the bf16 peak differs by kind) in the shared schema (``bench/benchlib.py``: the figure above; every summary
 statistic under ``statistics``), the run's raw data beside it under its own keys (``header``, ``peak``, ``steps``
-with every profiled step, ...), and ``mfu.md``.
+with every profiled step, ...), and ``mfu_<cpu kind>.md``.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py
     .venv/bin/python bench/mfu.py --quick      # tiny model, small sizes, 1 step each; writes to a temp dir
-    .venv/bin/python bench/mfu.py --rerender bench/results/mfu.json   # rebuild result and .md, no measuring
+    .venv/bin/python bench/mfu.py --rerender bench/results/mfu_amx.json   # rebuild result and .md, no measuring
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 from benchlib import (
     bench_model_path,
     command_line,
+    cpu_kind,
     figure,
     header_command,
     header_cpu,
@@ -267,9 +269,10 @@ def result(report: dict) -> dict:
         "median_phase_share": report["median_phase_share"],
         "cpu_busy_during_peak": report["cpu_busy_during_peak"],
     }
+    kind = cpu_kind(h["cpu_bf16_flags"])
     fig = figure(
-        "mfu.dpo-smol.fast",
-        "dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak",
+        f"mfu.{kind}.dpo-smol.fast",
+        f"dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak ({kind} CPU)",
         f">= {GOAL:.2f}",
         measured,
         met(measured, ">=", GOAL),
@@ -282,7 +285,7 @@ def result(report: dict) -> dict:
     extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
     if h.get("git"):
         extra["git"] = h["git"]
-    return result_record("mfu", header_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
+    return result_record(f"mfu_{kind}", header_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
 
 
 def write(report: dict, out: Path) -> Path:
@@ -299,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per path, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, small sizes; temp dir")
-    parser.add_argument("--out", default=None, help="path stem of the .json/.md (default bench/results/mfu)")
+    parser.add_argument(
+        "--out", default=None, help="path stem of the .json/.md (default bench/results/mfu_<cpu kind>: one per kind)"
+    )
     parser.add_argument(
         "--rerender", metavar="JSON", help="rebuild the result and .md from a run's raw JSON, without measuring"
     )
@@ -344,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": load_average(),
     }
     print(markdown(report))
-    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / "mfu")
+    kind = cpu_kind(header["cpu_bf16_flags"])
+    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / f"mfu_{kind}")
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -48,6 +48,7 @@ from benchlib import (
     bench_model_path,
     command_line,
     cpu_info,
+    cpu_kind,
     cpu_model_and_flags,
     figure,
     fmt_times,
@@ -74,13 +75,6 @@ GOAL = 1.03
 VERDICT = (
     "median step time of alignkit / the smallest median step time of any other configuration run (not the A/A arm)"
 )
-
-
-def cpu_kind(flags: list[str]) -> str:
-    """The CPU classes precision depends on: AMX, avx512_bf16 without AMX, or neither."""
-    if "amx_bf16" in flags:
-        return "amx"
-    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
 
 
 def result(meta: dict, medians: dict[str, float], paired: dict[str, float], cpu: dict) -> dict:

@@ -43,7 +43,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "lmeval_peer": ("lmeval_peer.py", [], ["--quick"], ["lmeval_peer"]),  # vs lm-eval's HFLM, fp32, same numbers
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
     "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed"]),  # cpu_fast_path on vs off
-    "mfu": ("mfu.py", [], ["--quick"], ["mfu"]),
+    "mfu": ("mfu.py", [], ["--quick"], ["mfu_*"]),  # one result per CPU kind, as precision
     "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
