@@ -23,7 +23,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "RESULTS.md"
-PER_CPU_KIND = ("precision_", "mfu_")  # benches that keep one result per CPU kind: <bench>_<kind>.json
+PER_CPU_KIND = ("precision_", "mfu_", "train_speed_")  # benches that keep one result per CPU kind: <bench>_<kind>.json
 SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script must not need torch)
 # Benches whose figures the issues ask for; a missing JSON becomes a "no result yet" row.
 EXPECTED = {
@@ -36,6 +36,12 @@ EXPECTED = {
     "(goal <= 3600 s)",
     "efficacy": "bench/efficacy.py: the default run and the method figures over 3 seeds (issue 12)",
 }
+
+
+def _bench_family(bench: str) -> str:
+    """``precision_amx`` -> ``precision``: a per-CPU-kind result counts for its bench."""
+    family = next((p for p in PER_CPU_KIND if bench.startswith(p)), None)
+    return family[:-1] if family else bench
 
 
 def load_results(results: Path = RESULTS) -> list[dict[str, Any]]:
@@ -160,7 +166,7 @@ def render(records: list[dict[str, Any]]) -> str:
                 cpu_cell(fig.get("cpu", rec["cpu"])),
             ]
             lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
-    have = {r["bench"].split("_")[0] if r["bench"].startswith(PER_CPU_KIND) else r["bench"] for r in records}
+    have = {_bench_family(r["bench"]) for r in records}
     for bench, what in EXPECTED.items():
         if bench not in have:
             lines.append(f"| {_cell(what)} (`{bench}`) | see the bench | no result yet | not measured | – | – | – |")

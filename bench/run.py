@@ -42,7 +42,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "eval_precision": ("eval_precision.py", [], ["--quick"], ["eval_precision"]),  # needs efficacy's seed-0 run
     "lmeval_peer": ("lmeval_peer.py", [], ["--quick"], ["lmeval_peer"]),  # vs lm-eval's HFLM, fp32, same numbers
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
-    "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed"]),  # cpu_fast_path on vs off
+    "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed_*"]),  # cpu_fast_path on vs off, per CPU kind
     "mfu": ("mfu.py", [], ["--quick"], ["mfu_*"]),  # one result per CPU kind, as precision
     "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),

@@ -18,13 +18,14 @@ reported: the A/A ratio slow-again_k / slow_k (median + CI), the ratio of median
 largest per-step |loss difference| between fast and slow (same batches; the runs drift apart by the bf16 rounding
 of their updates).
 
-Result: ``bench/results/train_speed.json`` in the shared schema (``bench/benchlib.py``: one figure per recipe, the
+Result: ``bench/results/train_speed_<cpu kind>.json`` (one per CPU kind, as precision's and mfu's) in the shared
+schema (``bench/benchlib.py``: one figure per recipe, the
 verdict statistic above; every statistic under ``statistics``), the run's raw data beside it under its own keys
-(``header``, ``recipes`` with every step time and loss, ``load_average_end``), and ``train_speed.md``.
+(``header``, ``recipes`` with every step time and loss, ``load_average_end``), and ``train_speed_<cpu kind>.md``.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/train_speed.py
     .venv/bin/python bench/train_speed.py --quick      # tiny model, 3 steps at batch 2, max_length 96; temp dir
-    .venv/bin/python bench/train_speed.py --rerender bench/results/train_speed.json   # rebuild, no measuring
+    .venv/bin/python bench/train_speed.py --rerender bench/results/train_speed_amx.json   # rebuild, no measuring
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import numpy as np
 from benchlib import (
     bench_model_path,
     command_line,
+    cpu_kind,
     figure,
     fmt_times,
     header_command,
@@ -218,11 +220,12 @@ STATISTICS = (
 def result(report: dict) -> dict:
     """The bench/results JSON record (benchlib schema) of a run's raw ``report``: one figure per recipe."""
     h = report["header"]
+    kind = cpu_kind(h["cpu_bf16_flags"])
     statistics = {r["recipe"]: {k: r[k] for k in STATISTICS} for r in report["recipes"]}
     figures = [
         figure(
-            f"train_speed.{r['recipe']}",
-            f"{r['recipe']} optimizer-step speed-up, cpu_fast_path on vs off",
+            f"train_speed.{kind}.{r['recipe']}",
+            f"{r['recipe']} optimizer-step speed-up, cpu_fast_path on vs off ({kind} CPU)",
             f">= {GOAL:g}x",
             r["speedup_median"],
             met(r["speedup_median"], ">=", GOAL),
@@ -238,7 +241,14 @@ def result(report: dict) -> dict:
     if h.get("git"):
         extra["git"] = h["git"]
     return result_record(
-        "train_speed", header_command(h), h["date"], h["torch_threads"], statistics, figures, header_cpu(h), **extra
+        f"train_speed_{kind}",
+        header_command(h),
+        h["date"],
+        h["torch_threads"],
+        statistics,
+        figures,
+        header_cpu(h),
+        **extra,
     )
 
 
@@ -288,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{summary['aa_ratio_median']:.3f}", flush=True)  # fmt: skip
     report["load_average_end"] = load_average()
     print(markdown(report))
-    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / "train_speed")
+    kind = cpu_kind(report["header"]["cpu_bf16_flags"])
+    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / f"train_speed_{kind}")
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -1,6 +1,7 @@
 """The ``cpu_fast_path`` config field, defined and validated once for the SFT, DPO and reward configs (pure Python).
 
-What the field turns on is in :mod:`alignkit.plugins.common.fast_path`; bench/results/train_speed.md measures it.
+What the field turns on is in :mod:`alignkit.plugins.common.fast_path`; bench/train_speed.py measures it
+(bench/results/train_speed_<cpu kind>.md).
 """
 
 from __future__ import annotations
