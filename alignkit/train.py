@@ -389,8 +389,11 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
     card = load_card(recipe.args.dataset)
     # runs the data needs only after it has sampled (the on-policy card's scorer) train in the side lane meanwhile
     deferred = deferrable_runs(card, needs, final.parent) if recipe.args.onpolicy_rounds == 1 else []
+    lane = None
     if side_needs or deferred:
-        lanes.start(side_needs or [], [*start_needs(recipe, final.parent), *needs], final.parent, early=deferred)
+        own_needs = [*start_needs(recipe, final.parent), *needs]
+        lane = lanes.start(side_needs or [], own_needs, final.parent, early=deferred)
+    own_lane = lane is not None and not side_needs  # no caller ends it (it only has the data's runs): end it here
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 
@@ -406,6 +409,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
             presample(card, final.parent)
             for need in deferred:
                 lanes.wait_for(need.name)  # a failure: ensure_runs trains it here
+        if own_lane:
+            lanes.finish(True)
         ensure_runs(needs, final.parent)  # the runs the card or the rewards sample from or score with, trained first
         tokenizer = load_tokenizer(model_path, trust_remote_code=remote_code_opt_in(recipe))
         if is_main():
@@ -443,6 +448,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
                 },
             )
     except BaseException:
+        if own_lane:
+            lanes.finish(False)  # stop the child: its run stays .partial and resumes next time
         if is_main():
             abandon(paths)  # keep an interrupted run only if it has a checkpoint to resume from
         raise

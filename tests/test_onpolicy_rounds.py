@@ -77,7 +77,11 @@ def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_mode
     monkeypatch.setattr(alignkit.lanes, "wait_for", lambda name: events.append(("wait_for", name)) or True)
     monkeypatch.setattr(alignkit.train, "presample", lambda card, root: events.append(("presample", card.name)))
     monkeypatch.setattr(alignkit.train, "ensure_runs", ensure_runs)
-    monkeypatch.setattr(alignkit.lanes, "finish", lambda ok: setattr(alignkit.lanes, "_active", None))
+    def finish(ok):
+        events.append(("finish", ok))
+        alignkit.lanes._active = None
+
+    monkeypatch.setattr(alignkit.lanes, "finish", finish)
     out = tmp_path / "runs" / "dpo-x"
     argv = ["train", "dpo-smol", f"model_name_or_path={tiny_model}", "dataset=sharegpt-onpolicy-smol"]
     assert main([*argv, f"output_dir={out}", "--no-eval"]) == 130
@@ -85,7 +89,10 @@ def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_mode
         ("start", ["rm-smol"], ["rm-smol"]),  # the proxy goes first in the side lane
         ("presample", "sharegpt-onpolicy-smol"),  # this process samples meanwhile
         ("wait_for", "rm-smol"),  # then waits for the proxy
+        ("finish", True),  # a lane with only the data's runs is ended by train itself (no eval to wait for it)
         ("ensure_runs", ["rm-smol"]),  # which then has nothing left to train (or trains it, if the child failed)
+        ("finish", False),  # train failed (here: interrupted) -> its own lane is stopped; the CLI's finish follows
+        ("finish", False),
     ]
 
 
