@@ -63,7 +63,7 @@ def required_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
 
 def deferrable_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
     """The runs of :func:`required_runs` that sampling does without: the scorer's (``sample_only`` builds)."""
-    policy = {need.name for need in required_runs({"scorer": "", "policy": args.get("policy", "base")}, purpose)}
+    policy = {need.name for need in run_needs({"policy": args.get("policy", "base")}, purpose)}
     return [need for need in required_runs(args, purpose) if need.name not in policy]
 
 
