@@ -112,8 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
-    # bitsandbytes logs an optional-kernel notice at import on every CPU run; it is not actionable for users.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # bitsandbytes logs an optional-kernel notice at import on every CPU run, and on CPUs where it looks for a hub
+    # kernel (seen on an Intel Xeon with AMX) the `kernels` package logs that offline mode skips its trust check:
+    # neither is actionable for users, and alignkit runs offline by design.
+    for noisy in ("bitsandbytes", "kernels"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # transformers 5 renamed the key TRL still documents; the message is for library authors, not recipe users.
     warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
