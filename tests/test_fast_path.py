@@ -271,6 +271,25 @@ def test_fast_step_within_bf16_rounding_of_trl_step(kind, tiny_model, tmp_path):
     assert _rel(fast_g, slow_g) <= max(_rel(slow_g, ref_g), 1e-2)
 
 
+def test_precomputed_reference_runs_the_fast_path_and_equals_trl_in_fp32(tiny_model, tmp_path, monkeypatch):
+    # precompute_ref_log_probs: TRL computes the reference log-probs once, in __init__; the fast path must cover that
+    # forward too (it is a third of a step's forwards otherwise), with TRL's numbers.
+    rows = _head_rows(monkeypatch)
+    slow = _run_one_step("dpo", tiny_model, tmp_path, fast=False, bf16=False, precompute_ref_log_probs=True)
+    assert rows == []
+    fast = _run_one_step("dpo", tiny_model, tmp_path, fast=True, bf16=False, precompute_ref_log_probs=True)
+    # One fast-head call for the precompute (4 pairs, one batch), then only the policy's in the step: no reference
+    # forward while training.
+    assert len(rows) == 2
+    for column in ("ref_chosen_logps", "ref_rejected_logps"):
+        got, want = (torch.tensor(run[3].train_dataset[column]) for run in (fast, slow))
+        assert bool((want < 0).all())  # real log-probs, not a zero-filled column
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5, msg=column)
+    assert fast[0] == pytest.approx(slow[0], rel=1e-6, abs=1e-6)
+    for name, grad in slow[1].items():
+        torch.testing.assert_close(fast[1][name], grad, rtol=1e-4, atol=1e-7, msg=name)
+
+
 def test_fast_path_with_unlikelihood_keeps_padding_and_equals_trl_in_fp32(tiny_model, tmp_path, monkeypatch):
     # Unlikelihood reads the backbone's (B, T, H) hidden states: the fast path must not pack, and still be exact.
     packed = _packed_calls(monkeypatch)

@@ -73,6 +73,19 @@ def test_dpo_forward_order_seam():
     assert "shared_mask = (comp_pos > 0) & (comp_pos <= shared_lens.unsqueeze(1))" in src
 
 
+def test_dpo_precompute_reference_seam():
+    """plugins/dpo/dpo_trainer.py runs TRL's precompute of the reference log-probs through the fast path by wrapping
+    compute_ref_log_probs, which _precompute_ref_logps calls once per batch with a fused-head forward."""
+    from trl import DPOTrainer
+
+    assert "self.compute_ref_log_probs(model, padded_batch)" in _src(DPOTrainer._precompute_ref_logps)
+    assert "model(**model_kwargs, labels=labels, fused_lm_head=True).log_probs" in _src(
+        DPOTrainer.compute_ref_log_probs
+    )
+    # The precompute runs inside __init__, before CPUFastPathMixin.__init__'s own lines after super().__init__.
+    assert "self._precompute_ref_logps(" in _src(DPOTrainer.__init__)
+
+
 def test_sft_fused_head_seam():
     """plugins/sft/fused_head.py rebuilds log-probs of context tokens from the backbone's hidden states and the fused
     head's target log-probs, so it needs TRL's head to be: backbone → last_hidden_state[:, :-1] → f(h·Wᵀ + b) with

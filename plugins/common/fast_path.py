@@ -160,7 +160,9 @@ class CPUFastPathMixin:
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._head_cast_cache = WeightCastCache()
+        self._check_fast_path_device()
+
+    def _check_fast_path_device(self) -> None:
         if getattr(self.args, "cpu_fast_path", False) and self.accelerator.device.type != "cpu":
             raise ValueError(
                 f"cpu_fast_path: the fast path is for CPU training, but this trainer runs on "
@@ -170,11 +172,14 @@ class CPUFastPathMixin:
     def fast_head(self, pack: bool = True, share_pair_prefix: bool = False) -> contextlib.AbstractContextManager:
         """:func:`cpu_fast_head` and, with ``pack``, padding-free forwards
         (:func:`~alignkit.plugins.common.packed_forward.packed_forwards`, with ``share_pair_prefix`` for DPO's
-        chosen/rejected rows) when the fast path is on, else a no-op."""
+        chosen/rejected rows) when the fast path is on, else a no-op. Usable from TRL's ``__init__`` too (DPO's
+        precomputed reference log-probs run there)."""
         if not self.args.cpu_fast_path:
             return contextlib.nullcontext()
+        self._check_fast_path_device()
+        cache = self.__dict__.setdefault("_head_cast_cache", WeightCastCache())
         stack = contextlib.ExitStack()
-        stack.enter_context(cpu_fast_head(self._head_cast_cache))
+        stack.enter_context(cpu_fast_head(cache))
         if pack:
             models = [self.model, getattr(self, "ref_model", None)]
             stack.enter_context(packed_forwards(models, share_pair_prefix))

@@ -26,9 +26,10 @@ class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, ResumeStateMixin, trl.DPOTra
     """``trl.DPOTrainer`` with R-DPO, an adaptive β and a CPU fast path; every TRL loss type, ``ld_alpha`` and metric
     still apply.
 
-    Seam: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook. TRL 1.16 computes the
-    whole loss in one private method (``_compute_loss``) from two fused-head forwards, policy first, then reference;
-    the hook reads both outputs' per-token log-probs and, for R-DPO, edits the reference ones (pinned by
+    Seams: ``compute_loss``, which calls ``super().compute_loss`` inside a scoped forward hook, and
+    ``compute_ref_log_probs`` (``precompute_ref_log_probs``), which only adds the fast path around TRL's. TRL 1.16
+    computes the whole loss in one private method (``_compute_loss``) from two fused-head forwards, policy first, then
+    reference; the hook reads both outputs' per-token log-probs and, for R-DPO, edits the reference ones (pinned by
     ``tests/test_seams.py``).
 
     R-DPO (Park et al. 2024, https://arxiv.org/abs/2403.19159, eq. 9)::
@@ -99,6 +100,13 @@ class DPOTrainer(CPUFastPathMixin, AdaptiveKLMixin, ResumeStateMixin, trl.DPOTra
         stats = self.accelerator.gather_for_metrics(stats.to(inputs["input_ids"].device)).mean(dim=0)
         self._metrics["train"]["lengths/policy"].append(stats[0].item())
         self._metrics["train"]["repetition_rate/policy"].append(stats[1].item())
+
+    def compute_ref_log_probs(self, model, inputs):
+        """Seam: TRL's reference forward for ``precompute_ref_log_probs`` (run once over the dataset, from TRL's
+        ``__init__``), through the CPU fast path like the training forwards when it is on: the same log-probs within
+        bf16 rounding, without padding and with each pair's prompt once."""
+        with self.fast_head(share_pair_prefix=True):
+            return super().compute_ref_log_probs(model, inputs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         with self.fast_head(share_pair_prefix=True):  # rows i and i + B/2 are a pair's chosen and rejected
