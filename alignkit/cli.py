@@ -46,7 +46,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     ok = False
     try:
         # The suite's prerequisites that training does not need train beside it (alignkit.lanes).
-        run_dir = train(recipe, overwrite=args.overwrite, resume=args.resume, side_needs=suite_needs)
+        run_dir = train(
+            recipe, overwrite=args.overwrite, resume=args.resume, side_needs=suite_needs, baseline_eval=evaluates
+        )
         ok = True
     finally:
         lanes.finish(ok)

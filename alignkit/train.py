@@ -371,11 +371,19 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     return _Prepared(paths, model_path, needs)
 
 
-def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_needs: list | None = None) -> Path:
+def train(
+    recipe: Recipe,
+    overwrite: bool = False,
+    resume: bool = False,
+    side_needs: list | None = None,
+    baseline_eval: bool = False,
+) -> Path:
     """Train ``recipe`` into runs/<name>/ and return that directory (``alignkit train`` then runs the eval suite).
 
     ``side_needs``: runs needed after training (the eval suite's), started in a side lane once the recipe's checks
-    have passed (:mod:`alignkit.lanes`); the caller ends it with :func:`alignkit.lanes.finish`.
+    have passed (:mod:`alignkit.lanes`); the caller ends it with :func:`alignkit.lanes.finish`. ``baseline_eval``
+    (the caller evaluates the run next, and ends the lane): the side lane then also computes the start model's half
+    of that eval into the caches (:mod:`alignkit.eval.baseline_warmup`).
 
     Under ``accelerate launch`` every rank calls this; rank 0 alone writes the run directory (module
     :mod:`alignkit.distributed`), and the other ranks return the directory rank 0 is about to promote."""
@@ -389,11 +397,19 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool = False, side_ne
     card = load_card(recipe.args.dataset)
     # runs the data needs only after it has sampled (the on-policy card's scorer) train in the side lane meanwhile
     deferred = deferrable_runs(card, needs, final.parent) if recipe.args.onpolicy_rounds == 1 else []
+    after = []
+    if baseline_eval and recipe.args.eval_suite:
+        after = [
+            lanes.BaselineEval(
+                str(model_path), recipe.args.eval_suite, recipe.args.max_eval_samples, remote_code_opt_in(recipe)
+            )
+        ]
     lane = None
-    if side_needs or deferred:
+    if side_needs or deferred or after:
         own_needs = [*start_needs(recipe, final.parent), *needs]
-        lane = lanes.start(side_needs or [], own_needs, final.parent, early=deferred)
-    own_lane = lane is not None and not side_needs  # no caller ends it (it only has the data's runs): end it here
+        lane = lanes.start(side_needs or [], own_needs, final.parent, early=deferred, after=after)
+    # no caller ends a lane that only has the data's runs: end it here
+    own_lane = lane is not None and not side_needs and not after
     if recipe.args.onpolicy_rounds > 1:
         from alignkit.onpolicy_rounds import train_rounds
 

@@ -151,3 +151,54 @@ def test_the_proxy_as_judge_is_flagged(workspace, monkeypatch, tmp_path):
     md = render_markdown(report, [])
     assert "(**= proxy**) | **yes** (3 prompts)" in md and "**Caveat: the rm judge `run:rm-proxy`" in md
     assert {r["key"]: r for r in report["goals"]["rows"]}["win_rate"]["status"] in ("unverified", "missed")
+
+
+def test_the_start_models_half_computed_ahead_is_what_the_eval_reuses(workspace, monkeypatch, tmp_path):
+    # alignkit.eval.baseline_warmup, which `alignkit train` runs in its side lane while training: the eval afterwards
+    # generates only the trained model's replies, and reports the same numbers as an eval from cold caches.
+    import alignkit.eval.generation as generation
+    from alignkit.eval.baseline_warmup import warm_baseline
+
+    runs = workspace / "runs"
+    suite = _suite(workspace, "run:rm-judge")
+    calls: list[bool] = []  # per generation on a cache miss: was the model the adapted one?
+    original = generation._run_generation
+
+    def counted(model, *args, **kwargs):
+        calls.append(hasattr(model, "peft_config"))
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "_run_generation", counted)
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cold"))
+    cold = run_eval(list(run_specs(runs / "dpo-tiny")), _suite(workspace, "run:rm-judge"), runs_root=runs)
+    assert sorted(calls) == [False, False, True, True]  # two prompt sets, two models
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "warm"))
+    base = run_specs(runs / "dpo-tiny")[0]
+    calls.clear()
+    assert warm_baseline(base.base, str(suite.path), None, runs) is True
+    assert calls == [False, False]  # the start model only
+    calls.clear()
+    warm = run_eval(list(run_specs(runs / "dpo-tiny")), _suite(workspace, "run:rm-judge"), runs_root=runs)
+    assert calls == [True, True]  # the start model's replies came from the cache
+    for name in ("base", "dpo-tiny"):
+        for set_name, got in warm["metrics"][name]["sets"].items():
+            want = cold["metrics"][name]["sets"][set_name]
+            assert got["rm_score"]["scores"] == pytest.approx(want["rm_score"]["scores"], abs=1e-6), (name, set_name)
+    assert warm["win_rates"] == cold["win_rates"]
+
+
+def test_the_warm_up_skips_when_a_reward_model_is_not_trained(workspace, tmp_path, monkeypatch, capsys):
+    from alignkit.eval.baseline_warmup import main
+
+    monkeypatch.setenv("ALIGNKIT_CACHE", str(tmp_path / "cache"))
+    suite = _suite(workspace, "run:rm-missing")  # a judge run that does not exist
+    monkeypatch.setattr("alignkit.pipeline.missing_runs", lambda needs, root: [_Pending("rm-missing")])
+    assert main([str(workspace / "nowhere"), "--suite", str(suite.path)]) == 0
+    assert capsys.readouterr().out.strip() == "baseline warm-up: skipped, run:rm-missing is not trained yet"
+    assert not (tmp_path / "cache" / "generations").exists()
+
+
+class _Pending:
+    def __init__(self, name):
+        self.need = type("Need", (), {"name": name})()

@@ -127,3 +127,59 @@ def test_wait_for_a_run_the_child_failed_returns_false(rm_recipe, tmp_path, caps
     lane = _scripted(rm_recipe, tmp_path, "exit(3)")
     assert lane.wait_for("rm-tiny") is False  # this process then trains it itself (ensure_runs)
     assert lane.failed[:2] == ("rm-tiny", 3) and torch.get_num_threads() == 2
+
+
+class _Job:
+    """An ``after`` job of the side lane (as lanes.BaselineEval) whose child runs a Python snippet."""
+
+    name, suite = "baseline-eval", "s.yaml"
+
+    def __init__(self, code: str):
+        self.code = code
+
+    def command(self, runs_root):
+        return [sys.executable, "-c", self.code]
+
+
+def _append(path, word: str) -> str:
+    return f"open({str(path)!r}, 'a').write({word!r} + ' ')"
+
+
+def test_the_start_models_eval_runs_after_the_runs_and_its_failure_is_only_reported(rm_recipe, tmp_path, capsys):
+    order = tmp_path / "order.txt"
+    (pending,) = missing_runs([_need(rm_recipe)], tmp_path / "runs")
+    lane = _Scripted([pending], tmp_path / "runs", 2, after=[_Job(_append(order, "eval") + "; exit(4)")])
+    lane.code = _append(order, "run")
+    lane.start()
+    assert lane.join() is True and lane.failed is None  # a failed warm-up costs time, not a run
+    assert order.read_text().split() == ["run", "eval"]
+    out = capsys.readouterr().out
+    assert (
+        "side lane: training run:rm-tiny (suite s.yaml: metrics.win_rate.rm_judge), then the start model's eval" in out
+    )
+    log = tmp_path / "runs" / lanes.LOG_DIR / "baseline-eval.log"
+    failed = [line for line in out.splitlines() if "baseline-eval failed" in line]
+    assert failed == [
+        f"alignkit: side lane: baseline-eval failed (exit 4); see {log}; "
+        "the eval computes the start model's half itself"
+    ]
+
+
+def test_the_start_models_eval_does_not_run_after_a_failed_run(rm_recipe, tmp_path, capsys):
+    order = tmp_path / "order.txt"
+    (pending,) = missing_runs([_need(rm_recipe)], tmp_path / "runs")
+    lane = _Scripted([pending], tmp_path / "runs", 2, after=[_Job(_append(order, "eval"))])
+    lane.code = _append(order, "run") + "; exit(3)"
+    lane.start()
+    assert lane.join() is False and order.read_text().split() == ["run"]
+
+
+def test_a_lane_with_only_the_start_models_eval_starts(tmp_path, capsys):
+    marker = tmp_path / "order.txt"
+    lane = lanes.start([], [], tmp_path / "runs", after=[_Job(_append(marker, "eval"))])
+    assert lane is not None and lane.pending == [] and torch.get_num_threads() == 1
+    lanes.finish(True)
+    assert marker.read_text().split() == ["eval"] and torch.get_num_threads() == 2
+    out = capsys.readouterr().out
+    assert "alignkit: side lane: the start model's eval (s.yaml) in a second process at 1 thread(s)" in out
+    assert lanes.start([], [], tmp_path / "runs") is None  # nothing at all to run: no lane

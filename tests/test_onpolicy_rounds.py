@@ -58,15 +58,17 @@ def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_mode
 
     monkeypatch.delenv("ALIGNKIT_SIDE_LANE", raising=False)
     monkeypatch.setattr(alignkit.lanes, "enabled", lambda: True)
-    events = []
+    events, starts = [], []
 
     class Lane:
-        def __init__(self, side, own, root, early=None):
+        def __init__(self, side, own, root, early=None, after=None):
             events.append(("start", [n.name for n in early or []], [n.name for n in own]))
             self.pending = [SimpleNamespace(need=n) for n in early or []]
+            self.after = after
 
-    def start(side, own, root, early=None):
-        alignkit.lanes._active = Lane(side, own, root, early)
+    def start(side, own, root, early=None, after=None):
+        alignkit.lanes._active = Lane(side, own, root, early, after)
+        starts.append(alignkit.lanes._active)
         return alignkit.lanes._active
 
     def ensure_runs(needs, runs_root):
@@ -77,6 +79,7 @@ def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_mode
     monkeypatch.setattr(alignkit.lanes, "wait_for", lambda name: events.append(("wait_for", name)) or True)
     monkeypatch.setattr(alignkit.train, "presample", lambda card, root: events.append(("presample", card.name)))
     monkeypatch.setattr(alignkit.train, "ensure_runs", ensure_runs)
+
     def finish(ok):
         events.append(("finish", ok))
         alignkit.lanes._active = None
@@ -94,6 +97,14 @@ def test_with_a_side_lane_the_scorer_trains_beside_while_train_samples(tiny_mode
         ("finish", False),  # train failed (here: interrupted) -> its own lane is stopped; the CLI's finish follows
         ("finish", False),
     ]
+    assert starts[0].after == []  # --no-eval: no start-model eval to compute ahead
+
+    # With its eval, the lane also computes the start model's half of it after its runs, and the CLI ends the lane.
+    events.clear()
+    assert main([*argv, f"output_dir={out}", "eval_suite=smol", "max_eval_samples=8"]) == 130
+    (job,) = starts[1].after
+    assert (job.model_path, job.suite, job.max_eval_samples) == (tiny_model, "smol", 8)
+    assert events[-2:] == [("ensure_runs", ["rm-smol"]), ("finish", False)]  # stopped once, by the CLI
 
 
 def test_no_deferral_when_the_policy_run_is_missing_too(tmp_path):
