@@ -122,7 +122,8 @@ def aggregate(per_seed: dict[str, list[float | None]], reasons: dict[str, str]) 
 def carry_over(data: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Copy into ``data`` each key this invocation did not run (null with the "not run" reason) that ``previous``
     (an earlier efficacy.json) measured, with its ``_sd`` and per-seed values; returns ``{key: {command, date}}``
-    of the run each carried figure comes from, so that the report can say so. Measured keys are never replaced."""
+    of the run each carried figure comes from (and its ``cpu``), so that the report can say so. Measured keys are
+    never replaced."""
     carried: dict[str, dict[str, Any]] = {}
     old_meta = previous.get("meta", {})
     for key in GOALS:
@@ -131,7 +132,9 @@ def carry_over(data: dict[str, Any], previous: dict[str, Any]) -> dict[str, dict
             data[key], data[f"{key}_sd"] = previous[key], previous.get(f"{key}_sd")
             data.pop(f"{key}_reason", None)
             source = old_meta.get("carried_from", {}).get(key)
-            carried[key] = source or {"command": old_meta.get("command"), "date": old_meta.get("date")}
+            carried[key] = dict(source or {"command": old_meta.get("command"), "date": old_meta.get("date")})
+            cpu = old_meta.get("cpu") or {}  # the CPU it was measured on, not this run's
+            carried[key].setdefault("cpu", {k: cpu[k] for k in ("model", "flags_of_interest", "cores") if k in cpu})
             carried[key]["per_seed"] = old_meta.get("per_seed", {}).get(key) or carried[key].get("per_seed")
     return carried
 
@@ -592,7 +595,10 @@ def render(data: dict[str, Any]) -> str:
         seeds = ", ".join("–" if v is None else f"{v:.3f}" for v in meta["per_seed"].get(key, []))
         lines.append(f"| `{key}` | {label} | {goal} | {cell} | {seeds or '–'} | {state} |")
     for key, source in (meta.get("carried_from") or {}).items():
-        lines.append(f"\n`{key}` is carried from an earlier run: `{source.get('command')}` ({source.get('date')}).")
+        cpu = (source.get("cpu") or {}).get("model", "CPU not recorded")
+        lines.append(
+            f"\n`{key}` is carried from an earlier run: `{source.get('command')}` ({source.get('date')}, {cpu})."
+        )
     lines += render_verdicts(verdicts) + render_kl_parts((meta.get("details") or {}).get("kl_parts") or {})
     lines += render_make_reports((meta.get("details") or {}).get("make_reports") or [])
     lines += [

@@ -88,10 +88,11 @@ def efficacy_record(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measured_by(meta: dict[str, Any], key: str) -> dict[str, str]:
-    """The command and date of the invocation that measured ``key``: ``--keep`` carries figures of groups it did not
-    run, each with its own (``carried_from``); figures it ran, or did not measure at all, are the invocation's own."""
+    """The command, date and CPU of the invocation that measured ``key``: ``--keep`` carries figures of groups it did
+    not run, each with its own (``carried_from``); figures it ran, or did not measure at all, are the invocation's
+    own."""
     carried = (meta.get("carried_from") or {}).get(key) or {}
-    return {k: carried[k] for k in ("command", "date") if k in carried}
+    return {k: carried[k] for k in ("command", "date", "cpu") if carried.get(k) is not None}
 
 
 def _compare(value: float, op: str, threshold: float) -> bool:

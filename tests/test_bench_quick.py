@@ -43,12 +43,16 @@ def test_efficacy_keep_carries_only_figures_not_run_now():
     import efficacy
 
     previous = efficacy.aggregate({"default_win_rate": [0.6, 0.8], "rm_heldout_accuracy": [0.7, 0.9]}, {})
+    old_cpu = {"model": "AMD EPYC", "flags_of_interest": ["avx512_bf16"], "cores": 2, "flags": ["fpu", "sse"]}
     previous["meta"] = {"command": "old", "date": "d0", "per_seed": {"rm_heldout_accuracy": [0.7, 0.9]}}
+    previous["meta"]["cpu"] = old_cpu
     now = efficacy.aggregate({"default_win_rate": [0.5, 0.5]}, {"ppo_accuracy_gain": "failed"})
     carried = efficacy.carry_over(now, previous)
     assert now["default_win_rate"] == 0.5  # measured now: never replaced
     assert now["rm_heldout_accuracy"] == pytest.approx(0.8) and "rm_heldout_accuracy_reason" not in now
-    assert carried == {"rm_heldout_accuracy": {"command": "old", "date": "d0", "per_seed": [0.7, 0.9]}}
+    # a carried figure keeps the CPU it was measured on (the results table shows it), not the new run's
+    cpu = {"model": "AMD EPYC", "flags_of_interest": ["avx512_bf16"], "cores": 2}
+    assert carried == {"rm_heldout_accuracy": {"command": "old", "date": "d0", "cpu": cpu, "per_seed": [0.7, 0.9]}}
     assert now["ppo_accuracy_gain"] is None and now["ppo_accuracy_gain_reason"] == "failed"  # a failure stays
 
 
