@@ -148,24 +148,14 @@ class SideLane:
 
         self.restored = True
         torch.set_num_threads(self.threads)
-        if self.failed is not None and not self._stopped:
-            name, code, log = self.failed
-            last = _last_line(log)
-            print(
-                f"alignkit: side lane: run:{name} failed (exit {code}){': ' + last if last else ''}; see {log}; "
-                "it will be trained here when needed",
-                flush=True,
-            )
-        elif not self._stopped:
+        if self._stopped:
+            return
+        if self.failed is not None:
+            _report_failure(f"run:{self.failed[0]}", *self.failed[1:], "it will be trained here when needed")
+        else:
             print(f"alignkit: side lane: done; back to {self.threads} threads", flush=True)
-        if self.after_failed is not None and not self._stopped:
-            name, code, log = self.after_failed
-            last = _last_line(log)
-            print(
-                f"alignkit: side lane: {name} failed (exit {code}){': ' + last if last else ''}; see {log}; the "
-                "eval computes the start model's half itself",
-                flush=True,
-            )
+        if self.after_failed is not None:
+            _report_failure(*self.after_failed, "the eval computes the start model's half itself")
 
     def wait_for(self, name: str) -> bool:
         """Wait until the child has finished run ``name`` (True) or has ended without it (False)."""
@@ -192,6 +182,13 @@ class SideLane:
                 proc.kill()
         self._done.wait(timeout=60)
         self.checkpoint()
+
+
+def _report_failure(what: str, code: int, log: Path, then: str) -> None:
+    """One line: what failed, its exit status, the last line of its log, the log, and what happens instead."""
+    last = _last_line(log)
+    detail = f": {last}" if last else ""
+    print(f"alignkit: side lane: {what} failed (exit {code}){detail}; see {log}; {then}", flush=True)
 
 
 def _last_line(log: Path) -> str:

@@ -30,7 +30,8 @@ def test_event_files_hold_training_and_alignkit_metrics(tiny_model, tmp_path):
     )
     out = tmp_path / "runs" / "dpo-tb"
     args = ["train", "dpo-smol", f"model_name_or_path={tiny_model}", f"dataset={card}", f"output_dir={out}",
-            "report_to=tensorboard", "kl_target=0.05", "rdpo_alpha=0.01", "max_steps=2", "logging_steps=1",
+            "report_to=tensorboard", "kl_target=0.05", "precompute_ref_log_probs=false", "rdpo_alpha=0.01",
+            "max_steps=2", "logging_steps=1",
             "per_device_train_batch_size=2", "max_length=64", "save_steps=10", "--no-eval"]  # fmt: skip
     assert main(args) == 0
     event_files = list(out.glob("runs/*/events.out.tfevents.*"))
