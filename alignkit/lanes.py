@@ -101,9 +101,7 @@ class SideLane:
                 if self._stopped:  # stop() came between two runs: start no other
                     return
                 log = self.log_dir / f"{run.need.name}.log"
-                with open(log, "w", encoding="utf-8") as out:
-                    self._proc = subprocess.Popen(self.command(run), stdout=out, stderr=subprocess.STDOUT, env=env)
-                    code = self._proc.wait()
+                code = self._run_child(self.command(run), log, env)
                 if code != 0 or self._stopped:
                     self.failed = (run.need.name, code, log)
                     return
@@ -114,17 +112,19 @@ class SideLane:
                 if self._stopped:
                     return
                 log = self.log_dir / f"{job.name}.log"
-                with open(log, "w", encoding="utf-8") as out:
-                    self._proc = subprocess.Popen(
-                        job.command(self.runs_root), stdout=out, stderr=subprocess.STDOUT, env=env
-                    )
-                    code = self._proc.wait()
+                code = self._run_child(job.command(self.runs_root), log, env)
                 if code != 0 and not self._stopped:
                     self.after_failed = (job.name, code, log)
         finally:
             with self._progress:
                 self._done.set()
                 self._progress.notify_all()
+
+    def _run_child(self, argv: list[str], log: Path, env: dict[str, str]) -> int:
+        """Run one child command with its output in ``log``; its exit status (kept in ``_proc`` for :meth:`stop`)."""
+        with open(log, "w", encoding="utf-8") as out:
+            self._proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            return self._proc.wait()
 
     def start(self) -> None:
         import torch

@@ -12,8 +12,10 @@ run's ``base_model``), and the suite is cut to the run's ``max_eval_samples`` as
 cache keys are the same. A suite whose reward model or judge is not trained yet is skipped (exit 0, one line): the
 eval computes everything then, as without this step.
 
-Measured (2026-12-03, Intel Xeon with AMX, idle, dpo-smol's finished run, suite smol, cold caches): the whole eval
-at 2 threads 144.8 s; this step at 1 thread 116.3 s, then the eval at 2 threads 84.2 s.
+Measured (2026-12-03, Intel Xeon with AMX, idle, dpo-smol's finished run, suite smol, each from a copy of the
+dataset cache without generations and scores): ``OMP_NUM_THREADS=2 alignkit eval runs/dpo-smol`` 144.8 s; this step,
+``OMP_NUM_THREADS=1 python -m alignkit.eval.baseline_warmup <the run's base_model> --suite smol``, 116.3 s, then
+the same eval 84.2 s.
 
 Usage: ``python -m alignkit.eval.baseline_warmup MODEL_PATH --suite SUITE [--max-eval-samples N] [--runs-root R]
 [--trust-remote-code]``.
