@@ -99,6 +99,20 @@ def test_the_smol_suite_judges_with_a_held_out_reward_model_not_its_proxy():
     assert ("rm-judge-smol", "reward") in [(n.name, n.trainer) for n in s.required_runs()]
 
 
+def test_the_smol_judge_never_starts_from_the_proxys_initialization():
+    """A seed fixes the reward head and LoRA A at init: proxy and judge must not share one (recipes/rm-judge-smol)."""
+    from alignkit.recipe import load_recipe
+
+    s = load_suite("smol")
+    proxy, judge = (
+        load_recipe(ref.removeprefix("run:"))
+        for ref in (s.metric("rm_score").reward_model, s.metric("win_rate").rm_judge)
+    )
+    assert proxy.args.trainer == judge.args.trainer == "reward"
+    seeds = proxy.training_args.seed, judge.training_args.seed
+    assert seeds[0] != seeds[1], f"proxy and judge share seed {seeds[0]}"
+
+
 def test_saw_training_is_true_on_a_shared_id_false_when_disjoint_unknown_without_metadata(runs, tmp_path):
     dpo = runs / "dpo"
     shared = judge_saw_training(runs / "judge-shared", dpo, runs)
