@@ -64,7 +64,7 @@ NO_QUICK = {
     "pipeline's phases and report, tests/test_stages.py the pipeline itself",
 }
 # Scripts in bench/ that are not benchmarks.
-NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py"}
+NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py", "rm_agreement.py"}  # last: analysis
 
 
 def run_ppo_peer(env: dict) -> int:

@@ -219,3 +219,21 @@ def test_an_interrupted_second_round_resumes_without_retraining_the_first(rounds
     printed = capsys.readouterr().out
     assert "on-policy round 1/2" not in printed and "on-policy round 2/2" in printed
     assert json.loads((out / "run.json").read_text())["status"] == "finished"
+
+
+def test_a_kto_card_on_onpolicy_pairs_defers_the_scorer_and_presamples_through_its_pair_card(tmp_path, monkeypatch):
+    """sharegpt-onpolicy-kto-smol unpairs sharegpt-onpolicy-smol: its build can sample while rm-smol trains."""
+    import alignkit.pipeline as pipeline
+    from alignkit.data.cards import build, load_card
+    from alignkit.pipeline import deferrable_runs
+
+    kto = load_card("sharegpt-onpolicy-kto-smol")
+    scorer = dataset_runs(kto)
+    assert [n.name for n in scorer] == ["rm-smol"]
+    assert deferrable_runs(kto, scorer, tmp_path) == scorer
+    policy = RunNeed("sft-smol", "sft-smol", "dataset card sharegpt-onpolicy-smol: policy")
+    assert deferrable_runs(kto, [policy, *scorer], tmp_path) == []
+    presampled = []
+    monkeypatch.setattr(pipeline, "presample", lambda card, root: presampled.append((card.name, str(root))))
+    assert build(kto, runs_root=str(tmp_path), sample_only=True) is None
+    assert presampled == [("sharegpt-onpolicy-smol", str(tmp_path))]  # the pair card samples; nothing is unpaired yet

@@ -50,11 +50,21 @@ def _pair_card_and_args(pairs: str, runs_root: str | None):
     return card, (dataset_builder_args(card, runs_root) if runs_root is not None else {})
 
 
-def build_unpaired(pairs: str, seed: int = 0, runs_root: str | None = None, force: bool = False) -> BuildResult:
-    """Unpaired rows of the preference card ``pairs`` (train and test split), cached (module docstring)."""
+def build_unpaired(
+    pairs: str, seed: int = 0, runs_root: str | None = None, force: bool = False, sample_only: bool = False
+) -> BuildResult | None:
+    """Unpaired rows of the preference card ``pairs`` (train and test split), cached (module docstring).
+
+    ``sample_only``: only the pair card's own sample-only part (:func:`alignkit.pipeline.presample`: an on-policy
+    card samples its replies before its scorer is trained, see :func:`deferrable_runs`); returns None."""
     from alignkit.data.cards import load_split
 
     card, builder_args = _pair_card_and_args(pairs, runs_root)
+    if sample_only:
+        from alignkit.pipeline import presample
+
+        presample(card, runs_root if runs_root is not None else "runs")
+        return None
     where = f"unpaired rows of card '{card.name}'"
     source = {split: [dict(r) for r in load_split(card, split, builder_args=builder_args)] for split in SPLITS}
     digest = hashlib.sha256(json.dumps(source, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
@@ -81,4 +91,21 @@ def required_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
     return dataset_runs(args["pairs"])
 
 
+def deferrable_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
+    """The pair card's deferrable runs: what its build can do without at first (the on-policy card's scorer, while
+    it samples), so ``alignkit train`` samples a KTO recipe's replies while the side lane trains that scorer."""
+    from alignkit.data.cards import import_object, load_card
+
+    if "pairs" not in args:
+        raise AlignkitError(f"{purpose}: source.args needs 'pairs' (a preference card)")
+    card = load_card(args["pairs"])
+    if card.source_kind != "builder":
+        return []
+    declare = getattr(import_object(card.source["builder"], card), "deferrable_runs", None)
+    if declare is None:
+        return []
+    return declare(card.source.get("args", {}), f"dataset card {card.name}")
+
+
 build_unpaired.required_runs = required_runs  # type: ignore[attr-defined]  # read by alignkit.pipeline
+build_unpaired.deferrable_runs = deferrable_runs  # type: ignore[attr-defined]
