@@ -128,10 +128,9 @@ def dataset_runs(card_ref: Any, overrides: dict[str, Any] | None = None) -> list
     return declare({**card.source.get("args", {}), **(overrides or {})}, f"dataset card {card.name}")
 
 
-def deferrable_runs(card: Any, needs: list[RunNeed], runs_root: str | Path) -> list[RunNeed]:
-    """The missing runs of ``needs`` that ``card``'s builder can wait for while it samples (its
-    ``deferrable_runs``), when every other missing run is one of them too (a missing policy must train first, so
-    nothing is deferred then); ``[]`` otherwise."""
+def declared_deferrable_runs(card: Any) -> list[RunNeed]:
+    """The runs ``card``'s builder says it can wait for while it samples (its ``deferrable_runs`` hook); ``[]`` for a
+    card without one."""
     from alignkit.data.cards import import_object
 
     if card.source_kind != "builder":
@@ -139,7 +138,14 @@ def deferrable_runs(card: Any, needs: list[RunNeed], runs_root: str | Path) -> l
     declare = getattr(import_object(card.source["builder"], card), "deferrable_runs", None)
     if declare is None:
         return []
-    later = {need.name for need in declare(card.source.get("args", {}), f"dataset card {card.name}")}
+    return declare(card.source.get("args", {}), f"dataset card {card.name}")
+
+
+def deferrable_runs(card: Any, needs: list[RunNeed], runs_root: str | Path) -> list[RunNeed]:
+    """The missing runs of ``needs`` that ``card``'s builder can wait for while it samples (its
+    ``deferrable_runs``), when every other missing run is one of them too (a missing policy must train first, so
+    nothing is deferred then); ``[]`` otherwise."""
+    later = {need.name for need in declared_deferrable_runs(card)}
     missing = [run.need for run in missing_runs(needs, runs_root)]
     if not missing or any(need.name not in later for need in missing):
         return []

@@ -94,17 +94,12 @@ def required_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
 def deferrable_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
     """The pair card's deferrable runs: what its build can do without at first (the on-policy card's scorer, while
     it samples), so ``alignkit train`` samples a KTO recipe's replies while the side lane trains that scorer."""
-    from alignkit.data.cards import import_object, load_card
+    from alignkit.data.cards import load_card
+    from alignkit.pipeline import declared_deferrable_runs
 
     if "pairs" not in args:
         raise AlignkitError(f"{purpose}: source.args needs 'pairs' (a preference card)")
-    card = load_card(args["pairs"])
-    if card.source_kind != "builder":
-        return []
-    declare = getattr(import_object(card.source["builder"], card), "deferrable_runs", None)
-    if declare is None:
-        return []
-    return declare(card.source.get("args", {}), f"dataset card {card.name}")
+    return declared_deferrable_runs(load_card(args["pairs"]))
 
 
 build_unpaired.required_runs = required_runs  # type: ignore[attr-defined]  # read by alignkit.pipeline
