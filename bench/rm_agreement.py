@@ -74,9 +74,8 @@ def load_samples(samples_dir: str) -> list[dict]:
     """The records of an on-policy build's samples directory: ``{id, responses, truncated}`` per prompt."""
     rows = []
     for path in sorted(Path(samples_dir).glob("train-*.json")):
-        for rec in json.loads(path.read_text(encoding="utf-8"))["records"]:
-            fields = {k: json.loads(v) if isinstance(v, str) and v[:1] == "[" else v for k, v in rec.items()}
-            rows.append({k: fields[k] for k in ("id", "responses", "truncated")})
+        for rec in json.loads(path.read_text(encoding="utf-8"))["records"]:  # alignkit.data.onpolicy_samples
+            rows.append({k: rec[k] for k in ("id", "responses", "truncated")})
     if not rows:
         raise SystemExit(f"rm_agreement: no train-*.json records in {samples_dir}")
     return rows
