@@ -26,7 +26,9 @@ How it works:
 
 Numbers: the same computation as ``model.generate`` on the same prefill (:mod:`alignkit.prefix_cache`), with only the
 logits of the last position computed. Greedy output is token-identical to ``model.generate`` up to fp rounding: a
-batch of another size or composition sums matmuls in another order (~1e-6 relative), which can flip a near-tie.
+batch of another size or composition sums matmuls in another order (~1e-6 relative), which can flip a near-tie. A
+model on the fast path (:func:`alignkit.inference_precision.bf16_matmuls`) also projects onto the vocabulary in bf16
+here, unless log-probs are asked for (:func:`alignkit.inference_precision.bf16_generation_head`).
 
 Sampling (:mod:`alignkit.sampling`) draws from one stream per prompt, seeded from (seed, prompt index), one number
 per generated token. A row's tokens therefore depend only on (seed, its index, its prompt, the config, the model),
@@ -43,6 +45,7 @@ back to ``model.generate`` otherwise (sliding-window or hybrid caches, prompt-le
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +53,7 @@ import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
 from alignkit import prefix_cache as prefix
+from alignkit.inference_precision import bf16_generation_head
 from alignkit.prefix_cache import shared_prefix_len
 from alignkit.sampling import RowStreams, candidates, pick
 from alignkit.stop_tokens import LOOP_MAX_PERIOD, loop_span
@@ -409,7 +413,9 @@ def decode(
         raise ValueError(f"slots must be >= 1, got {slots}")
     if not supported(model):
         raise ValueError("decode() does not support this model (see alignkit.decoding.supported); use model.generate")
-    with torch.inference_mode():
+    # the fast path chooses tokens with a bf16 LM head; log-probs, when asked for, keep the fp32 one
+    head = nullcontext() if return_logprobs else bf16_generation_head(model)
+    with torch.inference_mode(), head:
         engine = _Engine(
             model, prompts, max_new_tokens, stop_ids, slots, sampler, stop_loops, return_logprobs, pad_id, share_prefix
         )

@@ -209,3 +209,50 @@ def test_causal_lm_fast_keeps_a_dpo_adapters_log_prob_ratio(tiny_model, native, 
     exact, fast = log_ratio("exact"), log_ratio("fast")
     assert exact.abs().min() > 1e-6
     assert (fast - exact).abs().max() < 0.1 * exact.abs().min(), (exact, fast)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU dtypes")
+def test_generation_head_is_bf16_only_on_the_fast_path_and_only_inside(tiny_model, native):
+    native(True)
+    fast, _ = load_model(ModelSpec("m", tiny_model, precision="fast"))
+    exact, _ = load_model(ModelSpec("m", tiny_model))
+    head = fast.get_output_embeddings()
+    x = torch.randn(3, head.in_features)
+    want_fp32 = torch.nn.functional.linear(x, head.weight)
+    want_bf16 = torch.nn.functional.linear(x.bfloat16(), head.weight.bfloat16()).float()
+    assert not torch.equal(want_fp32, want_bf16)  # the two heads are distinguishable on this input
+    with torch.no_grad():
+        with ip.bf16_generation_head(fast) as swapped:
+            assert swapped and torch.equal(head(x), want_bf16) and head(x).dtype == torch.float32
+        assert torch.equal(head(x), want_fp32)  # put back on exit
+        with ip.bf16_generation_head(exact) as swapped:
+            assert not swapped and torch.equal(exact.get_output_embeddings()(x), want_fp32)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CPU dtypes")
+def test_decode_chooses_tokens_with_the_bf16_head_but_reports_log_probs_with_the_fp32_one(
+    tiny_model, native, monkeypatch
+):
+    from alignkit import decoding
+
+    native(True)
+    fast, _ = load_model(ModelSpec("m", tiny_model, precision="fast"))
+    calls = []
+    real = ip._Bf16Head.__call__
+    monkeypatch.setattr(ip._Bf16Head, "__call__", lambda self, h: calls.append(h.shape[0]) or real(self, h))
+    prompts = [[5, 6, 7, 8], [9, 10, 11]]
+    out = decoding.decode(fast, prompts, 4, stop_ids=[], slots=2)
+    # every decode step used it (a prefill may too)
+    assert [len(t) for t in out.tokens] == [4, 4] and len(calls) >= out.steps
+    calls.clear()
+    decoding.decode(fast, prompts, 4, stop_ids=[], slots=2, return_logprobs=True)
+    assert calls == []
+    assert type(fast.get_output_embeddings()).forward is torch.nn.Linear.forward  # the head is plain again
+    assert "forward" not in vars(fast.get_output_embeddings())
+
+
+def test_preference_pair_builder_rejects_an_unknown_precision_naming_the_card(tmp_path):
+    from alignkit.data.pairs import build_pairs
+
+    with pytest.raises(AlignkitError, match="sharegpt-pairs-smol: precision: must be one of exact, fast"):
+        build_pairs(4, 2, precision="half", cache_root=tmp_path)

@@ -51,10 +51,13 @@ def generate_replies(
     batch_size: int = 64,
     max_new_tokens: int = 128,
     desc: str = "generating",
+    precision: str = "exact",
 ) -> tuple[list[str], GenerationStats]:
     """Greedy assistant replies to ``conversations`` (each a list of ``{role, content}``), with a progress bar.
 
-    ``batch_size`` is the number of rows decoded together. The model is loaded in fp32 (exact precision)."""
+    ``batch_size`` is the number of rows decoded together. ``precision``: ``exact`` loads the model in fp32;
+    ``fast`` runs the decoder's matmuls in bf16 where the CPU has native bf16
+    (:func:`alignkit.inference_precision.bf16_matmuls`)."""
     import torch
 
     from alignkit.eval.generation import GenerationConfig, generate
@@ -62,7 +65,7 @@ def generate_replies(
 
     if batch_size < 1 or max_new_tokens < 1:
         raise AlignkitError(f"batch_size and max_new_tokens must be >= 1, got {batch_size} and {max_new_tokens}")
-    spec = ModelSpec(name=Path(model_path).name, base=str(model_path))
+    spec = ModelSpec(name=Path(model_path).name, base=str(model_path)).with_precision(precision)
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, batch_size=batch_size)
     start, cpu_start = time.perf_counter(), time.process_time()
     out = generate(spec, conversations, config, desc=desc)

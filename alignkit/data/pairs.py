@@ -95,6 +95,7 @@ def build_pairs(
     max_new_tokens: int = 96,
     seed: int = 0,
     train_role: str = "proxy",
+    precision: str = "exact",
     cache_root: str | os.PathLike | None = None,
     force: bool = False,
 ) -> BuildResult:
@@ -102,8 +103,13 @@ def build_pairs(
 
     ``model_path`` defaults to the embedded SmolLM2-135M-Instruct; ``source`` is the ShareGPT file (default: the
     wheel's); train prompts come from the prompt role ``train_role`` (``proxy`` or ``judge``). The cache key covers
-    the SFT set, the model, the sizes, the role and the generation settings."""
+    the SFT set, the model, the sizes, the role and the generation settings, ``precision`` among them (``fast``: the
+    decoder's matmuls in bf16 where the CPU has native bf16, :mod:`alignkit.inference_precision`; the key records
+    what it means on this machine)."""
+    from alignkit.inference_precision import FAST_NUMERICS, check_precision, effective_precision
     from alignkit.models import materialize_embedded
+
+    check_precision(precision, f"{CARD_OF_ROLE.get(train_role, 'pairs')}: precision")
 
     if train_role not in CARD_OF_ROLE:
         raise AlignkitError(f"train_role: must be one of {', '.join(CARD_OF_ROLE)}, got {train_role!r}")
@@ -111,6 +117,8 @@ def build_pairs(
     path = Path(model_path) if model_path is not None else materialize_embedded()
     sft = build_sft(source, cache_root=cache_root)
     generation = {"do_sample": False, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    if effective_precision(precision) == "fast":  # exact keeps the keys of the pair sets built before this option
+        generation |= {"precision": "fast", "fast_numerics": FAST_NUMERICS}
     fingerprint = {
         "builder": "alignkit.data.pairs:build_pairs",
         "version": BUILDER_VERSION,
@@ -143,6 +151,7 @@ def build_pairs(
             batch_size=batch_size,
             max_new_tokens=max_new_tokens,
             desc=f"{name}: rejected answers",
+            precision=precision,
         )
         splits, dropped = assemble_pairs(picked, dict(zip((row["id"] for row in everything), replies, strict=True)))
         report = [
