@@ -170,10 +170,10 @@ def bf16_generation_head(model: Any) -> Iterator[bool]:
     Why: in a decode step the LM head was the largest single matmul left in fp32. ``(64 x 576) @ (576 x 49152)`` at
     one thread took 23.2 ms in fp32 against 6.7 ms in bf16 (16 rows: 12.5 vs 3.9 ms; 128 rows: 40.2 vs 9.8 ms; Intel
     Xeon with AMX, 2026-12-04, scratch timing). The head has no LoRA update (alignkit adapts the
-    decoder's projections), so no adapter is erased; rounding its input and weight to bf16 moves logits by
-    ~0.4 % of their size, so near-tied tokens can swap, as the decoder's bf16 matmuls already allow. Left alone
-    (fp32, yields False): a model off the fast path, or a head that is not a plain bias-free fp32 ``nn.Linear`` (an
-    adapted or saved head). The original module is put back on exit."""
+    decoder's projections), so no adapter is erased; rounding its input and weight to bf16 (a relative step of
+    2**-8 per element; the shift of the logits was not measured) can swap near-tied tokens, as the decoder's bf16
+    matmuls already allow. Left alone (fp32, yields False): a model off the fast path, or a head that is not a plain
+    bias-free fp32 ``nn.Linear`` (an adapted or saved head). The head's own forward is back on exit."""
     import torch
 
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
