@@ -17,6 +17,11 @@ dataset cache without generations and scores): ``OMP_NUM_THREADS=2 alignkit eval
 ``OMP_NUM_THREADS=1 python -m alignkit.eval.baseline_warmup <the run's base_model> --suite smol``, 116.3 s, then
 the same eval 84.2 s.
 
+``alignkit pipeline`` also runs it on each finished stage's run directory (``MODEL_PATH`` holding a ``run.json``): then
+it warms the run's *trained* model (the spec ``alignkit eval`` gives a run it compares, :func:`run_specs`), in a
+lane beside the stages still training (:mod:`alignkit.stage_lanes`), so the pipeline's final comparisons mostly read
+caches.
+
 Usage: ``python -m alignkit.eval.baseline_warmup MODEL_PATH --suite SUITE [--max-eval-samples N] [--runs-root R]
 [--trust-remote-code]``.
 """
@@ -32,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m alignkit.eval.baseline_warmup", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("model_path", help="the start model's directory (the run's base_model)")
+    parser.add_argument(
+        "model_path", help="the start model's directory (the run's base_model), or a finished run's directory"
+    )
     parser.add_argument("--suite", required=True, help="suite name or YAML path (the run's eval_suite)")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="the run's max_eval_samples")
     parser.add_argument("--runs-root", default="runs", help="where run:NAME reward models and judges live")
@@ -43,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
 def warm_baseline(
     model_path: str, suite_name: str, max_eval_samples: int | None, runs_root: str | Path, trust_remote_code=False
 ) -> bool:
-    """Compute the start model's eval rows into the caches; False (nothing computed) when a run the suite needs is
-    missing."""
+    """Compute the start model's eval rows (or, for a run directory, its trained model's) into the caches; False
+    (nothing computed) when a run the suite needs is missing."""
     from alignkit.eval.harness import run_eval
-    from alignkit.eval.model_spec import ModelSpec
+    from alignkit.eval.model_spec import ModelSpec, run_specs
     from alignkit.eval.suite import load_suite
     from alignkit.pipeline import missing_runs
 
@@ -57,7 +64,10 @@ def warm_baseline(
     if pending:
         print(f"baseline warm-up: skipped, run:{pending[0].need.name} is not trained yet", flush=True)
         return False
-    spec = ModelSpec(name="base", base=str(model_path), trust_remote_code=trust_remote_code)
+    if (Path(model_path) / "run.json").exists():
+        spec = run_specs(model_path)[1]
+    else:
+        spec = ModelSpec(name="base", base=str(model_path), trust_remote_code=trust_remote_code)
     run_eval([spec], suite, runs_root=runs_root)
     return True
 

@@ -3,6 +3,8 @@ one, train a missing one), the methods start from run:sft-smol, and a failed sta
 
 import json
 
+import pytest
+
 import alignkit.cli
 from alignkit.cli import main
 
@@ -25,7 +27,7 @@ def test_pipeline_reuses_resumes_trains_and_stops_at_a_failed_stage(tmp_path, mo
 
     calls = []
     monkeypatch.setattr(alignkit.cli, "main", lambda argv: calls.append(argv) or (2 if argv[1] == "kto-smol" else 0))
-    assert main(["pipeline", "--runs-root", str(runs)]) == 2
+    assert main(["pipeline", "--runs-root", str(runs), "--lanes", "1"]) == 2
     assert [argv[1] for argv in calls] == ["rm-smol", "dpo-smol", "kto-smol"]  # sft reused; stopped at the failure
     assert "stage kto-smol failed (exit 2); rerun to continue from it" in capsys.readouterr().out
 
@@ -53,8 +55,135 @@ def test_pipeline_ends_with_one_report_of_every_stage(tmp_path, monkeypatch, cap
         return 0
 
     monkeypatch.setattr(alignkit.cli, "main", fake)
-    assert main(["pipeline", "--runs-root", str(runs)]) == 0
+    assert main(["pipeline", "--runs-root", str(runs), "--lanes", "1"]) == 0
     text = (runs / "report.md").read_text()
     assert "- `dpo-smol`: trained in 12 s, 3 steps, from run:sft-smol" in text
     assert "- `sft-smol`: trained in 12 s, 3 steps, from smollm2" in text  # the recipe's own start
     assert f"report: {runs / 'report.md'}" in capsys.readouterr().out
+
+
+def _finished_run(run_dir, **meta):
+    run_dir.mkdir(parents=True)
+    info = {"status": "finished", "train_seconds": 12.0, "global_step": 3, "model_name_or_path": "smollm2", **meta}
+    (run_dir / "run.json").write_text(json.dumps(info))
+
+
+class _Done:
+    """A child process that has already exited with ``code``."""
+
+    def __init__(self, code=0):
+        self.code = code
+
+    def poll(self):
+        return self.code
+
+    def terminate(self):
+        pass
+
+    def wait(self):
+        return self.code
+
+
+def test_pipeline_in_lanes_trains_judge_and_stages_then_reports(tmp_path, monkeypatch, capsys):
+    """Two lanes: every missing stage and the suite's judge are trained as child jobs, each stage after what it needs,
+    the eval warm-ups go last; then the two comparisons run in this process and the report lists every stage."""
+    from test_pipeline_report import _reports
+
+    import alignkit.models
+    import alignkit.stage_lanes
+    import alignkit.stages
+
+    runs = tmp_path / "runs"
+    _finished_run(runs / "sft-smol")  # reused: no job
+    vs_base, vs_sft = _reports()
+
+    monkeypatch.setattr(alignkit.models, "resolve_model_path", lambda name, twin=None: f"/models/{name}")
+    spawned, evals = [], []
+
+    def spawn(job, log_dir, threads):
+        finished = {name for name, _ in spawned}
+        assert set(job.after) <= finished | {"sft-smol"}, (job.name, job.after, finished)
+        spawned.append((job.name, job.argv))
+        if job.argv[0] == "train":
+            _finished_run(runs / job.name)
+        return _Done(1 if job.name == "warm-kto-smol" else 0)  # a failed warm-up is only reported
+
+    def fake_main(argv):
+        out = argv[argv.index("--out") + 1]
+        evals.append(argv)
+        (runs / out.rsplit("/", 1)[1]).mkdir(parents=True)
+        (runs / out.rsplit("/", 1)[1] / "report.json").write_text(json.dumps(vs_base if "vs-base" in out else vs_sft))
+        return 0
+
+    monkeypatch.setattr(alignkit.stage_lanes, "_spawn", spawn)
+    monkeypatch.setattr(alignkit.stage_lanes.time, "sleep", lambda s: None)
+    monkeypatch.setattr(alignkit.cli, "main", fake_main)
+    assert main(["pipeline", "--runs-root", str(runs), "--lanes", "2"]) == 0
+    names = [name for name, _ in spawned]
+    trained = [name for name, argv in spawned if argv[0] == "train"]
+    assert trained == ["rm-smol", "rm-judge-smol", "ppo-smol-chat", "dpo-smol", "grpo-smol-adaptive-kl", "kto-smol",
+                       "simpo-smol"]  # fmt: skip
+    assert names[len(trained) :] == ["warm-base"] + [f"warm-{s.recipe}" for s in alignkit.stages.STAGES]
+    warm_dpo = dict(spawned)["warm-dpo-smol"]
+    assert warm_dpo[:3] == ("-m", "alignkit.eval.baseline_warmup", str(runs / "dpo-smol"))
+    assert dict(spawned)["warm-base"][2] == "/models/smollm2-135m-instruct"
+    assert [argv[argv.index("--out") + 1] for argv in evals] == [str(runs / "vs-base"), str(runs / "vs-sft")]
+    out = capsys.readouterr().out
+    assert "warm-kto-smol failed (exit 1), not needed" in out
+    text = (runs / "report.md").read_text()
+    assert "- `dpo-smol`: trained in 12 s, 3 steps, from run:sft-smol" in text
+    assert "- `sft-smol`: reused (trained in 12 s earlier)" in text
+
+
+def test_pipeline_in_lanes_stops_at_a_failed_stage_and_names_its_log(tmp_path, monkeypatch, capsys):
+    import alignkit.models
+    import alignkit.stage_lanes
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(alignkit.models, "resolve_model_path", lambda name, twin=None: f"/models/{name}")
+
+    def spawn(job, log_dir, threads):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / f"{job.name}.log").write_text("step 1\nalignkit: sft-smol.yaml: learning_rate: must be > 0\n")
+        return _Done(2 if job.name == "sft-smol" else 0)
+
+    monkeypatch.setattr(alignkit.stage_lanes, "_spawn", spawn)
+    monkeypatch.setattr(alignkit.stage_lanes.time, "sleep", lambda s: None)
+    monkeypatch.setattr(alignkit.cli, "main", lambda argv: pytest.fail(f"no eval after a failed stage: {argv}"))
+    assert main(["pipeline", "--runs-root", str(runs), "--lanes", "2"]) == 2
+    out = capsys.readouterr().out
+    assert "stage sft-smol failed (exit 2); rerun to continue from it" in out
+    assert f"Its log: {runs / '.lanes' / 'sft-smol.log'} (last line: alignkit: sft-smol.yaml: learning_rate" in out
+
+
+def test_stage_dependencies_cover_what_each_recipe_needs():
+    """``Stage.after`` names every stage whose run a stage's recipe needs (its start, the runs its card samples or
+    scores with, its reward models), and orders stages that build the same card, so two lanes never build it twice."""
+    from alignkit.data.cards import load_card
+    from alignkit.pipeline import dataset_runs
+    from alignkit.recipe import load_recipe
+    from alignkit.run_start import start_run_name
+    from alignkit.stages import LANE_ORDER, STAGES
+    from alignkit.train import reward_model_needs
+
+    names = {stage.recipe for stage in STAGES}
+    assert set(LANE_ORDER) == names
+    cards = {}
+    for stage in STAGES:
+        recipe = load_recipe(stage.recipe, [*stage.overrides, f"output_dir=runs/pipeline/{stage.recipe}"])
+        card = load_card(recipe.args.dataset)
+        needs = {need.name for need in dataset_runs(card) + reward_model_needs(recipe)}
+        start = start_run_name(recipe.model_args.model_name_or_path)
+        needs |= {start} if start else set()
+        assert needs & names <= set(stage.after), (stage.recipe, needs, stage.after)
+        cards[stage.recipe] = {card.name, card.source.get("args", {}).get("pairs")} - {None}
+    position = {name: i for i, name in enumerate(LANE_ORDER)}
+    for a in STAGES:
+        for b in STAGES:
+            shared = cards[a.recipe] & cards[b.recipe]
+            if a.recipe != b.recipe and shared and position[a.recipe] < position[b.recipe]:
+                # one waits for the other, or both wait for a stage that builds the shared card first
+                builders = {c for c in set(a.after) & set(b.after) if cards[c] >= shared}
+                assert a.recipe in b.after or builders, f"{b.recipe} and {a.recipe} could build {shared} at once"
+            if b.recipe in a.after:
+                assert position[b.recipe] < position[a.recipe], f"{a.recipe} is listed before {b.recipe}, its need"
