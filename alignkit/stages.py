@@ -111,7 +111,7 @@ def lane_jobs(runs_root: Path, suite: str, states: dict[str, str]) -> tuple[list
     warm = ("-m", "alignkit.eval.baseline_warmup")
     common = ("--suite", suite, "--runs-root", str(runs_root))
     jobs.append(Job("warm-base", (*warm, resolve_model_path(BASELINE), *common), judges, optional=True))
-    for stage in STAGES:
+    for stage in (STAGES[0], *STAGES[2:]):  # the models the two comparisons evaluate (rm-smol is a judge, not one)
         after = (stage.recipe, *[j for j in judges if j != stage.recipe])
         jobs.append(Job(f"warm-{stage.recipe}", (*warm, str(runs_root / stage.recipe), *common), after, optional=True))
     return jobs, done

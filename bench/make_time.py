@@ -199,6 +199,8 @@ def render(record: dict) -> str:
             + [
                 "everything else in the main lane (imports, data builds, judge accuracy, saving) "
                 f"{ph['other_seconds']:.0f} s"
+                if ph["other_seconds"] >= 0
+                else "no remainder: runs trained side by side in lanes, so their seconds overlap (see the lines below)"
             ]
         )
         + ".",
