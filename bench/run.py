@@ -46,6 +46,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "mfu": ("mfu.py", [], ["--quick"], ["mfu_*"]),  # one result per CPU kind, as precision
     "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
+    "arith_headroom": ("arith_headroom.py", [], ["--quick"], ["arith_headroom"]),  # pass@k bound on RL gains
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
     "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
     "pipeline_time": ("make_time.py", ["--pipeline"], None, ["pipeline_time"]),  # make pipeline, cold: ~1 h
