@@ -12,11 +12,11 @@ which :mod:`alignkit.run_start` merges once and uses as each method's reference.
 Lanes (``--lanes``, default 2 on a process with 2+ threads): the stages train in child processes at one thread each,
 two at a time, each as soon as the stages it needs (``Stage.after``) have finished, with the suite's held-out judge
 trained early beside them; a free lane then warms the final eval's caches (every model's replies, scores and
-perplexities, :mod:`alignkit.eval.baseline_warmup`). The two comparisons then run here at full threads and mostly
-read caches. Why: one process at 2 threads runs ~1.45x faster than at 1 (:mod:`alignkit.lanes`), so two stages side
-by side finish sooner than one after the other. Each job's output is in ``runs/pipeline/.lanes/<job>.log``; a failed
-stage stops the other lane (its run stays ``.partial`` and resumes on the rerun). ``--lanes 1`` trains the stages one
-after another in this process.
+perplexities, :mod:`alignkit.eval.baseline_warmup`). The two comparisons then run here at full threads and read
+the caches the warm-ups filled. Why: one process at 2 threads runs ~1.45x faster than at 1 (:mod:`alignkit.lanes`),
+so two stages side by side finish sooner than one after the other. Each job's output is in
+``runs/pipeline/.lanes/<job>.log``; a failed stage stops the other lane (its run stays ``.partial`` and resumes on the
+rerun). ``--lanes 1`` trains the stages one after another in this process.
 """
 
 from __future__ import annotations
@@ -110,11 +110,25 @@ def lane_jobs(runs_root: Path, suite: str, states: dict[str, str]) -> tuple[list
     judges = tuple(need.name for need in needs)
     warm = ("-m", "alignkit.eval.baseline_warmup")
     common = ("--suite", suite, "--runs-root", str(runs_root))
+    cap = comparison_cap()
+    common += ("--max-eval-samples", str(cap)) if cap else ()  # the prompts the comparisons use: same cache keys
     jobs.append(Job("warm-base", (*warm, resolve_model_path(BASELINE), *common), judges, optional=True))
     for stage in (STAGES[0], *STAGES[2:]):  # the models the two comparisons evaluate (rm-smol is a judge, not one)
         after = (stage.recipe, *[j for j in judges if j != stage.recipe])
         jobs.append(Job(f"warm-{stage.recipe}", (*warm, str(runs_root / stage.recipe), *common), after, optional=True))
     return jobs, done
+
+
+def comparison_cap() -> int | None:
+    """The prompt cap of the final comparisons: ``alignkit eval --compare`` cuts the suite to the smallest
+    ``max_eval_samples`` of the compared runs (:mod:`alignkit.eval.command`), here read from their recipes."""
+    from alignkit.recipe import load_recipe
+
+    caps = []
+    for stage in (STAGES[0], *STAGES[2:]):
+        recipe = load_recipe(stage.recipe, [*stage.overrides, f"output_dir=runs/pipeline/{stage.recipe}"])
+        caps += [int(recipe.args.max_eval_samples)] if recipe.args.max_eval_samples else []
+    return min(caps) if caps else None
 
 
 def train_in_lanes(runs_root: Path, suite: str, states: dict[str, str], lanes: int) -> int:

@@ -127,6 +127,8 @@ def test_pipeline_in_lanes_trains_judge_and_stages_then_reports(tmp_path, monkey
     assert names[len(trained) :] == ["warm-base"] + [f"warm-{name}" for name in compared]
     warm_dpo = dict(spawned)["warm-dpo-smol"]
     assert warm_dpo[:3] == ("-m", "alignkit.eval.baseline_warmup", str(runs / "dpo-smol"))
+    # the comparisons cut the suite to the smallest max_eval_samples of the compared runs (grpo's 32): so do warm-ups
+    assert warm_dpo[-2:] == ("--max-eval-samples", "32") == dict(spawned)["warm-base"][-2:]
     assert dict(spawned)["warm-base"][2] == "/models/smollm2-135m-instruct"
     assert [argv[argv.index("--out") + 1] for argv in evals] == [str(runs / "vs-base"), str(runs / "vs-sft")]
     out = capsys.readouterr().out
