@@ -30,6 +30,7 @@ from alignkit.runs import run_is_finished
 from alignkit.stage_lanes import Job, run_lanes
 
 FROM_SFT = "model_name_or_path=run:sft-smol"
+JUDGED_PROMPTS = 64  # chat prompts the final comparisons judge on (the smol suite's; issue 12 asks >= 64)
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,9 @@ STAGES = (
     Stage("kto-smol", [FROM_SFT], after=("sft-smol", "rm-smol", "dpo-smol")),
     Stage("simpo-smol", [FROM_SFT], after=("sft-smol", "rm-smol", "dpo-smol")),
     Stage("ppo-smol-chat", after=("sft-smol", "rm-smol")),  # starts from run:sft-smol in its recipe
-    Stage("grpo-smol-adaptive-kl", [FROM_SFT], after=("sft-smol",)),
+    # its recipe caps its own eval at 32 prompts; the comparisons cut the suite to the smallest cap of the compared
+    # runs, so without this the whole report would judge on 32 chat prompts instead of the suite's 64
+    Stage("grpo-smol-adaptive-kl", [FROM_SFT, f"max_eval_samples={JUDGED_PROMPTS}"], after=("sft-smol",)),
 )
 # In lanes, a free lane takes the first ready job in this order: the long chains first (ppo-smol-chat is the longest
 # stage, dpo-smol gates kto and simpo), then the cache warm-ups of the final eval.
@@ -167,7 +170,8 @@ def main(argv: list[str]) -> int:
         "--lanes",
         type=int,
         default=None,
-        help="stages trained at once, in child processes sharing the threads (default: 2 with 2+ threads, else 1)",
+        help="stages trained at once, in child processes sharing the threads (default: 2 with 2+ threads, else 1; "
+        "1 when ALIGNKIT_SIDE_LANE=0)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print each stage's state and command, run nothing")
     args = parser.parse_args(argv)
