@@ -195,9 +195,9 @@ def test_stage_dependencies_cover_what_each_recipe_needs():
 def test_pipeline_comparisons_judge_on_every_chat_prompt_of_the_suite():
     """The comparisons cut the suite to the smallest ``max_eval_samples`` of the compared runs; no stage may cut the
     report below the smol suite's chat prompts (issue 12 asks >= 64), as grpo's own recipe cap of 32 once did."""
+    from alignkit.eval.suite import load_suite
     from alignkit.recipe import load_recipe
     from alignkit.stages import JUDGED_PROMPTS, STAGES, comparison_cap
-    from alignkit.eval.suite import load_suite
 
     chat = next(ps for ps in load_suite("smol").prompt_sets if ps.name == "chat")
     assert comparison_cap() == JUDGED_PROMPTS == chat.max_prompts >= 64
