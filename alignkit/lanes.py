@@ -50,6 +50,11 @@ LOG_DIR = ".side-lane"
 _active: SideLane | None = None
 
 
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of a lane's child process: its share of the threads, and no side lane of its own."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "ALIGNKIT_SIDE_LANE": "0"}
+
+
 @dataclass(frozen=True)
 class BaselineEval:
     """The start model's half of a run's eval, run in the child after its runs (:mod:`alignkit.eval.baseline_warmup`):
@@ -95,7 +100,7 @@ class SideLane:
         return argv + (["--resume"] if run.interrupted else [])
 
     def _run(self) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.side_threads), "ALIGNKIT_SIDE_LANE": "0"}
+        env = child_env(self.side_threads)
         try:
             for run in self.pending:
                 if self._stopped:  # stop() came between two runs: start no other

@@ -16,7 +16,6 @@ The returned :class:`LaneResult` names the failed job and its exit status.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alignkit.errors import AlignkitError
+from alignkit.lanes import child_env
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def lane_threads(lanes: int, threads: int | None = None) -> int:
 
 def _spawn(job: Job, log_dir: Path, threads: int) -> subprocess.Popen:
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "ALIGNKIT_SIDE_LANE": "0"}
+    env = child_env(threads)
     python_flag = job.argv[0].startswith("-")  # "-m module ..." (or "-c code") runs as is, else an alignkit command
     cmd = [sys.executable, *job.argv] if python_flag else [sys.executable, "-m", "alignkit", *job.argv]
     with open(log_dir / f"{job.name}.log", "w") as log:
