@@ -284,7 +284,7 @@ def build_trainer(
     return BuiltTrainer(trainer, len(train_ds), peft_config)
 
 
-def _model_path(recipe: Recipe) -> str:
+def recipe_model_path(recipe: Recipe) -> str:
     """A model name or path resolved to something loadable (an embedded alias is materialized)."""
     from alignkit.models import resolve_model_path
     from alignkit.recipe import list_recipes
@@ -332,7 +332,7 @@ def _prepare_run(recipe: Recipe, overwrite: bool, resume: bool) -> _Prepared:
     preflight.check_hardware(recipe)
     starts = start_needs(recipe, final.parent)  # a start that is interrupted or broken fails here, in one line
     from_run = start_run_name(recipe.model_args.model_name_or_path) is not None
-    model_path = None if from_run else _model_path(recipe)
+    model_path = None if from_run else recipe_model_path(recipe)
     if not from_run and Path(str(recipe.model_args.model_name_or_path)).expanduser().exists():
         preflight.check_model_dir(model_path)  # a directory the user named (hub snapshots are checked on load)
     card = load_card(recipe.args.dataset)  # a missing or malformed card fails here, before a run directory exists

@@ -23,19 +23,20 @@ from contextlib import nullcontext
 
 import torch
 from benchlib import bench_model_path, command_line, figure, result_record, results_dir, write_result
+from ppo_efficacy import accuracy  # the greedy accuracy ppo-smol's own figure is measured with
 
 
 def measure(n: int, k: int, temperature: float, quick: bool) -> dict:
     from alignkit.data.cards import load_card, load_split
     from alignkit.models import load_tokenizer
     from alignkit.recipe import load_recipe
-    from alignkit.train import _model_path, load_model, reward_funcs_for
+    from alignkit.train import load_model, recipe_model_path, reward_funcs_for
 
     overrides = ["output_dir=/tmp/alignkit-arith-headroom"]
     if quick:
         overrides.append(f"model_name_or_path={bench_model_path(True)}")
     recipe = load_recipe("ppo-smol", overrides)
-    path = _model_path(recipe)
+    path = recipe_model_path(recipe)
     tokenizer = load_tokenizer(path)
     tokenizer.padding_side = "left"
     model = load_model(recipe, path, tokenizer).eval()
@@ -43,19 +44,25 @@ def measure(n: int, k: int, temperature: float, quick: bool) -> dict:
     grader = reward_funcs_for(recipe)[0]
     max_new = recipe.training_args.max_completion_length
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if recipe.training_args.bf16 else nullcontext()
-    torch.manual_seed(0)
-    greedy, hits, start = [], [], time.time()
+    start = time.time()
+    greedy = accuracy(model, tokenizer, rows, grader, max_new, autocast=recipe.training_args.bf16)["accuracy"]
+    torch.manual_seed(0)  # greedy decoding draws no random numbers: the samples do not depend on it
+    hits = []
     for i in range(0, len(rows), 16):
         batch = rows[i : i + 16]
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch["prompt"]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        common = dict(max_new_tokens=max_new, pad_token_id=tokenizer.pad_token_id)
         with torch.no_grad(), ctx:
-            g = model.generate(**enc, do_sample=False, **common)
-            s = model.generate(**enc, do_sample=True, temperature=temperature, num_return_sequences=k, **common)
+            s = model.generate(
+                **enc,
+                do_sample=True,
+                temperature=temperature,
+                num_return_sequences=k,
+                max_new_tokens=max_new,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         width = enc["input_ids"].shape[1]
         extra = {key: v for key, v in batch.items() if key != "prompt"}
-        greedy += grader(batch["prompt"], tokenizer.batch_decode(g[:, width:], skip_special_tokens=True), **extra)
         repeated = {key: [x for x in v for _ in range(k)] for key, v in extra.items()}
         prompts = [p for p in batch["prompt"] for _ in range(k)]
         scores = grader(prompts, tokenizer.batch_decode(s[:, width:], skip_special_tokens=True), **repeated)
@@ -66,10 +73,10 @@ def measure(n: int, k: int, temperature: float, quick: bool) -> dict:
         "k": k,
         "temperature": temperature,
         "max_new_tokens": max_new,
-        "greedy_accuracy": sum(x or 0.0 for x in greedy) / count,
+        "greedy_accuracy": greedy,
         "sample_accuracy": sum(hits) / (count * k),
         f"pass_at_{k}": sum(h > 0 for h in hits) / count,
-        "headroom": sum(h > 0 for h in hits) / count - sum(x or 0.0 for x in greedy) / count,
+        "headroom": sum(h > 0 for h in hits) / count - greedy,
         "correct_per_problem": {str(int(c)): m for c, m in sorted(collections.Counter(hits).items())},
         "seconds": round(time.time() - start, 1),
     }
