@@ -115,10 +115,14 @@ def lane_jobs(runs_root: Path, suite: str, states: dict[str, str]) -> tuple[list
     common = ("--suite", suite, "--runs-root", str(runs_root))
     cap = comparison_cap()
     common += ("--max-eval-samples", str(cap)) if cap else ()  # the prompts the comparisons use: same cache keys
-    jobs.append(Job("warm-base", (*warm, resolve_model_path(BASELINE), *common), judges, optional=True))
+    base = resolve_model_path(BASELINE)
+    jobs.append(Job("warm-base", (*warm, base, *common), judges, optional=True))
+    # both comparisons score replies' perplexity under the base model (vs-sft's first model, sft-smol, starts there)
+    ref = ("--reference", base)
     for stage in (STAGES[0], *STAGES[2:]):  # the models the two comparisons evaluate (rm-smol is a judge, not one)
         after = (stage.recipe, *[j for j in judges if j != stage.recipe])
-        jobs.append(Job(f"warm-{stage.recipe}", (*warm, str(runs_root / stage.recipe), *common), after, optional=True))
+        argv = (*warm, str(runs_root / stage.recipe), *ref, *common)
+        jobs.append(Job(f"warm-{stage.recipe}", argv, after, optional=True))
     return jobs, done
 
 

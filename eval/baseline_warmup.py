@@ -22,8 +22,13 @@ it warms the run's *trained* model (the spec ``alignkit eval`` gives a run it co
 lane beside the stages still training (:mod:`alignkit.stage_lanes`), so the pipeline's final comparisons mostly read
 caches.
 
+A comparison scores every model's replies under one reference (the suite's ``perplexity.reference_model: base``: the
+base of the comparison's *first* model). Warming a run alone, that first model is the run itself, whose start (for a
+method started from ``run:sft-smol``, the merged SFT model) is not the comparison's reference, so those perplexities
+would miss the cache. ``--reference MODEL`` names the comparison's reference instead.
+
 Usage: ``python -m alignkit.eval.baseline_warmup MODEL_PATH --suite SUITE [--max-eval-samples N] [--runs-root R]
-[--trust-remote-code]``.
+[--reference MODEL] [--trust-remote-code]``.
 """
 
 from __future__ import annotations
@@ -43,15 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--suite", required=True, help="suite name or YAML path (the run's eval_suite)")
     parser.add_argument("--max-eval-samples", type=int, default=None, help="the run's max_eval_samples")
     parser.add_argument("--runs-root", default="runs", help="where run:NAME reward models and judges live")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="the model the comparison scores replies' perplexity under (its first model's base), when the suite's "
+        "perplexity.reference_model is 'base'",
+    )
     parser.add_argument("--trust-remote-code", action="store_true", help="the run's trust_remote_code")
     return parser
 
 
 def warm_baseline(
-    model_path: str, suite_name: str, max_eval_samples: int | None, runs_root: str | Path, trust_remote_code=False
+    model_path: str,
+    suite_name: str,
+    max_eval_samples: int | None,
+    runs_root: str | Path,
+    trust_remote_code=False,
+    reference: str | None = None,
 ) -> bool:
     """Compute the start model's eval rows (or, for a run directory, its trained model's) into the caches; False
-    (nothing computed) when a run the suite needs is missing."""
+    (nothing computed) when a run the suite needs is missing. ``reference``: see the module docstring."""
     from alignkit.eval.harness import run_eval
     from alignkit.eval.model_spec import ModelSpec, run_specs
     from alignkit.eval.suite import load_suite
@@ -60,6 +76,9 @@ def warm_baseline(
     suite = load_suite(suite_name)
     if max_eval_samples:
         suite.limit(max_eval_samples, cap_only=True)
+    perplexity = suite.metric("perplexity")
+    if reference and perplexity is not None and perplexity.reference_model == "base":
+        perplexity.reference_model = reference
     pending = missing_runs(suite.required_runs(), Path(runs_root))
     if pending:
         print(f"baseline warm-up: skipped, run:{pending[0].need.name} is not trained yet", flush=True)
@@ -78,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         done = warm_baseline(
-            args.model_path, args.suite, args.max_eval_samples, args.runs_root, args.trust_remote_code
+            args.model_path, args.suite, args.max_eval_samples, args.runs_root, args.trust_remote_code, args.reference
         )
     except AlignkitError as exc:
         print(f"baseline warm-up: {exc}", file=sys.stderr, flush=True)

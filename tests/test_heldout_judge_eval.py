@@ -202,3 +202,22 @@ def test_the_warm_up_skips_when_a_reward_model_is_not_trained(workspace, tmp_pat
 class _Pending:
     def __init__(self, name):
         self.need = type("Need", (), {"name": name})()
+
+
+def test_the_warm_up_scores_perplexity_under_the_comparisons_reference(tmp_path, monkeypatch):
+    # A pipeline warms each method's run alone, and a run alone would score its replies under its own start (the
+    # merged SFT model); the comparisons score them under the base model. `--reference` makes the keys meet.
+    import alignkit.eval.harness as harness
+    from alignkit.eval.baseline_warmup import main
+    from alignkit.eval.model_spec import ModelSpec
+
+    seen = []
+    monkeypatch.setattr("alignkit.pipeline.missing_runs", lambda needs, root: [])
+    monkeypatch.setattr(harness, "run_eval", lambda specs, suite, runs_root: seen.append(suite))
+    assert main([str(tmp_path / "model"), "--suite", "smol", "--reference", "/models/base"]) == 0
+    assert main([str(tmp_path / "model"), "--suite", "smol"]) == 0
+    assert [s.metric("perplexity").reference_model for s in seen] == ["/models/base", "base"]
+    # what eval/metric_perplexity.py builds from each: the same weights, so the same score-cache key
+    named = ModelSpec("reference", "/models/base")
+    first = ModelSpec(name="base", base="/models/base").without_adapter("reference")
+    assert named.with_precision("fast").identity() == first.with_precision("fast").identity()

@@ -127,6 +127,8 @@ def test_pipeline_in_lanes_trains_judge_and_stages_then_reports(tmp_path, monkey
     assert names[len(trained) :] == ["warm-base"] + [f"warm-{name}" for name in compared]
     warm_dpo = dict(spawned)["warm-dpo-smol"]
     assert warm_dpo[:3] == ("-m", "alignkit.eval.baseline_warmup", str(runs / "dpo-smol"))
+    # replies' perplexity under the comparisons' reference (the base model), not under each method's SFT start
+    assert warm_dpo[3:5] == ("--reference", "/models/smollm2-135m-instruct")
     # the comparisons cut the suite to the smallest max_eval_samples of the compared runs: so do warm-ups
     assert warm_dpo[-2:] == ("--max-eval-samples", "64") == dict(spawned)["warm-base"][-2:]
     assert dict(spawned)["warm-base"][2] == "/models/smollm2-135m-instruct"
