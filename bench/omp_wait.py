@@ -37,7 +37,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import bench_model_path, command_line, figure, result_record, results_dir, write_result  # noqa: E402
+from benchlib import (  # noqa: E402
+    bench_model_path,
+    command_line,
+    cpu_info,
+    figure,
+    result_record,
+    results_dir,
+    write_result,
+)
 
 ARMS = {
     "2 threads, default": {"OMP_NUM_THREADS": "2"},
@@ -118,10 +126,13 @@ def main(argv: list[str] | None = None) -> int:
                 spinner.kill()
 
     command = command_line(argv)
+    cpu = cpu_info()
     lines = [
         "# OpenMP wait policy on a shared 2-core CPU: greedy generation time",
         "",
         f"Command: `{command.strip()}` (run {date} UTC).",
+        "",
+        f"CPU: {cpu['model']} ({', '.join(cpu['flags_of_interest']) or 'no bf16 flags'}).",
         "",
         f"Workload: embedded SmolLM2-135M-Instruct, batch {args.batch}, {args.new_tokens} new tokens, greedy, fp32; "
         f"each measurement in a fresh process; {args.rounds} rounds per condition, arm order rotating. "
