@@ -410,7 +410,7 @@ def measure(
                 with tempfile.TemporaryDirectory(prefix="efficacy-make-") as tmp:
                     cmd = [sys.executable, str(BENCH / "make_time.py"), "--args", f"seed={seed}"]
                     code = subprocess.call(cmd, cwd=ROOT, env={**env, "ALIGNKIT_BENCH_RESULTS": tmp})
-                    path = Path(tmp) / "make_time.json"
+                    path = next(Path(tmp).glob("make_time_*.json"), Path(tmp) / "make_time_missing.json")
                     stats = json.loads(path.read_text())["statistics"] if path.exists() else {}
                     ok = code == 0 and stats.get("exit") == 0
                     walls.append(stats.get("wall_seconds") if ok else None)

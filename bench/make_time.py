@@ -19,7 +19,12 @@ Recorded: wall seconds of the whole `make`; peak RSS as the largest resident set
 
 Goal and verdict statistic, fixed here (issue 12): wall seconds of one cold `make` <= 600 on an idle 2-core CPU.
 ``--pipeline`` times `make pipeline` the same way (issue 14: <= 3600 s on 2 idle cores) and appends the pipeline's
-own comparison table (runs/pipeline/report.md) to its report, bench/results/pipeline.md.
+own comparison table (runs/pipeline/report.md) to its report, bench/results/pipeline_<kind>.md.
+
+One result per CPU kind (``benchlib.cpu_kind``: amx, avx512_bf16, no_bf16): ``make_time_<kind>.json`` and ``.md``,
+``pipeline_time_<kind>.json`` and ``pipeline_<kind>.md``. Precision follows the hardware (bf16 where it is native,
+fp32 elsewhere), so the same `make` takes very different times on different kinds, and a run on one kind must not
+overwrite another kind's figure.
 """
 
 from __future__ import annotations
@@ -39,7 +44,16 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from benchlib import bench_model_path, command_line, figure, result_record, results_dir, write_result  # noqa: E402
+from benchlib import (  # noqa: E402
+    bench_model_path,
+    command_line,
+    cpu_info,
+    cpu_kind,
+    figure,
+    result_record,
+    results_dir,
+    write_result,
+)
 
 GOAL_SECONDS = 600.0
 PIPELINE_GOAL_SECONDS = 3600.0
@@ -67,6 +81,11 @@ def tree_rss_bytes(root_pid: int) -> int:
         total += rss.get(pid, 0)
         todo += children.get(pid, [])
     return total
+
+
+def result_name(family: str, kind: str) -> str:
+    """The result's bench name: ``make_time_amx``, ``pipeline_time_no_bf16``, ... (one JSON per CPU kind)."""
+    return f"{family}_{kind}"
 
 
 def make_argv(recipe: str, args: str, pipeline: bool = False) -> list[str]:
@@ -234,15 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: sft-smol on a tiny model, no eval")
     parser.add_argument("--pipeline", action="store_true", help="time `make pipeline` (goal 3600 s) instead")
     parser.add_argument("--workdir", help="scratch directory to keep (default: a temporary one, removed)")
-    parser.add_argument("--out", help="report path (default bench/results/make_time.md)")
+    parser.add_argument("--out", help="report path (default bench/results/make_time_<cpu kind>.md)")
     a = parser.parse_args(argv)
     if a.quick:
         a.recipe = "sft-smol"
         a.args = f"{QUICK_ARGS} model_name_or_path={bench_model_path(True)} {a.args}".strip()
     if a.quick and a.pipeline:
         parser.error("--quick times a 1-step sft-smol; it has no --pipeline form")
-    bench, goal = ("pipeline_time", PIPELINE_GOAL_SECONDS) if a.pipeline else ("make_time", GOAL_SECONDS)
-    out = Path(a.out) if a.out else results_dir(a.quick) / ("pipeline.md" if a.pipeline else "make_time.md")
+    kind = cpu_kind(cpu_info().get("flags_of_interest") or [])
+    family, goal = ("pipeline_time", PIPELINE_GOAL_SECONDS) if a.pipeline else ("make_time", GOAL_SECONDS)
+    bench = result_name(family, kind)
+    out = Path(a.out) if a.out else results_dir(a.quick) / (f"pipeline_{kind}.md" if a.pipeline else f"{bench}.md")
     if not a.quick and subprocess.call(["make", "-q", "setup"], cwd=ROOT) != 0:
         print("make_time: run `make setup` first (the timed command is `make` after setup)", file=sys.stderr)
         return 2
@@ -283,8 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     what = "`make pipeline`" if a.pipeline else f"`make recipe={a.recipe}`"
     figures = [
         figure(
-            f"{bench}.wall_seconds",
-            f"{what} wall time, cold dataset cache, after setup",
+            f"{family}.{kind}.wall_seconds",
+            f"{what} wall time, cold dataset cache, after setup ({kind} CPU)",
             f"<= {goal:g}",
             ran["wall_s"] if ok else None,
             ran["wall_s"] <= goal if ok else None,
@@ -293,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
             note=None if ok else f"make failed (exit {ran['exit']})",
         ),
         figure(
-            f"{bench}.peak_rss_gib",
-            f"{what} peak RSS (largest process)",
+            f"{family}.{kind}.peak_rss_gib",
+            f"{what} peak RSS (largest process) ({kind} CPU)",
             "none: reported",
             stats["peak_rss_gib"] if ok else None,
             None,

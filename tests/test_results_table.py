@@ -119,3 +119,17 @@ def test_a_carried_efficacy_figure_names_the_run_that_measured_it():
     lines = {line.split("`")[1]: line for line in text.splitlines() if "efficacy." in line}
     assert "`efficacy.py --figures ppo` | yesterday |" in lines["efficacy.ppo_accuracy_gain"]
     assert "`efficacy.py --figures default` | today |" in lines["efficacy.default_win_rate"]
+
+
+def test_a_per_cpu_kind_result_counts_for_its_bench_and_kinds_do_not_collide():
+    # make_time keeps one result per CPU kind: an AVX2-only run must not overwrite the AMX figure, and a kind's file
+    # (make_time_no_bf16) stands for the bench, so no "no result yet" row appears beside it.
+    import make_time
+    from benchlib import cpu_kind
+
+    names = {make_time.result_name("make_time", cpu_kind(flags)) for flags in (["avx2"], ["avx512_bf16", "amx_bf16"])}
+    assert names == {"make_time_no_bf16", "make_time_amx"}
+    rec = {"bench": "make_time_no_bf16", "command": "c", "date": "d", "cpu": {"model": "M", "flags_of_interest": []}}
+    text = make_results.render([{**rec, "figures": []}])
+    assert "(`make_time`) | see the bench | no result yet" not in text
+    assert "(`pipeline_time`) | see the bench | no result yet" in text  # a bench with no file of any kind is listed
