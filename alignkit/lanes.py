@@ -5,8 +5,8 @@ steps: 34.2 s at 2 threads vs 49.4 s at 1 in run.json's train_seconds, AMD EPYC,
 ``alignkit train dpo-smol max_steps=12 --no-eval`` with and without ``OMP_NUM_THREADS=1``) and a greedy decode
 1.36-1.83x (PASSIVE / default waiting, bench/results/omp_wait.md, Intel Xeon with AMX, 2026-12-04), so two
 independent jobs at one thread each finish sooner than one after the other at two. Measured on ``make``
-(bench/make_time.py, 2026-12-03, AMD EPYC): 870 s with the judge in a side lane, 981 s the hour before without it (and with
-slower pair cards).
+(bench/make_time.py, 2026-12-03, AMD EPYC): 870 s with the judge in a side lane, 981 s the hour before without it
+(and with slower pair cards).
 
 ``alignkit train R`` (with its eval) uses this for the runs R's eval suite needs and R's own training does not: for
 ``make``, the held-out judge ``rm-judge-smol``, while ``dpo-smol`` builds its pairs and trains. It also sends the runs
