@@ -48,8 +48,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),
     "arith_headroom": ("arith_headroom.py", [], ["--quick"], ["arith_headroom"]),  # pass@k bound on RL gains
     "ppo_peer": ("ppo_peer/compare.py", [], None, ["ppo_peer"]),  # run by run_ppo_peer(): two runners, then this
-    "make_time": ("make_time.py", [], ["--quick"], ["make_time"]),
-    "pipeline_time": ("make_time.py", ["--pipeline"], None, ["pipeline_time"]),  # make pipeline, cold: ~1 h
+    "make_time": ("make_time.py", [], ["--quick"], ["make_time_*"]),  # one result per CPU kind
+    "pipeline_time": ("make_time.py", ["--pipeline"], None, ["pipeline_time_*"]),  # make pipeline, cold: ~1 h
     # default's seed loop, kl's combination and rdpo's quick skip cost ~nothing; unlikelihood's two extra processes
     # (train + eval, ~50 s on the tiny model) are left to `efficacy.py --quick --figures unlikelihood` and mocked tests
     "efficacy": ("efficacy.py", [], ["--quick", "--seeds", "0", "--figures", "default,kl,rdpo"], ["efficacy"]),
