@@ -410,8 +410,8 @@ def measure(
                 with tempfile.TemporaryDirectory(prefix="efficacy-make-") as tmp:
                     cmd = [sys.executable, str(BENCH / "make_time.py"), "--args", f"seed={seed}"]
                     code = subprocess.call(cmd, cwd=ROOT, env={**env, "ALIGNKIT_BENCH_RESULTS": tmp})
-                    path = next(Path(tmp).glob("make_time_*.json"), Path(tmp) / "make_time_missing.json")
-                    stats = json.loads(path.read_text())["statistics"] if path.exists() else {}
+                    path = next(Path(tmp).glob("make_time_*.json"), None)  # make_time_<cpu kind>.json
+                    stats = json.loads(path.read_text())["statistics"] if path else {}
                     ok = code == 0 and stats.get("exit") == 0
                     walls.append(stats.get("wall_seconds") if ok else None)
                     rss.append(stats.get("peak_rss_gib") if ok else None)
