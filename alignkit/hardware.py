@@ -54,6 +54,16 @@ def _cpu_flags() -> set[str]:
     return set((_cpuinfo_field("flags") or "").split())
 
 
+def cpu_kind(flags) -> str:
+    """The CPU classes bf16 speed depends on: ``amx``, ``avx512_bf16`` (without AMX) or ``no_bf16`` (neither: bf16 is
+    emulated, so alignkit computes in fp32). Benches whose figures differ by kind keep one result per kind
+    (``bench/results/<bench>_<kind>.json``)."""
+    flags = set(flags)
+    if "amx_bf16" in flags:
+        return "amx"
+    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+
+
 def detect() -> Hardware:
     import torch
 
@@ -100,13 +110,19 @@ def choose_settings(hw: Hardware, explicit: set[str]) -> tuple[dict, dict]:
         chosen.update(use_cpu=False, gradient_checkpointing=True, dataloader_pin_memory=True)
         reasons["gradient_checkpointing"] = "on: GPU memory is the constraint"
     else:
-        # Without avx512_bf16/AMX, bf16 autocast is emulated and ~24x slower than fp32 (DESIGN.md). With them, the
-        # dpo-smol step runs faster under bf16 autocast than in fp32 (bench/results/precision_*.md). Weights stay fp32
+        # Without avx512_bf16/AMX, bf16 autocast is emulated: a dpo-smol step took 19.4x as long as in fp32, and
+        # TRL's own CPU defaults (bf16 + gradient checkpointing) 33.9x (AMD EPYC, AVX2 only, 2026-12-04,
+        # bench/results/precision_no_bf16.md). With them, the dpo-smol step runs faster under bf16 autocast than in
+        # fp32 (bench/results/precision_amx.md, precision_avx512_bf16.md). Weights stay fp32
         # either way: autocast computes matmuls in bf16, while LoRA weights and AdamW state keep full precision.
         if hw.cpu_bf16:
             prec, why = ("bf16", "CPU has avx512_bf16/AMX: bf16 autocast over fp32 weights (bench/precision.py)")
         else:
-            prec, why = ("fp32", "CPU lacks avx512_bf16/AMX: bf16 autocast would be emulated and slow")
+            prec, why = (
+                "fp32",
+                "CPU lacks avx512_bf16/AMX: bf16 autocast would be emulated, ~19x slower per dpo-smol step "
+                "(bench/results/precision_no_bf16.md)",
+            )
         chosen.update(
             use_cpu=True, gradient_checkpointing=False, dataloader_pin_memory=False, dataloader_num_workers=0
         )
