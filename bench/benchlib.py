@@ -653,11 +653,11 @@ def header_command(header: dict) -> str:
 
 
 def cpu_kind(flags: list[str]) -> str:
-    """The CPU classes bf16 speed depends on: AMX, avx512_bf16 without AMX, or neither. Benches whose figures differ
-    by kind (precision, matmul peak) keep one result per kind: ``<bench>_<kind>.json``."""
-    if "amx_bf16" in flags:
-        return "amx"
-    return "avx512_bf16" if "avx512_bf16" in flags else "no_bf16"
+    """The CPU classes bf16 speed depends on (:func:`alignkit.hardware.cpu_kind`). Benches whose figures differ by
+    kind (precision, matmul peak) keep one result per kind: ``<bench>_<kind>.json``."""
+    from alignkit.hardware import cpu_kind as kind_of
+
+    return kind_of(flags)
 
 
 def header_cpu(header: dict) -> dict:

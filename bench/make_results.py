@@ -29,7 +29,8 @@ SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script
 # Benches whose figures the issues ask for; a missing JSON becomes a "no result yet" row.
 EXPECTED = {
     "train_speed": "bench/train_speed.py: dpo-smol and sft-smol steps, fast path vs today's alignkit (goal >= 3x)",
-    "mfu": "bench/mfu.py: matmul FLOP/s of a training step vs the measured bf16 peak (goal >= 30 %)",
+    "mfu": "bench/mfu.py: matmul FLOP/s of a training step vs the measured peak of its compute dtype (bf16 where "
+    "native, else fp32; goal >= 30 %)",
     "lmeval_peer": "bench/lmeval_peer.py: alignkit eval vs lm-eval 0.4.13's HFLM, perplexity and greedy generation "
     "(goal >= 3x, same numbers)",
     "make_time": "bench/make_time.py: `make`, cold dataset cache, after setup (goal <= 600 s; peak RSS)",

@@ -3,9 +3,10 @@
 In one run:
 
 1. **Peak.** fp32 and bf16 ``torch.mm`` on square matrices of 576, 1024 and 2048 (best of 5 after 2 warm-ups, at
-   ``--threads`` threads); the peak of a dtype is its best size. The machine spec is 2 cores, but they are shared
-   with other jobs: the default is 1 thread on the core ``taskset`` gives the process, and the report records how
-   busy the other core was while the peak was measured.
+   ``--threads`` threads); the peak of a dtype is its best size. On a CPU without native bf16 (no avx512_bf16/AMX)
+   bf16 is emulated at a few GFLOP/s, so it is timed at the smallest size only, for the record. The machine spec is
+   2 cores, but they are shared with other jobs: the default is 1 thread on the core ``taskset`` gives the process,
+   and the report records how busy the other core was while the peak was measured.
 2. **Steps.** The dpo-smol recipe (built as ``alignkit train`` builds it) trains ``--warmup`` + ``--steps`` optimizer
    steps with ``cpu_fast_path`` off ("before"), then the same steps on the same batches with it on ("after"); every
    step after the warm-up runs under ``torch.profiler`` (``with_flops``). Achieved matmul FLOP/s of a step = FLOPs of
@@ -13,10 +14,14 @@ In one run:
    not counted, so the figure is a lower bound) / the step's wall time, profiler overhead included.
 
 Verdict statistic, fixed before the first run: the **median over the profiled fast steps of achieved matmul FLOP/s
-divided by the measured bf16 peak**; goal >= 0.30 (met when the median is >= 0.30). Per-phase time of each step
-(LM head, matmuls outside the head, casts/copies, attention, optimizer, other) comes from the same profiles: each
-op's self time goes to the phase of its nearest enclosing head / attention / optimizer op or autograd node, else to
-its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
+divided by the measured peak of the dtype the step computes in**; goal >= 0.30 (met when the median is >= 0.30).
+That dtype is bf16 where the CPU has it natively (alignkit trains with bf16 autocast there; the statistic as first
+fixed) and fp32 where it has not (alignkit trains in fp32 there, :mod:`alignkit.hardware`; anchoring on the emulated
+bf16 peak would read far above 1). The no_bf16 kind's figure was fixed so before its first run (2026-12-04).
+
+Per-phase time of each step (LM head, matmuls outside the head, casts/copies, attention, optimizer, other) comes
+from the same profiles: each op's self time goes to the phase of its nearest enclosing head / attention / optimizer
+op or autograd node, else to its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
 
 Result: ``bench/results/mfu_<cpu kind>.json`` (one per CPU kind: amx, avx512_bf16, no_bf16, as precision's, since
 the bf16 peak differs by kind) in the shared schema (``bench/benchlib.py``: the figure above; every summary
@@ -55,7 +60,10 @@ from benchlib import (
 )
 
 GOAL = 0.30
-VERDICT = "median over profiled fast dpo-smol steps of (profiler-counted matmul FLOP/s) / measured bf16 mm peak"
+VERDICT = (
+    "median over profiled fast dpo-smol steps of (profiler-counted matmul FLOP/s) / measured mm peak of the "
+    "step's compute dtype (bf16 where native, else fp32)"
+)
 HEAD_OPS = ("ChunkedLogProbFunction", "CompactHeadLogProb")  # forward names; the backward nodes add "Backward"
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
@@ -69,6 +77,8 @@ PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other
 RAW_KEYS = ("header", "cpu_busy_during_peak", "peak", "steps", "median_step_wall_s", "median_phase_s",
             "median_phase_share", "fraction_of_bf16_peak_per_fast_step", "fraction_of_fp32_peak_median",
             "before_fraction_of_bf16_peak_median", "verdict", "load_average_end")  # fmt: skip
+# Added with the no_bf16 kind; a run without them (amx, avx512_bf16 before 2026-12-04) was anchored on bf16.
+ANCHOR_KEYS = ("anchor_dtype", "fraction_of_anchor_peak_per_fast_step", "before_fraction_of_anchor_peak_median")
 # Smoke run: the tiny model on the off-policy pairs card (dpo-smol's on-policy card needs runs/rm-smol).
 QUICK_OVERRIDES = [
     "per_device_train_batch_size=2",
@@ -99,14 +109,20 @@ def other_core_busy(seconds: float = 2.0) -> dict[str, float]:
     return {cpu: round(1 - (b[cpu][1] - a[cpu][1]) / max(1, b[cpu][0] - a[cpu][0]), 3) for cpu in b}
 
 
-def mm_peak(sizes: list[int], reps: int = 5) -> dict:
-    """GFLOP/s of ``torch.mm`` per dtype and size (best of ``reps``), and each dtype's peak over the sizes."""
+def anchor_dtype(kind: str) -> str:
+    """The dtype a dpo-smol step computes its matmuls in on a CPU of ``kind``: bf16 where native, else fp32."""
+    return "fp32" if kind == "no_bf16" else "bf16"
+
+
+def mm_peak(sizes: list[int], reps: int = 5, bf16_sizes: list[int] | None = None) -> dict:
+    """GFLOP/s of ``torch.mm`` per dtype and size (best of ``reps``), and each dtype's peak over the sizes it was
+    timed at (``bf16_sizes`` for bf16, default ``sizes``)."""
     import torch
 
     table: dict[str, dict[int, float]] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         table[name] = {}
-        for n in sizes:
+        for n in sizes if name == "fp32" or bf16_sizes is None else bf16_sizes:
             a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
             for _ in range(2):
                 torch.mm(a, b)
@@ -203,9 +219,20 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
     return records
 
 
+def anchor_of(report: dict) -> tuple[str, list[float], float]:
+    """(anchor dtype, per fast step fraction of its peak, median fraction before the fast path) of a raw report;
+    a report from before the no_bf16 kind has only the bf16 keys, its anchor then."""
+    if "anchor_dtype" in report:
+        return (report["anchor_dtype"], report["fraction_of_anchor_peak_per_fast_step"],
+                report["before_fraction_of_anchor_peak_median"])  # fmt: skip
+    return "bf16", report["fraction_of_bf16_peak_per_fast_step"], report["before_fraction_of_bf16_peak_median"]
+
+
 def markdown(report: dict) -> str:
     h, peak = report["header"], report["peak"]
     v = report["verdict"]
+    anchor = anchor_of(report)[0]
+    anchor_peak = peak["peak_gflops"][anchor]
     lines = [
         "# Matmul peak and dpo-smol step utilisation (bench/mfu.py)",
         "",
@@ -222,18 +249,18 @@ def markdown(report: dict) -> str:
     ]
     for dtype, row in peak["gflops"].items():
         row = {int(n): v for n, v in row.items()}  # a JSON round trip makes the sizes strings
-        cells = " | ".join(f"{row[n]:.0f}" for n in peak["sizes"])
+        cells = " | ".join(f"{row[n]:.0f}" if n in row else "–" for n in peak["sizes"])
         lines.append(f"| {dtype} | {cells} | {peak['peak_gflops'][dtype]:.0f} |")
     lines += [
         "",
-        f"## Verdict: {v['measured']:.3f} of the bf16 peak (goal >= {GOAL}): {'met' if v['met'] else 'MISSED'}",
+        f"## Verdict: {v['measured']:.3f} of the {anchor} peak (goal >= {GOAL}): {'met' if v['met'] else 'MISSED'}",
         "",
         f"Statistic (fixed in the code before the run): {VERDICT}. Attention's fused kernel is not counted, so this "
         "is a lower bound; profiler overhead is inside the wall time.",
         "",
         "## Per step",
         "",
-        "| path | step | wall s | matmul GFLOP | GFLOP/s | of bf16 peak | "
+        f"| path | step | wall s | matmul GFLOP | GFLOP/s | of {anchor} peak | "
         + " | ".join(f"{p} s" for p in PHASES)
         + " | loss |",
         "|---|---|---|---|---|---|" + "---|" * (len(PHASES) + 1),
@@ -243,7 +270,7 @@ def markdown(report: dict) -> str:
             phases = " | ".join(f"{r['phase_s'][p]:.2f}" for p in PHASES)
             lines.append(
                 f"| {path} | {r['step']} | {r['wall_s']:.2f} | {r['matmul_gflop']:.0f} | "
-                f"{r['matmul_gflops_per_s']:.0f} | {r['matmul_gflops_per_s'] / peak['peak_gflops']['bf16']:.3f} | "
+                f"{r['matmul_gflops_per_s']:.0f} | {r['matmul_gflops_per_s'] / anchor_peak:.3f} | "
                 f"{phases} | {r.get('loss', float('nan')):.4f} |"
             )
     lines += ["", "## Median phase shares", "", "| phase | before s (share) | after s (share) |", "|---|---|---|"]
@@ -257,11 +284,16 @@ def markdown(report: dict) -> str:
 def result(report: dict) -> dict:
     """The bench/results JSON record (benchlib schema) of a run's raw ``report``."""
     h, peak = report["header"], report["peak"]
-    measured = statistics.median(report["fraction_of_bf16_peak_per_fast_step"])
+    anchor, fractions, before = anchor_of(report)
+    measured = statistics.median(fractions)
     stats = {
+        "anchor_dtype": anchor,
         "peak_gflops": peak["peak_gflops"],
+        "fraction_of_anchor_peak_per_fast_step": fractions,
+        "fraction_of_anchor_peak_median": measured,
+        "before_fraction_of_anchor_peak_median": before,
         "fraction_of_bf16_peak_per_fast_step": report["fraction_of_bf16_peak_per_fast_step"],
-        "fraction_of_bf16_peak_median": measured,
+        "fraction_of_bf16_peak_median": statistics.median(report["fraction_of_bf16_peak_per_fast_step"]),
         "fraction_of_fp32_peak_median": report["fraction_of_fp32_peak_median"],
         "before_fraction_of_bf16_peak_median": report["before_fraction_of_bf16_peak_median"],
         "median_step_wall_s": report["median_step_wall_s"],
@@ -272,14 +304,13 @@ def result(report: dict) -> dict:
     kind = cpu_kind(h["cpu_bf16_flags"])
     fig = figure(
         f"mfu.{kind}.dpo-smol.fast",
-        f"dpo-smol fast step: matmul FLOP/s as a fraction of the measured bf16 peak ({kind} CPU)",
+        f"dpo-smol fast step: matmul FLOP/s as a fraction of the measured {anchor} peak ({kind} CPU)",
         f">= {GOAL:.2f}",
         measured,
         met(measured, ">=", GOAL),
         VERDICT,
-        note=f"lower bound (fused attention FLOPs not counted); bf16 peak {peak['peak_gflops']['bf16']:.0f} GFLOP/s; "
-        f"before the fast path {report['before_fraction_of_bf16_peak_median']:.3f}; "
-        f"{len(report['fraction_of_bf16_peak_per_fast_step'])} profiled step(s)",
+        note=f"lower bound (fused attention FLOPs not counted); {anchor} peak {peak['peak_gflops'][anchor]:.0f} "
+        f"GFLOP/s; before the fast path {before:.3f}; {len(fractions)} profiled step(s)",
     )
     cpu = header_cpu(h)
     extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
@@ -290,7 +321,7 @@ def result(report: dict) -> dict:
 
 def write(report: dict, out: Path) -> Path:
     """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
-    raw = {k: report[k] for k in RAW_KEYS}
+    raw = {k: report[k] for k in (*RAW_KEYS, *ANCHOR_KEYS) if k in report}
     return write_raw_result(raw, result(raw), markdown(raw), out)
 
 
@@ -320,14 +351,15 @@ def main(argv: list[str] | None = None) -> int:
     header["command"] = command_line(argv)  # from the repository root, with the OpenMP environment
     sizes = [256, 512] if args.quick else [576, 1024, 2048]
     busy = other_core_busy(0.2 if args.quick else 2.0)
-    peak = {"sizes": sizes, **mm_peak(sizes)}
+    anchor = anchor_dtype(cpu_kind(header["cpu_bf16_flags"]))
+    peak = {"sizes": sizes, **mm_peak(sizes, bf16_sizes=None if anchor == "bf16" else sizes[:1])}
     steps = 1 if args.quick else args.steps
     runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for path, fast in (("before", False), ("after", True)):
             runs[path] = profiled_run(fast, args.warmup, steps, args.quick, f"{tmp}/{path}")
-    bf16_peak = peak["peak_gflops"]["bf16"]
-    fractions = [r["matmul_gflops_per_s"] / bf16_peak for r in runs["after"]]
+    bf16_peak, anchor_peak = peak["peak_gflops"]["bf16"], peak["peak_gflops"][anchor]
+    fractions = [r["matmul_gflops_per_s"] / anchor_peak for r in runs["after"]]
     measured = statistics.median(fractions)
     med = {path: {p: statistics.median(r["phase_s"][p] for r in rs) for p in PHASES} for path, rs in runs.items()}
     report = {
@@ -338,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         "median_step_wall_s": {path: statistics.median(r["wall_s"] for r in rs) for path, rs in runs.items()},
         "median_phase_s": med,
         "median_phase_share": {path: {p: v / sum(m.values()) for p, v in m.items()} for path, m in med.items()},
-        "fraction_of_bf16_peak_per_fast_step": fractions,
+        "anchor_dtype": anchor,
+        "fraction_of_anchor_peak_per_fast_step": fractions,
+        "before_fraction_of_anchor_peak_median": statistics.median(
+            r["matmul_gflops_per_s"] / anchor_peak for r in runs["before"]
+        ),
+        "fraction_of_bf16_peak_per_fast_step": [r["matmul_gflops_per_s"] / bf16_peak for r in runs["after"]],
         "fraction_of_fp32_peak_median": statistics.median(
             r["matmul_gflops_per_s"] / peak["peak_gflops"]["fp32"] for r in runs["after"]
         ),

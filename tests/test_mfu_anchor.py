@@ -1,0 +1,74 @@
+"""bench/mfu.py's anchor: the peak a step's matmul rate is divided by is that of the dtype the step computes in."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+import mfu  # noqa: E402
+
+
+def _report(anchor: str | None) -> dict:
+    """A raw mfu report: fp32 peak 60 GFLOP/s, emulated bf16 1 GFLOP/s, three fast steps at 30 GFLOP/s."""
+    steps = [
+        {
+            "step": i,
+            "wall_s": 1.0,
+            "matmul_gflop": 30.0,
+            "matmul_gflops_per_s": 30.0,
+            "phase_s": dict.fromkeys(mfu.PHASES, 0.1),
+        }
+        for i in (1, 2, 3)
+    ]
+    report = {
+        "header": {
+            "date": "2026-12-04", "command": "bench/mfu.py", "cpu_model": "AMD EPYC", "cpu_bf16_flags": ["avx2"],
+            "cpu_flags": ["avx2"], "torch_threads": 1, "cpus_allowed": [1], "load_average_start": [0.0, 0.0, 0.0],
+        },
+        "cpu_busy_during_peak": {},
+        "peak": {"sizes": [576, 1024], "gflops": {"fp32": {576: 50.0, 1024: 60.0}, "bf16": {576: 1.0}},
+                 "peak_gflops": {"fp32": 60.0, "bf16": 1.0}},
+        "steps": {"before": steps, "after": steps},
+        "median_step_wall_s": {"before": 1.0, "after": 1.0},
+        "median_phase_s": {p: dict.fromkeys(mfu.PHASES, 0.1) for p in ("before", "after")},
+        "median_phase_share": {p: dict.fromkeys(mfu.PHASES, 1 / 6) for p in ("before", "after")},
+        "fraction_of_bf16_peak_per_fast_step": [30.0, 30.0, 30.0],
+        "fraction_of_fp32_peak_median": 0.5,
+        "before_fraction_of_bf16_peak_median": 30.0,
+        "verdict": {"statistic": mfu.VERDICT, "measured": 0.5, "goal": mfu.GOAL, "met": True},
+        "load_average_end": [0.0, 0.0, 0.0],
+    }  # fmt: skip
+    if anchor is not None:
+        report |= {
+            "anchor_dtype": anchor,
+            "fraction_of_anchor_peak_per_fast_step": [0.5, 0.5, 0.5],
+            "before_fraction_of_anchor_peak_median": 0.5,
+        }
+    return report
+
+
+def test_the_anchor_is_bf16_where_native_and_fp32_where_bf16_is_emulated():
+    assert mfu.anchor_dtype("amx") == "bf16"
+    assert mfu.anchor_dtype("avx512_bf16") == "bf16"
+    assert mfu.anchor_dtype("no_bf16") == "fp32"
+
+
+def test_a_no_bf16_result_is_judged_against_the_fp32_peak_not_the_emulated_bf16_one():
+    record = mfu.result(_report("fp32"))
+    (fig,) = record["figures"]
+    assert fig["figure"] == "mfu.no_bf16.dpo-smol.fast"
+    assert fig["measured"] == 0.5 and fig["met"] is True
+    assert "fp32 peak" in fig["label"] and "fp32 peak 60" in fig["note"]
+    assert record["statistics"]["fraction_of_bf16_peak_median"] == 30.0  # kept, but not the verdict
+    text = mfu.markdown(_report("fp32"))
+    assert "0.500 of the fp32 peak" in text
+    assert "| bf16 | 1 | – | 1 |" in text  # bf16 timed at the smallest size only
+
+
+def test_a_report_from_before_the_anchor_keys_reads_as_bf16_anchored():
+    anchor, fractions, before = mfu.anchor_of(_report(None))
+    assert anchor == "bf16" and fractions == [30.0, 30.0, 30.0] and before == 30.0
+    assert mfu.result(_report(None))["figures"][0]["measured"] == 30.0
