@@ -15,9 +15,11 @@ import shutil
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 # A default run needs the materialized model (~0.5 GiB), built datasets and checkpoints: below this, it fails midway.
 MIN_FREE_GIB = 2.0
+MAKE_BUDGET_S = 600  # issue 12: a cold `make` on an idle 2-core CPU
 TESTED_TORCH = "2.13.0"  # the Makefile's TORCH_SPEC
 CHECKED_PACKAGES = ("trl", "transformers", "peft", "accelerate", "bitsandbytes", "datasets")
 
@@ -64,6 +66,31 @@ def check_precision() -> Finding:
 
     _, reasons = choose_settings(detect(), set())
     return Finding("precision", "ok", f"a recipe without bf16/fp16 gets {reasons['precision']}")
+
+
+def check_make_time(results: Path | None = None) -> Finding:
+    """How long a cold ``make`` took on a CPU of this kind (``bench/results/make_time_<kind>.json``, written by
+    ``bench/make_time.py``), so that a user knows before starting whether to expect ten minutes or half an hour."""
+    import json
+
+    from alignkit.hardware import _cpu_flags, cpu_kind
+
+    results = results if results is not None else Path(__file__).resolve().parents[1] / "bench" / "results"
+    kind = cpu_kind(_cpu_flags())
+    path = results / f"make_time_{kind}.json"
+    if not path.exists():
+        measured = sorted(p.stem.removeprefix("make_time_") for p in results.glob("make_time_*.json"))
+        where = f"measured on: {', '.join(measured)}" if measured else "no bench/results in this install"
+        return Finding("make time", "note", f"a cold `make` was never timed on a {kind} CPU ({where})")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    wall = next(f["measured"] for f in record["figures"] if f["figure"].endswith(".wall_seconds"))
+    status = "ok" if wall <= MAKE_BUDGET_S else "note"
+    return Finding(
+        "make time",
+        status,
+        f"a cold `make` took {wall:.0f} s ({wall / 60:.0f} min) on a {kind} CPU ({record['cpu']['model']}, "
+        f"{record['date']}; budget {MAKE_BUDGET_S} s; phases in bench/results/make_time_{kind}.md)",
+    )
 
 
 def check_four_bit() -> Finding:
@@ -193,6 +220,7 @@ def check_openmp() -> Finding:
 CHECKS: list[Callable[[], Finding]] = [
     check_hardware,
     check_precision,
+    check_make_time,
     check_four_bit,
     check_versions,
     check_embedded_model,

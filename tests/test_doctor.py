@@ -7,7 +7,18 @@ from collections import namedtuple
 from alignkit import doctor
 from alignkit.cli import main
 
-TOPICS = ("hardware", "precision", "4-bit", "versions", "embedded model", "embedded data", "hub", "disk", "OpenMP")
+TOPICS = (
+    "hardware",
+    "precision",
+    "make time",
+    "4-bit",
+    "versions",
+    "embedded model",
+    "embedded data",
+    "hub",
+    "disk",
+    "OpenMP",
+)
 
 
 def test_doctor_reports_every_topic_and_passes_on_a_set_up_machine(capsys):
@@ -41,3 +52,28 @@ def test_a_package_outside_its_supported_range_fails_the_version_check(monkeypat
     finding = doctor.check_versions()
     assert finding.status == "fail" and "trl 1.17.0 is outside <1.17,>=1.16" in finding.detail, finding
     assert "make setup" in finding.detail
+
+
+def test_make_time_quotes_this_cpu_kinds_measured_cold_make_and_says_when_none_was_timed(monkeypatch, tmp_path):
+    import json
+
+    from alignkit import hardware
+
+    monkeypatch.setattr(hardware, "_cpu_flags", lambda: {"avx2", "fma"})  # no avx512_bf16/AMX: the no_bf16 kind
+    (tmp_path / "make_time_amx.json").write_text("{}")
+    finding = doctor.check_make_time(tmp_path)
+    assert finding.status == "note"
+    assert finding.detail == "a cold `make` was never timed on a no_bf16 CPU (measured on: amx)"
+    record = {
+        "date": "2026-12-04 17:20",
+        "cpu": {"model": "AMD EPYC"},
+        "figures": [{"figure": "make_time.no_bf16.peak_rss_gib", "measured": 8.1},
+                    {"figure": "make_time.no_bf16.wall_seconds", "measured": 2021.5}],
+    }  # fmt: skip
+    (tmp_path / "make_time_no_bf16.json").write_text(json.dumps(record))
+    finding = doctor.check_make_time(tmp_path)
+    assert finding.status == "note"  # over the 600 s budget
+    assert finding.detail.startswith("a cold `make` took 2022 s (34 min) on a no_bf16 CPU (AMD EPYC, 2026-12-04 17:20")
+    record["figures"][1]["measured"] = 582.6
+    (tmp_path / "make_time_no_bf16.json").write_text(json.dumps(record))
+    assert doctor.check_make_time(tmp_path).status == "ok"
