@@ -77,8 +77,6 @@ PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other
 RAW_KEYS = ("header", "cpu_busy_during_peak", "peak", "steps", "median_step_wall_s", "median_phase_s",
             "median_phase_share", "fraction_of_bf16_peak_per_fast_step", "fraction_of_fp32_peak_median",
             "before_fraction_of_bf16_peak_median", "verdict", "load_average_end")  # fmt: skip
-# Added with the no_bf16 kind; a run without them (amx, avx512_bf16 before 2026-12-04) was anchored on bf16.
-ANCHOR_KEYS = ("anchor_dtype", "fraction_of_anchor_peak_per_fast_step", "before_fraction_of_anchor_peak_median")
 # Smoke run: the tiny model on the off-policy pairs card (dpo-smol's on-policy card needs runs/rm-smol).
 QUICK_OVERRIDES = [
     "per_device_train_batch_size=2",
@@ -220,12 +218,12 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
 
 
 def anchor_of(report: dict) -> tuple[str, list[float], float]:
-    """(anchor dtype, per fast step fraction of its peak, median fraction before the fast path) of a raw report;
-    a report from before the no_bf16 kind has only the bf16 keys, its anchor then."""
-    if "anchor_dtype" in report:
-        return (report["anchor_dtype"], report["fraction_of_anchor_peak_per_fast_step"],
-                report["before_fraction_of_anchor_peak_median"])  # fmt: skip
-    return "bf16", report["fraction_of_bf16_peak_per_fast_step"], report["before_fraction_of_bf16_peak_median"]
+    """(anchor dtype, per fast step fraction of its peak, median fraction before the fast path) of a raw report,
+    derived from its CPU flags, measured peak and profiled steps."""
+    anchor = anchor_dtype(cpu_kind(report["header"]["cpu_bf16_flags"]))
+    top = report["peak"]["peak_gflops"][anchor]
+    fractions = [r["matmul_gflops_per_s"] / top for r in report["steps"]["after"]]
+    return anchor, fractions, statistics.median(r["matmul_gflops_per_s"] / top for r in report["steps"]["before"])
 
 
 def markdown(report: dict) -> str:
@@ -321,7 +319,7 @@ def result(report: dict) -> dict:
 
 def write(report: dict, out: Path) -> Path:
     """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
-    raw = {k: report[k] for k in (*RAW_KEYS, *ANCHOR_KEYS) if k in report}
+    raw = {k: report[k] for k in RAW_KEYS}
     return write_raw_result(raw, result(raw), markdown(raw), out)
 
 
@@ -358,9 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for path, fast in (("before", False), ("after", True)):
             runs[path] = profiled_run(fast, args.warmup, steps, args.quick, f"{tmp}/{path}")
-    bf16_peak, anchor_peak = peak["peak_gflops"]["bf16"], peak["peak_gflops"][anchor]
-    fractions = [r["matmul_gflops_per_s"] / anchor_peak for r in runs["after"]]
-    measured = statistics.median(fractions)
+    bf16_peak = peak["peak_gflops"]["bf16"]
     med = {path: {p: statistics.median(r["phase_s"][p] for r in rs) for p in PHASES} for path, rs in runs.items()}
     report = {
         "header": header,
@@ -370,11 +366,6 @@ def main(argv: list[str] | None = None) -> int:
         "median_step_wall_s": {path: statistics.median(r["wall_s"] for r in rs) for path, rs in runs.items()},
         "median_phase_s": med,
         "median_phase_share": {path: {p: v / sum(m.values()) for p, v in m.items()} for path, m in med.items()},
-        "anchor_dtype": anchor,
-        "fraction_of_anchor_peak_per_fast_step": fractions,
-        "before_fraction_of_anchor_peak_median": statistics.median(
-            r["matmul_gflops_per_s"] / anchor_peak for r in runs["before"]
-        ),
         "fraction_of_bf16_peak_per_fast_step": [r["matmul_gflops_per_s"] / bf16_peak for r in runs["after"]],
         "fraction_of_fp32_peak_median": statistics.median(
             r["matmul_gflops_per_s"] / peak["peak_gflops"]["fp32"] for r in runs["after"]
@@ -382,9 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         "before_fraction_of_bf16_peak_median": statistics.median(
             r["matmul_gflops_per_s"] / bf16_peak for r in runs["before"]
         ),
-        "verdict": {"statistic": VERDICT, "measured": measured, "goal": GOAL, "met": bool(measured >= GOAL)},
         "load_average_end": load_average(),
     }
+    measured = statistics.median(anchor_of(report)[1])
+    report["verdict"] = {"statistic": VERDICT, "measured": measured, "goal": GOAL, "met": bool(measured >= GOAL)}
     print(markdown(report))
     kind = cpu_kind(header["cpu_bf16_flags"])
     path = write(report, Path(args.out) if args.out else results_dir(args.quick) / f"mfu_{kind}")
