@@ -98,6 +98,13 @@ def loadavg() -> str:
 # ----------------------------------------------------------------------------------------------- per-sample arm
 
 
+def progress(items: list, desc: str) -> Any:
+    """``items`` under a progress bar: the per-sample arm runs for tens of minutes on a CPU without bf16."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="row", leave=False)
+
+
 def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
     """Greedy, one prompt at a time, no padding; returns generated ids cut before the first stop token."""
     import torch
@@ -112,7 +119,7 @@ def loop_generate(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens
     )
     out = []
     with torch.inference_mode():
-        for p in prompts:
+        for p in progress(prompts, "generate per-sample"):
             ids = torch.tensor([tokenizer.encode(prompt_text(tokenizer, p), add_special_tokens=False)])
             row = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=config)
             row = row[0, ids.shape[1] :].tolist()
@@ -128,7 +135,7 @@ def loop_rm_scores(rm: Any, render: Any, prompts: list[str], responses: list[str
 
     scores = []
     with torch.inference_mode():
-        for p, r in zip(prompts, responses, strict=True):
+        for p, r in progress(list(zip(prompts, responses, strict=True)), "rm per-sample"):
             ids = torch.tensor([render(p, r)])
             scores.append(float(rm(input_ids=ids).logits[0, 0]))
     return scores
@@ -142,7 +149,7 @@ def loop_nlls(model: Any, tokenizer: Any, prompts: list[str], references: list[s
 
     nlls, counts = [], []
     with torch.inference_mode():
-        for p, c in zip(prompts, references, strict=True):
+        for p, c in progress(list(zip(prompts, references, strict=True)), "perplexity per-sample"):
             head, tail = encode_pair(tokenizer, p, c)
             ids = torch.tensor([head + tail])
             logits = model(input_ids=ids).logits[0].float()  # (seq, vocab)
