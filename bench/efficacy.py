@@ -20,7 +20,10 @@ directory under ``--runs-root``:
 * ``rm``: ``alignkit train rm-smol seed=S --no-eval``, then its accuracy on its card's held-out test pairs
   (``alignkit.eval.judge_info.heldout_pair_accuracy``, 64 pairs): ``rm_heldout_accuracy``.
 * ``ppo`` / ``grpo``: ``bench/ppo_efficacy.py [--recipe grpo-smol-adaptive-kl] --set seed=S``: held-out arithmetic
-  accuracy gain (and the truncation rate before and after, in the per-seed details).
+  accuracy gain (and the truncation rate before and after, in the per-seed details). ``--jobs 2`` runs two seeds at
+  once, each in its own process pinned to its own core with one thread (the only layout the 2-core machines allow
+  beside nothing else; each seed's training time is then its time on one core beside another 1-thread job, as the
+  sequential runs at ``OMP_NUM_THREADS=1`` measured it too).
 * ``rdpo``: ``dpo-smol-rdpo`` (dpo-smol's card, loss, steps and batch, plus R-DPO and an adaptive β) as ``default``:
   ``rdpo_length_ratio``. Its verdict is compound (:func:`rdpo_verdict`): mean length ratio ≤ 1.1 AND its mean
   held-out judge win rate ≥ plain DPO's ``default_win_rate`` − 0.05, plain DPO's from this invocation or (``--keep``)
@@ -356,16 +359,45 @@ def rm_accuracy(run_dir: Path, runs_root: Path) -> float | None:
     return heldout_pair_accuracy(scorer, card, "test", 64, None).get("value")
 
 
-def rl_efficacy(recipe: str, seed: int, env: dict, quick: bool) -> dict | None:
-    """bench/ppo_efficacy.py on ``recipe`` for one seed; its statistics (accuracy gain, truncation, KL band)."""
+def rl_efficacy(recipe: str, seed: int, env: dict, quick: bool, core: int | None = None) -> dict | None:
+    """bench/ppo_efficacy.py on ``recipe`` for one seed; its statistics (accuracy gain, truncation, KL band). With
+    ``core``, the process is pinned to that CPU core and runs one thread."""
     with tempfile.TemporaryDirectory(prefix="efficacy-rl-") as tmp:
         cmd = [sys.executable, str(BENCH / "ppo_efficacy.py"), "--recipe", recipe, "--set", f"seed={seed}"]
+        env = {**env, "ALIGNKIT_BENCH_RESULTS": tmp}
+        if core is not None:
+            env["OMP_NUM_THREADS"] = "1"
         code = subprocess.call(
-            cmd + (["--quick"] if quick else []), cwd=ROOT, env={**env, "ALIGNKIT_BENCH_RESULTS": tmp}
+            cmd + (["--quick"] if quick else []),
+            cwd=ROOT,
+            env=env,
+            preexec_fn=None if core is None else (lambda: os.sched_setaffinity(0, {core})),
         )
         name = "ppo_efficacy" if recipe == "ppo-smol" else recipe.replace("-", "_") + "_efficacy"
         path = Path(tmp) / f"{name}.json"
         return json.loads(path.read_text())["statistics"] if code == 0 and path.exists() else None
+
+
+def rl_efficacy_seeds(recipe: str, seeds: list[int], env: dict, quick: bool, jobs: int = 1) -> list[dict | None]:
+    """:func:`rl_efficacy` for each seed, in order; ``jobs`` > 1 runs that many at once, job i pinned to core i."""
+    if jobs <= 1:
+        return [rl_efficacy(recipe, s, env, quick) for s in seeds]
+    from concurrent.futures import ThreadPoolExecutor
+    from queue import SimpleQueue
+
+    cores: SimpleQueue = SimpleQueue()
+    for core in sorted(os.sched_getaffinity(0))[:jobs]:
+        cores.put(core)
+
+    def one(seed: int) -> dict | None:
+        core = cores.get()
+        try:
+            return rl_efficacy(recipe, seed, env, quick, core)
+        finally:
+            cores.put(core)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(one, seeds))
 
 
 def measure(
@@ -376,6 +408,7 @@ def measure(
     quick: bool,
     origin: tuple[str, str] = (None, None),
     reuse: bool = False,
+    jobs: int = 1,
 ) -> tuple[dict, dict, dict]:
     """Run the selected groups; returns (per-seed values by key, reasons for nulls, per-seed details). The KL parts
     measured now are in ``details["kl_parts"]`` (:func:`kl_part` form, ``origin`` = this command and date); the
@@ -430,7 +463,7 @@ def measure(
             ]
     for group, recipe, key in (("ppo", "ppo-smol", "ppo_accuracy_gain"), ("grpo", GRPO_RECIPE, "grpo_accuracy_gain")):
         if group in groups:
-            stats = [rl_efficacy(recipe, s, env, quick) for s in seeds]
+            stats = rl_efficacy_seeds(recipe, seeds, env, quick, jobs)
             details[group] = stats
             per_seed[key] = [st.get("accuracy_gain") if st else None for st in stats]
             if not any(stats):
@@ -674,7 +707,15 @@ def main(argv: list[str] | None = None) -> int:
         help="take finished per-seed runs (and their report.json) already in --runs-root instead of retraining them "
         "(ppo/grpo always train: bench/ppo_efficacy.py runs in a temporary directory)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="ppo/grpo: seeds run at once, each pinned to its own core at one thread (at most the usable cores)",
+    )
     a = parser.parse_args(argv)
+    if not 1 <= a.jobs <= len(os.sched_getaffinity(0)):
+        parser.error(f"--jobs must be between 1 and the {len(os.sched_getaffinity(0))} usable cores, got {a.jobs}")
     groups = set(GROUPS) if a.figures == "all" else set(a.figures.split(","))
     if unknown := groups - set(GROUPS):
         parser.error(f"--figures: unknown {sorted(unknown)}")
@@ -695,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier += [previous_kl_parts(json.loads(Path(f).read_text())) for f in a.kl_from]  # read before hours of runs
     try:
         per_seed, reasons, details = measure(
-            groups, seeds, Path(a.runs_root).resolve(), env, a.quick, (command, date), reuse=a.reuse_finished
+            groups, seeds, Path(a.runs_root).resolve(), env, a.quick, (command, date), a.reuse_finished, a.jobs
         )
     finally:
         if tmp is not None:

@@ -13,7 +13,7 @@ command.
 
 KL band criteria (target T, band ±25 %): "last half" is the last ⌊R/2⌋ of R rollouts. Reported are (a) the mean of
 those per-rollout readings vs T, and (b) how many single readings fall in [0.75 T, 1.25 T]. Each reading is one
-rollout's mean over its sequences of Σ_t k1_t (what the controller sees), so (b) includes sampling noise; its
+rollout's mean over its sequences of Σ_t k3_t (what the controller sees), so (b) includes sampling noise; its
 standard error (sequence-KL std / √n, logged by the trainer) is shown per rollout.
 """
 
@@ -77,6 +77,19 @@ def band_summary(kls: list[float], target: float) -> dict:
         "kl_last_half_readings_in_band": f"{in_band}/{len(last)}",
         "kl_in_band_fraction": in_band / len(last) if last else float("nan"),
     }
+
+
+def reading_noise(rollouts: list[dict]) -> dict:
+    """Mean standard error of the last half's KL readings (``kl/seq_se``, the controller's k3 reading) and, beside it,
+    of the same rollouts' KL as the reward's estimator sums it (``kl/in_reward_seq_se``); PPO logs both, GRPO
+    neither (then {})."""
+    last = rollouts[len(rollouts) - len(rollouts) // 2 :] if len(rollouts) > 1 else rollouts
+    out = {}
+    for key, name in (("kl/seq_se", "kl_reading_se_last_half"), ("kl/in_reward_seq_se", "kl_in_reward_se_last_half")):
+        values = [h[key] for h in last if h.get(key) is not None]
+        if values:
+            out[name] = statistics.fmean(values)
+    return out
 
 
 def bench_name(recipe: str) -> str:
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         "kl_target": target,
         "kl_horizon": targs.kl_horizon,
         **(band_summary(kls, target) if target else {}),
+        **reading_noise(rollouts),
         "loadavg_1m_before_train": round(load_before[0], 2),
         "loadavg_1m_after_train": round(load_after_train[0], 2),
     }
@@ -205,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|",
         *[f"| {k} | {fmt(v)} |" for k, v in summary.items()],
         "",
-        f"Per rollout (kl = mean over the rollout's {n_per_rollout} sequences of Σ_t k1_t, the controller's input; "
+        f"Per rollout (kl = mean over the rollout's {n_per_rollout} sequences of Σ_t k3_t, the controller's input; "
         "kl_se = its standard error; β before its update; in band = within ±25 % of the target; "
         "score = grader − missing-EOS penalty; clipped = fraction of completions without EOS):",
         "",

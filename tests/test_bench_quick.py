@@ -159,6 +159,36 @@ def test_kl_group_alone_trains_nothing(monkeypatch, tmp_path):
     assert per_seed == {} and details["kl_parts"] == {}
 
 
+def test_rl_seeds_run_two_at_once_on_distinct_cores_in_seed_order(monkeypatch):
+    import os
+    import threading
+    import time
+
+    import efficacy
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two usable cores")
+    lock, running, calls = threading.Lock(), [0], []
+
+    def fake(recipe, seed, env, quick, core=None):
+        with lock:
+            running[0] += 1
+            calls.append((seed, core, running[0]))
+        time.sleep(0.2 if seed == 0 else 0.05)  # seed 0 finishes last: results must still come back in seed order
+        with lock:
+            running[0] -= 1
+        return {"accuracy_gain": seed / 10}
+
+    monkeypatch.setattr(efficacy, "rl_efficacy", fake)
+    stats = efficacy.rl_efficacy_seeds("ppo-smol", [0, 1, 2], {}, False, jobs=2)
+    assert [st["accuracy_gain"] for st in stats] == [0.0, 0.1, 0.2]
+    assert max(n for _, _, n in calls) == 2  # two at once, never three
+    cores = dict((seed, core) for seed, core, _ in calls)
+    assert cores[0] != cores[1] and cores[2] == cores[1]  # seed 2 takes the core seed 1 freed; seed 0 still holds its
+    assert efficacy.rl_efficacy_seeds("ppo-smol", [3], {}, False, jobs=1) == [{"accuracy_gain": 0.3}]
+    assert calls[-1][1] is None  # jobs=1: not pinned
+
+
 def _fake_alignkit(calls, rep, ppl, kl_target=0.2, kl_readings=(0.1, 0.1, 0.2, 0.21, 0.3)):
     """Stands in for the alignkit CLI: ``train`` makes the run directory (with a train_log and resolved_config for
     the KL band, and report.json goal figures unless --no-eval), ``eval`` writes a report.json of the real layout."""
@@ -257,3 +287,17 @@ def test_reuse_finished_takes_finished_runs_and_trains_the_rest(monkeypatch, tmp
     calls.clear()
     with pytest.raises(FileExistsError):  # without reuse the fake trainer meets the existing directory
         efficacy.measure({"rdpo"}, [0], tmp_path, {}, quick=False)
+
+
+def test_ppo_efficacy_reports_both_readings_noise_over_the_last_half():
+    import ppo_efficacy
+
+    rollouts = [{"kl": 0.1, "kl/seq_se": 9.0, "kl/in_reward_seq_se": 9.0}]  # first half: left out
+    rollouts += [{"kl": 0.5, "kl/seq_se": se, "kl/in_reward_seq_se": 2 * se} for se in (0.04, 0.06)]
+    rollouts.insert(1, {"kl": 0.2, "kl/seq_se": 9.0, "kl/in_reward_seq_se": 9.0})
+    out = ppo_efficacy.reading_noise(rollouts)
+    assert out == {
+        "kl_reading_se_last_half": pytest.approx(0.05),
+        "kl_in_reward_se_last_half": pytest.approx(0.10),
+    }
+    assert ppo_efficacy.reading_noise([{"kl": 0.01}, {"kl": 0.02}]) == {}  # GRPO logs neither

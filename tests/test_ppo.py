@@ -98,6 +98,44 @@ def test_adaptive_kl_moved_beta(trained):
     assert 0 < trainer.kl_controller.value < 0.05
 
 
+def test_controller_reads_k3_whatever_the_reward_estimator(tiny_model, tmp_path, monkeypatch):
+    # kl_estimator k1 in the reward; the controller and the `kl` metric read Σ_t k3_t (mean over sequences), and
+    # `kl/in_reward` is Σ_t k1_t. Rollout 2 follows one update, so the two estimates differ there.
+    from alignkit.plugins.common.kl_estimators import kl_k1, kl_k3
+    from alignkit.plugins.ppo import ppo_trainer
+
+    seen = []
+    real_estimate, real_rewards = ppo_trainer.kl_estimate, ppo_trainer.per_token_rewards
+
+    def estimate(logp, ref, estimator):
+        seen.append([logp, ref])
+        return real_estimate(logp, ref, estimator)
+
+    def rewards(kl, scores, mask, beta):
+        seen[-1].append(mask)
+        return real_rewards(kl, scores, mask, beta)
+
+    monkeypatch.setattr(ppo_trainer, "kl_estimate", estimate)
+    monkeypatch.setattr(ppo_trainer, "per_token_rewards", rewards)
+    trainer = _trainer(tiny_model, tmp_path, steps_per_generation=1, num_iterations=1, save_strategy="no",
+                       kl_estimator="k1")  # fmt: skip
+    readings = []
+    record = trainer._kl_callback.record
+    monkeypatch.setattr(trainer._kl_callback, "record", lambda kl, n: readings.append(kl) or record(kl, n))
+    trainer.train()
+    logp, ref, mask = seen[1]  # rollout 2
+    k3_seq, k1_seq = (kl_k3(logp, ref) * mask).sum(1), (kl_k1(logp, ref) * mask).sum(1)
+    k3, k1 = k3_seq.mean().item(), k1_seq.mean().item()
+    assert abs(k3 - k1) > 1e-4, "the policy did not move: the test cannot tell the estimators apart"
+    assert readings == [pytest.approx(k3, rel=1e-5)]  # rollout 1 (before any update) is not fed to the controller
+    logged = [h for h in trainer.state.log_history if "kl" in h]
+    assert logged[1]["kl"] == pytest.approx(k3, rel=1e-5)
+    assert logged[1]["kl/in_reward"] == pytest.approx(k1, rel=1e-5)
+    n = len(k3_seq)
+    assert logged[1]["kl/seq_se"] == pytest.approx((k3_seq.std() / n**0.5).item(), rel=1e-4)
+    assert logged[1]["kl/in_reward_seq_se"] == pytest.approx((k1_seq.std() / n**0.5).item(), rel=1e-4)
+
+
 def test_checkpoint_and_resume_restore_critic_and_kl(trained, tiny_model, tmp_path):
     trainer, _, out = trained
     ckpt = os.path.join(out, "checkpoint-2")  # after rollout 2, the first that moves β

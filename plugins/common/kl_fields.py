@@ -8,8 +8,8 @@ trainer KL reading fed to the controller (logged as)                unit of kl_t
 GRPO    TRL's per-token k3 of sampled completions, token mean (kl)  nats per token       completions
 DPO     implicit per-token k2 on chosen + rejected dataset tokens,  nats per token       preference pairs
         token mean (kl_implicit)
-PPO     per-token k1 or k3 (``kl_estimator``) summed over each      nats per sequence    sequences
-        completion, mean over sequences (kl)
+PPO     per-token k3 summed over each completion, mean over         nats per sequence    sequences
+        sequences (kl), whatever ``kl_estimator`` the reward uses
 ======  ==========================================================  ===================  =====================
 
 So a target of 0.05 is a per-token KL for GRPO and DPO, but a whole-completion KL for PPO (about 0.05 / |y| per
@@ -41,7 +41,7 @@ class AdaptiveKLFields:
             "help": "Target KL of an adaptive β (Ziegler et al. 2019 controller starting at `beta`, which must be "
             "> 0), in the unit of the KL this trainer measures: GRPO per-token k3 of its completions (nats/token, "
             "the `kl` metric); DPO implicit per-token k2 on chosen+rejected tokens (nats/token, `kl_implicit`); "
-            "PPO per-token k1/k3 summed over the completion (nats/sequence, `kl`). None keeps β fixed."
+            "PPO per-token k3 summed over the completion (nats/sequence, `kl`). None keeps β fixed."
         },
     )
     kl_horizon: float | None = field(

@@ -31,8 +31,9 @@ class PPOConfig(FiniteRewardFields, PenaltyFields, AdaptiveKLFields, GRPOConfig)
     kl_estimator: str = field(
         default="k1",
         metadata={
-            "help": "Per-token KL in the reward: 'k1' or 'k3'. Summed over a completion it is the sequence KL that "
-            "the `kl` metric and kl_target (nats per sequence) are in."
+            "help": "Per-token KL in the reward (r_t = -beta * KL_t): 'k1' or 'k3'. The adaptive controller and the "
+            "`kl` metric read the sequence KL with k3 either way (unbiased, about half k1's standard error); "
+            "`kl/in_reward` logs this estimator's sum."
         },
     )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
