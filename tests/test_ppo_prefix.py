@@ -100,6 +100,35 @@ def test_ppo_run_with_shared_prefix_matches_plain(tiny_model, tmp_path):
             assert on[key] == pytest.approx(off[key], rel=1e-3, abs=1e-5), key
 
 
+def test_separate_critic_shares_the_prefix_and_matches_plain(tiny_model, tmp_path, monkeypatch):
+    # value_model_name_or_path: the critic's own backbone runs the shared prefix once too, after its own check, and
+    # the run's numbers match the plain critic forward's.
+    from test_ppo_forward import _two_rollouts
+
+    logs, shared_on = {}, []
+    real = prefix_cache.shared_prefix
+
+    def recording(backbone, *args):
+        shared_on.append(backbone)
+        return real(backbone, *args)
+
+    monkeypatch.setattr(prefix_cache, "shared_prefix", recording)
+    for share in (True, False):
+        trainer = _two_rollouts(tiny_model, tmp_path / str(share), share_prompt_prefix=share,
+                                value_model_name_or_path=tiny_model)  # fmt: skip
+        trainer.train()
+        critic = trainer.model.ppo_critic.backbone
+        assert trainer._critic_prefix_trusted is (True if share else None)
+        if share:
+            assert any(b is critic for b in shared_on), "the separate critic never ran the shared prefix"
+        logs[share] = [h for h in trainer.state.log_history if "value_loss" in h]
+    assert len(logs[True]) == len(logs[False]) == 4
+    for on, off in zip(logs[True], logs[False], strict=True):
+        for key in ("value_loss", "value/mean", "policy_loss"):
+            if key in on:
+                assert on[key] == pytest.approx(off[key], rel=1e-3, abs=1e-5), key
+
+
 def test_supported_only_for_rotary_full_attention_models(tiny_model):
     from transformers import GPT2Config, GPT2LMHeadModel
 

@@ -133,11 +133,14 @@ class CriticMixin:
         """(B, P+C) ids → (B, C) values; V for completion token t is read at the position *before* it."""
         critic = self.accelerator.unwrap_model(self.model).ppo_critic
         self._unfreeze_critic()
-        backbone, adapter, shared = critic.backbone, nullcontext(), nullcontext()
-        if critic.backbone is None:  # the shared base; its prompt prefix runs once (ppo_forward.py)
+        backbone, adapter = critic.backbone, nullcontext()
+        if critic.backbone is None:  # the shared base under the value adapter
             backbone = self.accelerator.unwrap_model(self.model).get_base_model().base_model
             adapter = active_adapter(self._tuner_layers, VALUE_ADAPTER)
-            input_ids, attention_mask, shared = self._prefix_split(input_ids, attention_mask, n_completion)
+        # The prompt prefix the rows share runs once, on either backbone (ppo_forward.py).
+        input_ids, attention_mask, shared = self._prefix_split(
+            input_ids, attention_mask, n_completion, critic.backbone
+        )
         with adapter, shared, disable_gradient_checkpointing(backbone, self.args.gradient_checkpointing_kwargs):
             hidden = backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         hidden = hidden[:, -n_completion - 1 : -1]

@@ -5,7 +5,8 @@
    and trusts sampled log-probs only after a check rollout agrees within ``SAMPLED_LOGP_TOLERANCE``.
 3. **The shared prompt prefix once** (:mod:`alignkit.prefix_cache`, the module eval shares prompts with): reference,
    value and update forwards run the tokens that open every prompt of the batch once and the rows' remainders on
-   its KV cache, after a one-time check of the mechanism against the plain forward.
+   its KV cache, after a one-time check of the mechanism against the plain forward. A separate critic backbone
+   (``value_model_name_or_path``) does the same, checked once on its own.
 4. **Sampling in the training's precision** (``autocast_generation``). TRL runs its log-prob forwards under
    accelerate's autocast, and accelerate wraps the prepared model's ``forward`` in it; but ``PeftModel.generate``
    steps the base model's own forward, so a LoRA/QLoRA policy samples in fp32 while it trains in bf16.
@@ -52,12 +53,13 @@ class ForwardEconomies:
     State: ``_sampled`` is the capture of the running rollout (consumed by the first policy forward on its completion
     ids); ``_sampled_trusted`` is None until the check rollout, then whether sampled log-probs are used;
     ``_prefix_trusted`` likewise for shared-prefix forwards (:mod:`alignkit.prefix_cache`), checked on the
-    first forward that has a shared prefix.
+    first forward that has a shared prefix; ``_critic_prefix_trusted`` for a separate critic backbone's.
     """
 
     _sampled: SampledLogProbs | None = None
     _sampled_trusted: bool | None = None
     _prefix_trusted: bool | None = None
+    _critic_prefix_trusted: bool | None = None
     sampled_logp_gap: tuple[float, float] | None = None  # set by the check rollout, see _agrees
     _policy_adapter: list[str] | None = None
     _tuner_layers: list[nn.Module] = []
@@ -67,6 +69,8 @@ class ForwardEconomies:
     # did not, and train differently from then on.
     def _resume_state(self) -> dict[str, Any]:
         checks = {"sampled_trusted": self._sampled_trusted, "prefix_trusted": self._prefix_trusted}
+        if self._critic_prefix_trusted is not None:
+            checks["critic_prefix_trusted"] = self._critic_prefix_trusted
         if self.sampled_logp_gap is not None:
             checks["sampled_logp_gap"] = list(self.sampled_logp_gap)
         return {**super()._resume_state(), "ppo_forward_checks": checks}
@@ -76,6 +80,7 @@ class ForwardEconomies:
         checks = state.get("ppo_forward_checks", {})
         self._sampled_trusted = checks.get("sampled_trusted")
         self._prefix_trusted = checks.get("prefix_trusted")
+        self._critic_prefix_trusted = checks.get("critic_prefix_trusted")
         gap = checks.get("sampled_logp_gap")
         self.sampled_logp_gap = tuple(gap) if gap is not None else None
 
@@ -127,22 +132,24 @@ class ForwardEconomies:
             not layers[0].disable_adapters and _names(layers[0].active_adapter) == self._policy_adapter
         )
 
-    def _prefix_split(self, input_ids, attention_mask, n_completion: int, backbone: nn.Module | None = None):
-        """``(input_ids, attention_mask, context)`` that run a (B, P + C) forward of ``backbone`` (default: the
-        policy's) on the rows' shared prompt prefix once, or the inputs unchanged with a null context."""
+    def _prefix_split(self, input_ids, attention_mask, n_completion: int, critic_backbone: nn.Module | None = None):
+        """``(input_ids, attention_mask, context)`` that run a (B, P + C) forward of the policy's backbone (or of
+        ``critic_backbone``, a separate critic's) on the rows' shared prompt prefix once, or the inputs unchanged
+        with a null context."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         causal_lm = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
+        which = "_prefix_trusted" if critic_backbone is None else "_critic_prefix_trusted"
         if (
             not self.args.share_prompt_prefix
-            or self._prefix_trusted is False
-            or not prefix_cache.supported(unwrapped, with_gradients=True)
+            or getattr(self, which) is False
+            or not prefix_cache.supported(unwrapped if critic_backbone is None else critic_backbone, True)
         ):
             return input_ids, attention_mask, nullcontext()
         split = prefix_cache.split_at_prefix(input_ids, attention_mask, n_completion)
         if split is None:
             return input_ids, attention_mask, nullcontext()
-        backbone = backbone or causal_lm.base_model
-        if self._prefix_trusted is None:  # once per run: does the mechanism reproduce the plain backbone?
+        backbone = critic_backbone or causal_lm.base_model
+        if getattr(self, which) is None:  # once per run and backbone: does the mechanism reproduce the plain one?
             try:
                 gap, tolerance = prefix_cache.check_against_plain(
                     backbone, input_ids, attention_mask, n_completion, split
@@ -150,12 +157,13 @@ class ForwardEconomies:
             except Exception as error:  # e.g. sharded parameters that only the wrapped model's forward gathers
                 logger.warning("PPO: shared-prefix check failed (%s); not sharing the prompt prefix", error)
                 gap, tolerance = float("inf"), 0.0
-            self._prefix_trusted = gap <= tolerance
+            setattr(self, which, gap <= tolerance)
             logger.info(
-                "PPO: shared-prefix vs plain hidden states differ by %.1e (relative; tolerance %.0e): %s", gap,
-                tolerance, "sharing the prompt prefix" if self._prefix_trusted else "not sharing it",
+                "PPO: shared-prefix vs plain hidden states of the %s differ by %.1e (relative; tolerance %.0e): %s",
+                "policy" if critic_backbone is None else "critic backbone", gap, tolerance,
+                "sharing the prompt prefix" if gap <= tolerance else "not sharing it",
             )  # fmt: skip
-            if not self._prefix_trusted:
+            if gap > tolerance:
                 return input_ids, attention_mask, nullcontext()
         prefix, ids, mask = split
         return ids, mask, prefix_cache.shared_prefix(backbone, prefix, ids.size(1))
