@@ -64,8 +64,10 @@ NO_QUICK = {
     "pipeline_time": "the same script as make_time, whose smoke run covers it; tests/test_make_time.py checks the "
     "pipeline's phases and report, tests/test_stages.py the pipeline itself",
 }
-# Scripts in bench/ that are not benchmarks.
-NOT_BENCHES = {"benchlib.py", "run.py", "make_results.py", "legacy_results.py", "rm_agreement.py"}  # last: analysis
+# Scripts in bench/ that are not benchmarks (the last two: analyses that results quote).
+NOT_BENCHES = {
+    "benchlib.py", "run.py", "make_results.py", "legacy_results.py", "rm_agreement.py", "kl_reading_noise.py",
+}  # fmt: skip
 
 
 def run_ppo_peer(env: dict) -> int:
