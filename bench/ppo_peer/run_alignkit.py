@@ -88,7 +88,9 @@ def main() -> None:
     probe.mark("train done")
     optimized = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
     rewards = [h["rewards/math_answer/mean"] for h in trainer.state.log_history if "rewards/math_answer/mean" in h]
-    kls = [h["kl"] for h in trainer.state.log_history if "kl" in h]
+    # TRL 1.12 logs Σ_t k1_t (objective/kl); alignkit's `kl` is the controller's k3 reading, and `kl/in_reward` the
+    # reward's estimator (k1 here, kl_estimator's default): compare like with like.
+    kls = [h.get("kl/in_reward", h["kl"]) for h in trainer.state.log_history if "kl" in h]
     write(
         a.name,
         {
