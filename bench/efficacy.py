@@ -367,12 +367,10 @@ def rl_efficacy(recipe: str, seed: int, env: dict, quick: bool, core: int | None
         env = {**env, "ALIGNKIT_BENCH_RESULTS": tmp}
         if core is not None:
             env["OMP_NUM_THREADS"] = "1"
-        code = subprocess.call(
-            cmd + (["--quick"] if quick else []),
-            cwd=ROOT,
-            env=env,
-            preexec_fn=None if core is None else (lambda: os.sched_setaffinity(0, {core})),
-        )
+        proc = subprocess.Popen(cmd + (["--quick"] if quick else []), cwd=ROOT, env=env)
+        if core is not None:  # pinned from its first milliseconds (no preexec_fn: unsafe from a worker thread)
+            os.sched_setaffinity(proc.pid, {core})
+        code = proc.wait()
         name = "ppo_efficacy" if recipe == "ppo-smol" else recipe.replace("-", "_") + "_efficacy"
         path = Path(tmp) / f"{name}.json"
         return json.loads(path.read_text())["statistics"] if code == 0 and path.exists() else None
