@@ -23,6 +23,8 @@ import time
 
 import torch
 
+from alignkit.plugins.common.kl_estimators import kl_k1, kl_k3
+
 ROWS = 64
 
 
@@ -39,9 +41,8 @@ def sequence_kls(policy, ids, attn, n_prompt: int, mask: torch.Tensor, temperatu
         y = rows[:, n_prompt:, None]
         logp_y, ref_y = logp.gather(2, y)[..., 0], ref.gather(2, y)[..., 0]
         m = mask[i : i + chunk].float()
-        k1s.append(((logp_y - ref_y) * m).sum(1))
-        d = ref_y - logp_y
-        k3s.append(((d.exp() - d - 1) * m).sum(1))
+        k1s.append((kl_k1(logp_y, ref_y) * m).sum(1))
+        k3s.append((kl_k3(logp_y, ref_y) * m).sum(1))
         ans.append(((logp.exp() * (logp - ref)).sum(-1) * m).sum(1))
     return torch.cat(k1s), torch.cat(k3s), torch.cat(ans)
 
