@@ -72,19 +72,25 @@ NOT_BENCHES = {
 
 def run_ppo_peer(env: dict) -> int:
     """Each arm's two runners at the same time (they must see the same load), one thread each, then the comparison:
-    the fp32 headline (alignkit's shared-base LoRA critic), then the like-for-like arm (--full-value-model). Both arms'
-    TRL 1.12 runs write out/trl112.json; compare.py re-measures only the arm whose pair ran side by side and keeps the
-    other's rows."""
+    the fp32 headline (alignkit's shared-base LoRA critic) at the seeds of ppo_peer/common.SEEDS, then the like-for-
+    like arm (--full-value-model). The headline's and the like-for-like arm's TRL 1.12 runs both write out/trl112.json;
+    compare.py re-measures only the arm whose pair ran side by side and keeps the other's rows."""
     if not TRL112.exists():
         print(f"ppo_peer: cannot run: {TRL112} is missing (see bench/ppo_peer/run_trl112.py)", file=sys.stderr)
         return 1
+    sys.path.insert(0, str(BENCH / "ppo_peer"))
+    from common import SEEDS
+
     env = {**env, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    for extra in ([], ["--full-value-model"]):
+    pairs = [(["--seed", str(seed)], ["--seed", str(seed)]) for seed in SEEDS] + [(["--full-value-model"], [])]
+    for ours, peer in pairs:
         procs = [
             subprocess.Popen(
-                [sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), "--updates", "6", *extra], env=env
+                [sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), "--updates", "6", *ours], env=env
             ),
-            subprocess.Popen([str(TRL112), str(BENCH / "ppo_peer" / "run_trl112.py"), "--updates", "6"], env=env),
+            subprocess.Popen(
+                [str(TRL112), str(BENCH / "ppo_peer" / "run_trl112.py"), "--updates", "6", *peer], env=env
+            ),
         ]
         if any([p.wait() for p in procs]):  # a list: wait for both, even when the first failed
             return 1

@@ -73,6 +73,7 @@ def test_like_for_like_arm_added_and_headline_kept(tmp_path):
     assert figs["ppo_peer.ll.peak_rss"]["goal"] == "<= 0.6"
     speed = figs["ppo_peer.ll.seconds_per_update"]
     assert speed["goal"] == "<= 0.5" and speed["met"] is True and abs(speed["measured"] - 0.4) < 1e-9
+    assert speed["date"] and speed["date"] != old["date"]  # a measured row names its own pair's date
     text = md.read_text()
     assert text.count(compare.KEPT) == 1 and "Old tables." in text and text.endswith("hand notes\n")
     assert text.index("Old tables.") < text.index("## Like for like") < text.index("## Reading")
@@ -92,3 +93,52 @@ def test_a_pair_that_did_not_run_side_by_side_is_not_compared(tmp_path):
     before = js.read_text()
     assert compare.main(["--result", str(md), "--out", str(out)]) == 1
     assert js.read_text() == before
+
+
+def _curve_run(start: float, rewards: list[float]) -> dict:
+    run = _run(start, 40.0, 3000.0, 0.0)
+    run["reward_curve"] = rewards
+    return run
+
+
+def test_reward_curves_over_seeds_are_compared_and_kept(tmp_path):
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    # seed 0 (the headline pair) and seed 1: alignkit's last half (rollouts 4-6) beats TRL 1.12's by 0.2 and 0.0
+    (out / "alignkit.json").write_text(json.dumps(_curve_run(100.0, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])))
+    (out / "trl112.json").write_text(json.dumps(_curve_run(101.0, [0.1, 0.2, 0.3, 0.2, 0.3, 0.4])))
+    (out / "alignkit-seed1.json").write_text(json.dumps(_curve_run(900.0, [0.0, 0.0, 0.0, 0.5, 0.5, 0.5])))
+    (out / "trl112-seed1.json").write_text(json.dumps(_curve_run(901.0, [0.0, 0.0, 0.0, 0.5, 0.5, 0.5])))
+    argv = ["--result", str(md), "--out", str(out)]
+    assert compare.main(argv) == 0
+    record = json.loads(js.read_text())
+    assert validate_result(record) == []
+    row = {f["figure"]: f for f in record["figures"]}["ppo_peer.seeds.reward_last_half_diff"]
+    assert abs(row["measured"] - 0.1) < 1e-9 and row["met"] is None and "over 2 seeds" in row["label"]
+    seeds = record["statistics"]["seeds"]
+    assert seeds["seeds"] == [0, 1] and abs(seeds["last_half_diff_sd"] - 0.2 / 2**0.5) < 1e-9
+    text = md.read_text()
+    assert text.count(compare.SEEDS_HEADING) == 1 and text.endswith("hand notes\n")
+    assert "| 4 | 0.450 ± 0.071 | 0.350 ± 0.212 |" in text  # rollout 4: alignkit (0.4, 0.5), TRL (0.2, 0.5)
+    # Seed 1's files gone (the next bench run only re-ran the headline pair): seed 1 is kept from the JSON.
+    (out / "alignkit-seed1.json").unlink()
+    (out / "trl112-seed1.json").unlink()
+    assert compare.main(argv) == 0
+    again = json.loads(js.read_text())["statistics"]["seeds"]
+    assert again["seeds"] == [0, 1] and abs(again["last_half_diff_mean"] - 0.1) < 1e-9
+    assert md.read_text().count(compare.SEEDS_HEADING) == 1
+
+
+def test_a_seed_pair_that_did_not_run_side_by_side_is_left_out(tmp_path):
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignkit.json").write_text(json.dumps(_curve_run(100.0, [0.1] * 6)))
+    (out / "trl112.json").write_text(json.dumps(_curve_run(101.0, [0.1] * 6)))
+    (out / "alignkit-seed1.json").write_text(json.dumps(_curve_run(900.0, [0.5] * 6)))
+    (out / "trl112-seed1.json").write_text(json.dumps(_curve_run(9000.0, [0.0] * 6)))  # ran hours later
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    record = json.loads(js.read_text())
+    assert "seeds" not in record["statistics"]
+    assert compare.SEEDS_HEADING not in md.read_text()

@@ -30,7 +30,9 @@ SETTINGS = {
     "lora_alpha": 32,
     "seed": 0,
 }
+S_SEED = SETTINGS["seed"]
 OUT = Path(__file__).parent / "out"
+SEEDS = (0, 1, 2)  # the headline arm's seeds: reward curves are compared over these (issue 13)
 _QUESTION = re.compile(r"What is (-?\d+) ([+*-]) (-?\d+)\?")
 
 
@@ -52,6 +54,11 @@ def answer_of(question_text: str) -> str | None:
         return None
     a, op, b = int(m.group(1)), m.group(2), int(m.group(3))
     return str({"+": a + b, "-": a - b, "*": a * b}[op])
+
+
+def seeded(name: str, seed: int) -> str:
+    """A runner's out/ JSON name for a seed: seed 0 (SETTINGS's) keeps the plain name, others get ``-seed<N>``."""
+    return name if seed == S_SEED else f"{name}-seed{seed}"
 
 
 def peak_rss_mib() -> float:

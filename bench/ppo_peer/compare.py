@@ -12,6 +12,12 @@ An arm is re-measured when both of its out/ JSONs exist and the two runs overlap
 otherwise its section of the existing report and its rows of the existing JSON are kept as they are, with the run
 they come from named. Verdict statistics, fixed here: seconds per update while both ran (the median per update of
 updates 2+ when the runs kept no marks), and peak RSS, each alignkit / TRL 1.12 against the arm's goals.
+
+The headline arm also runs at the other seeds of common.SEEDS (`--seed N` on both runners, side by side; out/
+alignkit-seed<N>.json and trl112-seed<N>.json): the section "Reward curves over seeds" compares the two reward curves
+over the seeds (seed 0 is the headline pair itself), with one row without a goal: the last half's mean reward,
+alignkit minus TRL 1.12, averaged over the seeds. A seed whose pair is not in out/ keeps its numbers from the
+existing JSON.
 """
 
 from __future__ import annotations
@@ -25,10 +31,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from common import SEEDS, seeded  # noqa: E402
+
 RESULT = HERE.parent / "results" / "ppo_peer.md"
 sys.path.insert(0, str(HERE.parent))
 TITLE = "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer"
 KEPT = "Kept from the run of"  # opens the note on an arm that this compare did not re-measure
+SEEDS_HEADING = "## Reward curves over seeds (fp32 headline arm)"
 
 
 @dataclass(frozen=True)
@@ -102,30 +112,49 @@ def main(argv: list[str] | None = None) -> int:
     if "\n## Reading" in old_md:
         at = old_md.index("\n## Reading")
         generated_old, tail = old_md[:at], old_md[at:]
+    old_seeds_section = ""
+    if f"\n{SEEDS_HEADING}" in generated_old:
+        generated_old, _, rest = generated_old.partition(f"\n{SEEDS_HEADING}")
+        old_seeds_section = SEEDS_HEADING + rest
     old_sections = {} if adhoc else _sections(generated_old, arms)
     old_record = json.loads(json_path.read_text()) if json_path.exists() and not adhoc else None
 
     from benchlib import command_line, cpu_info, result_record, write_result
 
-    sections, figures, stats_by_arm, dates, measured = [], [], {}, [], []
+    sections, figures, stats_by_arm, dates, measured, arm_dates = [], [], {}, [], [], {}
     for name, arm in arms.items():
         pair = _pair(Path(a.out), arm, require_overlap=not adhoc)
         if pair is not None:
             ours, peer, date = pair
             sections.append(_section(arm, ours, peer, date))
             stats, figs = _figures(arm, ours, peer, a.bench_name)
-            figures += figs
+            # each row carries its own pair's date: one compare can re-measure arms whose pairs ran hours apart
+            figures += [{**f, "date": date} for f in figs]
             stats_by_arm[name] = stats
             dates.append(date)
+            arm_dates[name] = date
             measured.append(name)
             continue
         kept = _kept_figures(old_record, arm, a.bench_name)
+        arm_dates[name] = next((f.get("date") for f in kept if f.get("date")), None)
         figures += kept
         if old_record and isinstance(old_record.get("statistics", {}).get(name), dict):
             stats_by_arm[name] = old_record["statistics"][name]
         if name in old_sections:
             sections.append(_kept_note(old_sections[name], arm, kept))
         print(f"{name}: not re-measured (no side-by-side pair out/{arm.ours}.json + out/{arm.peer}.json); kept")
+    if not adhoc:
+        headline = stats_by_arm.get("headline")
+        seeds = _over_seeds(Path(a.out), headline, arm_dates.get("headline"), old_record, a.bench_name)
+        if seeds is not None:
+            stats_by_arm["seeds"], seed_figures, seed_lines, fresh = seeds
+            figures += seed_figures
+            sections.append("\n".join(seed_lines))
+            if fresh:
+                dates.append(max(fresh))
+                measured.append("seeds")
+        elif old_seeds_section:
+            sections.append(old_seeds_section)
     if not measured:
         print("nothing to compare: run a pair of runners first (see ARMS)", file=sys.stderr)
         return 1
@@ -399,6 +428,147 @@ def _curves(ours: dict, peer: dict) -> list[str]:
         "|---|---|---|",
         *kl,
     ]
+
+
+def last_half_mean(curve: list[float]) -> float:
+    """Mean reward over the last half of the rollouts, rollouts ⌊n/2⌋+1..n (4-6 of 6)."""
+    tail = curve[len(curve) // 2 :]
+    return sum(tail) / len(tail)
+
+
+def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old_record: dict | None, bench: str):
+    """The headline arm's curves over common.SEEDS: (statistics, figure rows, report lines, dates of the pairs
+    measured now), or None with fewer than two seeds. Seed 0 is the headline pair (as measured or kept); another
+    seed comes from its side-by-side pair in out/, else from the existing JSON."""
+    old = (((old_record or {}).get("statistics") or {}).get("seeds") or {}).get("per_seed", {})
+    per_seed: dict[str, dict] = {}
+    fresh: list[str] = []
+    if headline:
+        per_seed[str(SEEDS[0])] = {
+            "reward_curve": headline["reward_curve"],
+            "kl_curve": headline["kl_curve"],
+            "seconds_per_update_ratio": headline["overlap_update_seconds_ratio"]
+            or headline["median_update_seconds_ratio"],
+            "peak_rss_ratio": headline["peak_rss_ratio"],
+            "outputs": headline["outputs"],
+            "date": headline_date,
+        }
+    for seed in SEEDS[1:]:
+        arm = replace(ARMS["headline"], ours=seeded(ARMS["headline"].ours, seed), peer=seeded("trl112", seed))
+        pair = _pair(out, arm, require_overlap=True)
+        if pair is None:
+            if str(seed) in old:
+                per_seed[str(seed)] = old[str(seed)]
+            continue
+        ours, peer, date = pair
+        stats, _ = _figures(arm, ours, peer, bench)
+        per_seed[str(seed)] = {
+            "reward_curve": stats["reward_curve"],
+            "kl_curve": stats["kl_curve"],
+            "seconds_per_update_ratio": stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"],
+            "peak_rss_ratio": stats["peak_rss_ratio"],
+            "outputs": stats["outputs"],
+            "date": date,
+        }
+        fresh.append(date)
+    if len(per_seed) < 2:
+        return None
+    seeds = sorted(per_seed, key=int)
+    halves = {s: [last_half_mean(c) for c in per_seed[s]["reward_curve"]] for s in seeds}
+    diffs = [halves[s][0] - halves[s][1] for s in seeds]
+    side_means = [statistics.mean(halves[s][i] for s in seeds) for i in (0, 1)]
+    stats = {
+        "per_seed": per_seed,
+        "seeds": [int(s) for s in seeds],
+        "last_half_mean_reward": {s: halves[s] for s in seeds},
+        "last_half_diff_mean": statistics.mean(diffs),
+        "last_half_diff_sd": statistics.stdev(diffs),
+        "last_half_mean_reward_over_seeds": side_means,
+        "seconds_per_update_ratio_mean": statistics.mean(per_seed[s]["seconds_per_update_ratio"] for s in seeds),
+        "peak_rss_ratio_mean": statistics.mean(per_seed[s]["peak_rss_ratio"] for s in seeds),
+    }
+    from benchlib import figure
+
+    n = len(seeds)
+    row = figure(
+        f"{bench}.seeds.reward_last_half_diff",
+        f"PPO reward (math_answer), last half of the rollouts, alignkit minus TRL 1.12, over {n} seeds "
+        f"({ARMS['headline'].label})",
+        "none: the reward curves compared over 3 seeds (issue 13)",
+        stats["last_half_diff_mean"],
+        None,
+        f"mean over seeds of (alignkit's - TRL 1.12's mean reward over the last half's rollouts); sd over seeds "
+        f"{stats['last_half_diff_sd']:.3f}",
+        also=[
+            {"statistic": "alignkit's last-half mean reward, mean over seeds", "measured": side_means[0], "met": None},
+            {"statistic": "TRL 1.12's last-half mean reward, mean over seeds", "measured": side_means[1], "met": None},
+            {
+                "statistic": "seconds per update alignkit / TRL 1.12, mean over seeds",
+                "measured": stats["seconds_per_update_ratio_mean"],
+                "met": None,
+            },
+            {
+                "statistic": "peak RSS alignkit / TRL 1.12, mean over seeds",
+                "measured": stats["peak_rss_ratio_mean"],
+                "met": None,
+            },
+        ],
+    )
+    latest = max((per_seed[s].get("date") or "" for s in seeds), default="")
+    if latest:  # the row's date: its latest pair's
+        row["date"] = latest
+    return stats, [row], _seed_lines(per_seed, seeds, stats), fresh
+
+
+def _mean_sd(values: list[float]) -> str:
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _seed_lines(per_seed: dict, seeds: list[str], stats: dict) -> list[str]:
+    curves = [per_seed[s]["reward_curve"] for s in seeds]
+    kls = [per_seed[s]["kl_curve"] for s in seeds]
+    n = min(len(c[i]) for c in curves for i in (0, 1))
+    lines = [
+        SEEDS_HEADING,
+        "",
+        f"Seeds {', '.join(seeds)}: each a side-by-side pair of the headline runners with `--seed N` (its prompts and "
+        "training seed; seed 0 is the headline pair above). Per seed, the pair's outputs and date: "
+        + "; ".join(
+            f"{s}: {', '.join(f'`{o}`' for o in per_seed[s]['outputs'])}"
+            + (f" ({per_seed[s]['date']})" if per_seed[s].get("date") else "")
+            for s in seeds
+        )
+        + ".",
+        "",
+        "Reward (math_answer mean per rollout of 16) and KL, mean ± sd over the seeds:",
+        "",
+        "| rollout | alignkit reward | TRL 1.12 reward | alignkit KL | TRL 1.12 KL |",
+        "|---|---|---|---|---|",
+    ]
+    for i in range(n):
+        cells = [_mean_sd([c[side][i] for c in curves]) for side in (0, 1)]
+        for side in (0, 1):
+            cells.append(_mean_sd([k[side][i] for k in kls]) if all(len(k[side]) > i for k in kls) else "-")
+        lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Per seed: mean reward over the last half's rollouts, and the pair's ratios (alignkit / TRL 1.12):",
+        "",
+        "| seed | alignkit | TRL 1.12 | difference | seconds per update | peak RSS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in seeds:
+        a, b = stats["last_half_mean_reward"][s]
+        lines.append(
+            f"| {s} | {a:.3f} | {b:.3f} | {a - b:+.3f} | {per_seed[s]['seconds_per_update_ratio']:.2f} | "
+            f"{per_seed[s]['peak_rss_ratio']:.2f} |"
+        )
+    a, b = stats["last_half_mean_reward_over_seeds"]
+    lines.append(
+        f"| mean | {a:.3f} | {b:.3f} | {stats['last_half_diff_mean']:+.3f} ± {stats['last_half_diff_sd']:.3f} | "
+        f"{stats['seconds_per_update_ratio_mean']:.2f} | {stats['peak_rss_ratio_mean']:.2f} |"
+    )
+    return lines
 
 
 def _at(values: list[float], i: int) -> str:

@@ -2,6 +2,7 @@
 
 .venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6
 .venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6 --full-value-model  # -> out/alignkit-fullvalue.json
+.venv/bin/python bench/ppo_peer/run_alignkit.py --updates 6 --seed 1  # -> out/alignkit-seed1.json
 
 --full-value-model is the like-for-like arm against TRL 1.12 (issue 13): the critic is a separate, fully trained
 backbone (PPOConfig.value_model_name_or_path = the embedded model), as TRL 1.12's value model is; every other
@@ -19,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import SETTINGS as S  # noqa: E402
-from common import peak_rss_mib, prompts, write  # noqa: E402
+from common import peak_rss_mib, prompts, seeded, write  # noqa: E402
 from probe import Probe  # noqa: E402
 
 
@@ -27,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
     ap.add_argument("--name", help="writes bench/ppo_peer/out/<name>.json (alignkit, or alignkit-fullvalue)")
+    ap.add_argument("--seed", type=int, default=S["seed"], help="prompts and training seed; not 0: name -seed<N>")
     ap.add_argument("--defaults", action="store_true", help="precision/checkpointing as alignkit picks for this CPU")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PPOConfig override (ablations)")
     ap.add_argument(
@@ -35,7 +37,8 @@ def main() -> None:
         help="critic = a separate, fully trained copy of the base (value_model_name_or_path), like TRL 1.12's",
     )
     a = ap.parse_args()
-    a.name = a.name or ("alignkit-fullvalue" if a.full_value_model else "alignkit")
+    a.name = a.name or seeded("alignkit-fullvalue" if a.full_value_model else "alignkit", a.seed)
+    settings = {**S, "seed": a.seed}
     probe = Probe()  # before the heavy imports, so the RSS timeline starts at the bare interpreter
     from common import answer_of
     from datasets import Dataset
@@ -56,7 +59,7 @@ def main() -> None:
     model = str(materialize_embedded())  # the policy, and with --full-value-model the critic's backbone too
     critic = {"value_model_name_or_path": model} if a.full_value_model else {}
     overrides = {k: ast.literal_eval(v) for k, v in (kv.split("=", 1) for kv in a.set)}
-    qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
+    qs = prompts(S["rollout"] * a.updates, seed=a.seed)
     ds = Dataset.from_list([{"prompt": [{"role": "user", "content": q}], "answer": answer_of(q)} for q in qs])
     steps_per_update = S["num_ppo_epochs"] * S["rollout"] // S["per_device_train_batch_size"]
     args = PPOConfig(
@@ -65,7 +68,7 @@ def main() -> None:
         num_iterations=S["num_ppo_epochs"], num_generations=1, max_completion_length=S["response_length"],
         temperature=S["temperature"], learning_rate=S["learning_rate"], max_steps=steps_per_update * a.updates,
         beta=S["kl_coef"], epsilon=S["cliprange"], cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"],
-        gamma=S["gamma"], lam=S["lam"], logging_steps=1, save_strategy="no", seed=S["seed"], shuffle_dataset=False,
+        gamma=S["gamma"], lam=S["lam"], logging_steps=1, save_strategy="no", seed=a.seed, shuffle_dataset=False,
         report_to="none", **precision, **critic, **overrides,
     )  # fmt: skip
     lora = LoraConfig(r=S["lora_r"], lora_alpha=S["lora_alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
@@ -101,7 +104,7 @@ def main() -> None:
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "kl_curve": kls,
-            "settings": S,
+            "settings": settings,
             "overrides": a.set,
             "precision": precision,
             "critic": {

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from common import SETTINGS as S  # noqa: E402
-from common import answer_of, peak_rss_mib, prompts, write  # noqa: E402
+from common import answer_of, peak_rss_mib, prompts, seeded, write  # noqa: E402
 from probe import Probe  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -60,9 +60,12 @@ class GraderRewardModel(nn.Module):
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--updates", type=int, default=6)
-    ap.add_argument("--name", default="trl112", help="writes bench/ppo_peer/out/<name>.json")
+    ap.add_argument("--name", help="writes bench/ppo_peer/out/<name>.json (default trl112, -seed<N> for --seed N)")
+    ap.add_argument("--seed", type=int, default=S["seed"], help="prompts and training seed")
     ap.add_argument("--defaults", action="store_true", help="TRL 1.12's own bf16/gradient_checkpointing defaults")
     a = ap.parse_args()
+    a.name = a.name or seeded("trl112", a.seed)
+    settings = {**S, "seed": a.seed}
     probe = Probe()
     import trl
     from datasets import Dataset
@@ -76,7 +79,7 @@ def main() -> None:
     probe.mark("imports done")
     path = str(materialize_embedded())
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    qs = prompts(S["rollout"] * a.updates, seed=S["seed"])
+    qs = prompts(S["rollout"] * a.updates, seed=a.seed)
     ids = [tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True) for q in qs]
     ds = Dataset.from_dict({"input_ids": [i if isinstance(i, list) else i["input_ids"] for i in ids]})
     # TRL 1.12's batch arithmetic (ppo_trainer.py): rollout = local_batch_size = per_device_train_batch_size ×
@@ -93,7 +96,7 @@ def main() -> None:
         local_rollout_forward_batch_size=S["per_device_train_batch_size"], response_length=S["response_length"],
         temperature=S["temperature"], learning_rate=S["learning_rate"], kl_coef=S["kl_coef"], cliprange=S["cliprange"],
         cliprange_value=S["cliprange_value"], vf_coef=S["vf_coef"], gamma=S["gamma"], lam=S["lam"],
-        stop_token="eos", num_sample_generations=0, logging_steps=1, save_strategy="no", seed=S["seed"],
+        stop_token="eos", num_sample_generations=0, logging_steps=1, save_strategy="no", seed=a.seed,
         use_cpu=True, report_to="none", **({} if a.defaults else dict(bf16=False, gradient_checkpointing=False)),
     )  # fmt: skip
     with probe.phase("load models"):
@@ -129,7 +132,7 @@ def main() -> None:
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "kl_curve": kls,
-            "settings": S,
+            "settings": settings,
             "precision": {"bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing},
             "probe": probe.summary(),
         },
