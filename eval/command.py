@@ -51,6 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rows per prompt set, held-out set and pair set (default: the suite's, capped by the run's "
         "max_eval_samples)",
     )
+    p.add_argument(
+        "--precision",
+        choices=("exact", "fast"),
+        default=None,
+        help="scoring precision, overriding the suite's `precision`: exact (fp32 on a CPU) or fast (bf16 where the "
+        "CPU has it natively, else exact); replies are always generated exactly",
+    )
     p.add_argument("--no-cache", action="store_true", help="ignore cached generations and scores")
     p.add_argument("--runs-root", default="runs", help="where run names and run:NAME references live")
     p.add_argument(
@@ -110,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     p = plan(args)
     suite = load_suite(args.suite or p.suite or "smol")
+    if args.precision is not None:
+        suite.precision = args.precision
     if args.max_prompts is not None:
         suite.limit(args.max_prompts)
     elif p.max_eval_samples:

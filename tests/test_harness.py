@@ -158,6 +158,14 @@ def test_run_dir_end_to_end(workspace, cache, capsys):
         assert text in md
 
 
+def test_precision_flag_overrides_the_suite(workspace, cache, tiny_model, tmp_path):
+    out = tmp_path / "fast"
+    argv = [tiny_model, *_argv(workspace), "--out", str(out), "--max-prompts", "1", "--precision", "fast"]
+    assert cli.main(argv) == 0
+    assert json.loads((out / "report.json").read_text())["machine"]["precision"]["suite"] == "fast"  # tiny.yaml: exact
+    assert cli.build_parser().parse_args(["x"]).precision is None  # no flag: the suite decides
+
+
 def test_compare_and_missing_reward_model(workspace, cache, tiny_model, tmp_path):
     suite = (workspace / "tiny.yaml").read_text().replace("run:rm-tiny", "run:rm-absent")
     (tmp_path / "absent.yaml").write_text(suite)
