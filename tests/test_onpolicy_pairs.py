@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from alignkit.data.onpolicy import build_onpolicy_pairs
-from alignkit.data.pair_selection import DROP_REASONS
+from alignkit.data.pair_selection import DROP_REASONS, select_pair
 from alignkit.data.response_scorers import GraderResponses, LLMJudgeResponses
 from alignkit.errors import AlignkitError
 from alignkit.eval.model_spec import ModelSpec
@@ -88,6 +88,24 @@ def test_n_samples_per_prompt_scored_by_the_reward_model(ws):
     assert reselected.rows("train") == rows
     reseeded = build(ws, seed=1)
     assert reseeded.manifest["samples_directory"] != manifest["samples_directory"]
+
+
+def test_length_delta_reaches_every_prompts_selection(ws, monkeypatch):
+    # The rule itself is tested on hand-made candidates (test_pair_selection.py): the tiny model never ends a reply,
+    # so its samples all have the same length and cannot show it. Here: the option reaches the selection of every
+    # prompt, and the kept pairs obey it.
+    import alignkit.data.onpolicy as onpolicy
+
+    seen = []
+
+    def spy(candidates, rules):
+        seen.append(rules.length_delta)
+        return select_pair(candidates, rules)
+
+    monkeypatch.setattr(onpolicy, "select_pair", spy)
+    rows = build(ws, length_delta=3).rows("train")
+    assert seen == [3] * 5
+    assert all(r["chosen_tokens"] <= r["rejected_tokens"] + 3 for r in rows)
 
 
 def test_greedy_candidate_adds_the_greedy_reply_last(ws):
