@@ -158,7 +158,7 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMi
         # Standard error of that reading: one rollout's KL is a noisy sample mean (the controller sees it as is).
         metrics["kl/seq_se"].append(_standard_error(seq_kls))
         # The same KL as the reward's estimator sums it (equal to `kl` with kl_estimator k3): what β multiplies.
-        in_reward = self.accelerator.gather((kl * mask).sum(1))
+        in_reward = seq_kls if reading is kl else self.accelerator.gather((kl * mask).sum(1))
         metrics["kl/in_reward"].append(in_reward.mean().item())
         metrics["kl/in_reward_seq_se"].append(_standard_error(in_reward))
         metrics["kl_coef"].append(beta)
