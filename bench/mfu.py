@@ -1,4 +1,5 @@
-"""The machine's matmul peak, and how much of it one dpo-smol optimizer step reaches, before and after the fast path.
+"""The machine's matmul peak, and how much of it one dpo-smol (or sft-smol) optimizer step reaches, before and after
+the fast path.
 
 In one run:
 
@@ -7,11 +8,20 @@ In one run:
    bf16 is emulated at a few GFLOP/s, so it is timed at the smallest size only, for the record. The machine spec is
    2 cores, but they are shared with other jobs: the default is 1 thread on the core ``taskset`` gives the process,
    and the report records how busy the other core was while the peak was measured.
-2. **Steps.** The dpo-smol recipe (built as ``alignkit train`` builds it) trains ``--warmup`` + ``--steps`` optimizer
-   steps with ``cpu_fast_path`` off ("before"), then the same steps on the same batches with it on ("after"); every
-   step after the warm-up runs under ``torch.profiler`` (``with_flops``). Achieved matmul FLOP/s of a step = FLOPs of
-   the matmul ops the profiler counts (``aten::mm``/``addmm``/``bmm``/...; the fused attention kernel's FLOPs are
-   not counted, so the figure is a lower bound) / the step's wall time, profiler overhead included.
+2. **Steps.** The dpo-smol recipe (``--recipe sft-smol``: that one; built as ``alignkit train`` builds it) trains
+   ``--warmup`` + 2 x ``--steps`` optimizer steps with ``cpu_fast_path`` off ("before"), then the same steps on the
+   same batches with it on ("after"). After the warm-up, ``--steps`` steps are timed without the profiler (since
+   2026-12-05), then ``--steps`` run under ``torch.profiler`` (``with_flops``). Achieved matmul FLOP/s of a profiled
+   step = FLOPs of the matmul ops the profiler counts (``aten::mm``/``addmm``/``bmm``/...; the fused attention
+   kernel's FLOPs are not counted, so the figure is a lower bound) / the step's wall time, profiler overhead
+   included.
+
+Also computed, without a goal: the speed-up **ceiling** at this peak, the median unprofiled "before" step's wall time
+divided by the time the median profiled fast step's matmul FLOPs would take at the measured peak of its dtype (the
+profiler's overhead weighs more on the slow path's many small ops, so profiled slow steps would inflate it). A path
+that does at least the fast step's matmuls can be no faster than that against the slow path, so a speed-up goal above
+it (issue 13's 3x) cannot be met on this CPU kind without doing fewer matmul FLOPs than the fast path does today.
+Beside it, the measured speed-up on the unprofiled steps (median of the paired slow / fast).
 
 Verdict statistic, fixed before the first run: the **median over the profiled fast steps of achieved matmul FLOP/s
 divided by the measured peak of the dtype the step computes in**; goal >= 0.30 (met when the median is >= 0.30).
@@ -24,11 +34,13 @@ from the same profiles: each op's self time goes to the phase of its nearest enc
 op or autograd node, else to its own kind (``ATTENTION_MARKS`` lists what counts as attention on each path).
 
 Result: ``bench/results/mfu_<cpu kind>.json`` (one per CPU kind: amx, avx512_bf16, no_bf16, as precision's, since
-the bf16 peak differs by kind) in the shared schema (``bench/benchlib.py``: the figure above; every summary
+the bf16 peak differs by kind; ``mfu_<cpu kind>_sft-smol.json`` for sft-smol) in the shared schema
+(``bench/benchlib.py``: the figure above; every summary
 statistic under ``statistics``), the run's raw data beside it under its own keys (``header``, ``peak``, ``steps``
 with every profiled step, ...), and ``mfu_<cpu kind>.md``.
 
     OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py
+    OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE taskset -c 1 .venv/bin/python bench/mfu.py --recipe sft-smol
     .venv/bin/python bench/mfu.py --quick      # tiny model, small sizes, 1 step each; writes to a temp dir
     .venv/bin/python bench/mfu.py --rerender bench/results/mfu_amx.json   # rebuild result and .md, no measuring
 """
@@ -64,6 +76,47 @@ VERDICT = (
     "median over profiled fast dpo-smol steps of (profiler-counted matmul FLOP/s) / measured mm peak of the "
     "step's compute dtype (bf16 where native, else fp32)"
 )
+RECIPES = ("dpo-smol", "sft-smol")
+CEILING = (
+    "median unprofiled slow step wall s / (median profiled fast step's matmul GFLOP / measured peak GFLOP/s of its "
+    "dtype): the largest speed-up over the slow path of any path doing at least the fast step's matmul FLOPs"
+)
+
+
+def verdict_of(recipe: str) -> str:
+    return VERDICT.replace("dpo-smol", recipe)
+
+
+def recipe_of(report: dict) -> str:
+    """The recipe a raw report profiled (reports before --recipe existed: dpo-smol)."""
+    return report["header"].get("recipe", "dpo-smol")
+
+
+def result_stem(kind: str, recipe: str) -> str:
+    """bench/results/<stem>.json: mfu_<kind> for dpo-smol (the first recipe keeps its name), else
+    mfu_<kind>_<recipe>."""
+    return f"mfu_{kind}" if recipe == "dpo-smol" else f"mfu_{kind}_{recipe}"
+
+
+def ceiling(report: dict) -> float | None:
+    """The speed-up ceiling (CEILING) of a raw report; None for a report without unprofiled steps (before
+    2026-12-05)."""
+    unprofiled = report.get("unprofiled_wall_s") or {}
+    if not unprofiled.get("before"):
+        return None
+    anchor = anchor_dtype(cpu_kind(report["header"]["cpu_bf16_flags"]))
+    fast_gflop = statistics.median(r["matmul_gflop"] for r in report["steps"]["after"])
+    return statistics.median(unprofiled["before"]) / (fast_gflop / report["peak"]["peak_gflops"][anchor])
+
+
+def unprofiled_speedup(report: dict) -> float | None:
+    """Median over the unprofiled steps of the paired speed-up slow_k / fast_k (same batches, same order)."""
+    unprofiled = report.get("unprofiled_wall_s") or {}
+    if not unprofiled.get("before"):
+        return None
+    return statistics.median(b / a for b, a in zip(unprofiled["before"], unprofiled["after"], strict=True))
+
+
 HEAD_OPS = ("ChunkedLogProbFunction", "CompactHeadLogProb")  # forward names; the backward nodes add "Backward"
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::matmul", "aten::linear"}
 CAST_OPS = {"aten::copy_", "aten::_to_copy", "aten::to"}
@@ -74,16 +127,14 @@ ATTENTION_MARKS = ("scaled_dot_product", "alignkit::packed_attention", "BmmBackw
                    "MaskedFillBackward")  # fmt: skip
 PHASES = ("LM head", "matmuls", "casts/copies", "attention", "optimizer", "other")
 # The run's own layout, kept beside the schema keys.
-RAW_KEYS = ("header", "cpu_busy_during_peak", "peak", "steps", "median_step_wall_s", "median_phase_s",
+RAW_KEYS = ("header", "cpu_busy_during_peak", "peak", "steps", "unprofiled_wall_s", "median_step_wall_s",
+            "median_phase_s",
             "median_phase_share", "fraction_of_bf16_peak_per_fast_step", "fraction_of_fp32_peak_median",
             "before_fraction_of_bf16_peak_median", "verdict", "load_average_end")  # fmt: skip
-# Smoke run: the tiny model on the off-policy pairs card (dpo-smol's on-policy card needs runs/rm-smol).
-QUICK_OVERRIDES = [
-    "per_device_train_batch_size=2",
-    "max_length=96",
-    "max_train_samples=8",
-    "dataset=sharegpt-pairs-smol",
-]
+# Smoke run: the tiny model on short rows; dpo-smol on the off-policy pairs card (its on-policy card needs
+# runs/rm-smol).
+QUICK_OVERRIDES = ["per_device_train_batch_size=2", "max_length=96", "max_train_samples=8"]
+QUICK_DATASET = {"dpo-smol": ["dataset=sharegpt-pairs-smol"], "sft-smol": []}
 
 
 def other_core_busy(seconds: float = 2.0) -> dict[str, float]:
@@ -169,8 +220,11 @@ def step_profile(prof, wall: float) -> dict:
     }
 
 
-def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str) -> list[dict]:
-    """Train dpo-smol for ``warmup + steps`` optimizer steps; profile each step after the warm-up."""
+def profiled_run(
+    recipe_name: str, fast: bool, warmup: int, steps: int, quick: bool, out_dir: str, timed: int = 0
+) -> tuple[list[dict], list[float]]:
+    """Train ``recipe_name`` for ``warmup + timed + steps`` optimizer steps: after the warm-up, ``timed`` steps timed
+    without the profiler (their wall seconds, the second value), then ``steps`` profiled ones (the records)."""
     import torch
     from transformers import TrainerCallback
 
@@ -180,7 +234,7 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
 
     overrides = [
         f"cpu_fast_path={str(fast).lower()}",
-        f"max_steps={warmup + steps}",
+        f"max_steps={warmup + timed + steps}",
         "save_strategy='no'",
         "logging_steps=1",
         "warmup_steps=0",
@@ -189,16 +243,17 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
         f"output_dir={out_dir}",
     ]
     if quick:
-        overrides += [*QUICK_OVERRIDES, f"model_name_or_path={bench_model_path(True)}"]
-    recipe = load_recipe("dpo-smol", overrides)
+        overrides += [*QUICK_OVERRIDES, *QUICK_DATASET[recipe_name], f"model_name_or_path={bench_model_path(True)}"]
+    recipe = load_recipe(recipe_name, overrides)
     model_path = resolve_model_path(recipe.model_args.model_name_or_path)
     trainer = build_trainer(recipe, model_path, load_tokenizer(model_path)).trainer
     records: list[dict] = []
+    walls: list[float] = []
 
     class Profile(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
             self.prof = None
-            if state.global_step >= warmup:
+            if state.global_step >= warmup + timed:
                 self.prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True)
                 self.prof.__enter__()
             self.t0 = time.perf_counter()
@@ -208,13 +263,16 @@ def profiled_run(fast: bool, warmup: int, steps: int, quick: bool, out_dir: str)
             if self.prof is not None:
                 self.prof.__exit__(None, None, None)
                 records.append({"step": state.global_step, **step_profile(self.prof, wall)})
+            elif state.global_step > warmup:  # global_step counts this step already
+                walls.append(wall)
 
     trainer.add_callback(Profile())
     trainer.train()
-    for record, log in zip(records, [h for h in trainer.state.log_history if "loss" in h][warmup:], strict=False):
+    losses = [h for h in trainer.state.log_history if "loss" in h][warmup + timed :]
+    for record, log in zip(records, losses, strict=False):
         record["loss"] = log["loss"]
     del trainer
-    return records
+    return records, walls
 
 
 def anchor_of(report: dict) -> tuple[str, list[float], float]:
@@ -231,8 +289,9 @@ def markdown(report: dict) -> str:
     v = report["verdict"]
     anchor = anchor_of(report)[0]
     anchor_peak = peak["peak_gflops"][anchor]
+    recipe = recipe_of(report)
     lines = [
-        "# Matmul peak and dpo-smol step utilisation (bench/mfu.py)",
+        f"# Matmul peak and {recipe} step utilisation (bench/mfu.py)",
         "",
         f"Command: `{h['command']}`  ",
         f"Date: {h['date']}; CPU: {h['cpu_model']} (bf16 flags: {', '.join(h['cpu_bf16_flags']) or 'none'}); "
@@ -253,9 +312,10 @@ def markdown(report: dict) -> str:
         "",
         f"## Verdict: {v['measured']:.3f} of the {anchor} peak (goal >= {GOAL}): {'met' if v['met'] else 'MISSED'}",
         "",
-        f"Statistic (fixed in the code before the run): {VERDICT}. Attention's fused kernel is not counted, so this "
-        "is a lower bound; profiler overhead is inside the wall time.",
+        f"Statistic (fixed in the code before the run): {verdict_of(recipe)}. Attention's fused kernel is not "
+        "counted, so this is a lower bound; profiler overhead is inside the wall time.",
         "",
+        *_ceiling_lines(report),
         "## Per step",
         "",
         f"| path | step | wall s | matmul GFLOP | GFLOP/s | of {anchor} peak | "
@@ -279,6 +339,18 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _ceiling_lines(report: dict) -> list[str]:
+    top, speedup = ceiling(report), unprofiled_speedup(report)
+    if top is None:
+        return []
+    return [
+        f"Speed-up ceiling at this peak (no goal): **{top:.2f}x** ({CEILING}). Measured on the unprofiled steps "
+        f"(same batches on both paths): {speedup:.2f}x (median of the paired slow / fast); the unprofiled and the "
+        "profiled steps are different batches of the same run.",
+        "",
+    ]
+
+
 def result(report: dict) -> dict:
     """The bench/results JSON record (benchlib schema) of a run's raw ``report``."""
     h, peak = report["header"], report["peak"]
@@ -298,28 +370,40 @@ def result(report: dict) -> dict:
         "median_phase_s": report["median_phase_s"],
         "median_phase_share": report["median_phase_share"],
         "cpu_busy_during_peak": report["cpu_busy_during_peak"],
+        "recipe": recipe_of(report),
+        "speedup_ceiling": ceiling(report),
+        "speedup_ceiling_statistic": CEILING,
+        "unprofiled_speedup": unprofiled_speedup(report),
+        "unprofiled_wall_s": report.get("unprofiled_wall_s"),
     }
-    kind = cpu_kind(h["cpu_bf16_flags"])
+    kind, recipe = cpu_kind(h["cpu_bf16_flags"]), recipe_of(report)
     fig = figure(
-        f"mfu.{kind}.dpo-smol.fast",
-        f"dpo-smol fast step: matmul FLOP/s as a fraction of the measured {anchor} peak ({kind} CPU)",
+        f"mfu.{kind}.{recipe}.fast",
+        f"{recipe} fast step: matmul FLOP/s as a fraction of the measured {anchor} peak ({kind} CPU)",
         f">= {GOAL:.2f}",
         measured,
         met(measured, ">=", GOAL),
-        VERDICT,
+        verdict_of(recipe),
         note=f"lower bound (fused attention FLOPs not counted); {anchor} peak {peak['peak_gflops'][anchor]:.0f} "
-        f"GFLOP/s; before the fast path {before:.3f}; {len(fractions)} profiled step(s)",
+        f"GFLOP/s; before the fast path {before:.3f}; {len(fractions)} profiled step(s)"
+        + (
+            ""
+            if stats["speedup_ceiling"] is None
+            else f"; speed-up ceiling at this peak {stats['speedup_ceiling']:.2f}x"
+        ),
     )
     cpu = header_cpu(h)
     extra = {"load_average": {"start": h["load_average_start"], "end": report.get("load_average_end")}}
     if h.get("git"):
         extra["git"] = h["git"]
-    return result_record(f"mfu_{kind}", header_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra)
+    return result_record(
+        result_stem(kind, recipe), header_command(h), h["date"], h["torch_threads"], stats, [fig], cpu, **extra
+    )
 
 
 def write(report: dict, out: Path) -> Path:
     """``<out>.json`` (schema + raw report) and ``<out>.md``; into bench/results this also regenerates RESULTS.md."""
-    raw = {k: report[k] for k in RAW_KEYS}
+    raw = {k: report[k] for k in RAW_KEYS if k in report}  # unprofiled_wall_s: runs from 2026-12-05 on
     return write_raw_result(raw, result(raw), markdown(raw), out)
 
 
@@ -328,11 +412,14 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recipe", choices=RECIPES, default="dpo-smol", help="the recipe whose steps are profiled")
     parser.add_argument("--steps", type=int, default=3, help="profiled steps per path, after the warm-up")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, small sizes; temp dir")
     parser.add_argument(
-        "--out", default=None, help="path stem of the .json/.md (default bench/results/mfu_<cpu kind>: one per kind)"
+        "--out",
+        default=None,
+        help="path stem of the .json/.md (default bench/results/mfu_<cpu kind>[_<recipe> for sft-smol]: one per kind)",
     )
     parser.add_argument(
         "--rerender", metavar="JSON", help="rebuild the result and .md from a run's raw JSON, without measuring"
@@ -347,15 +434,18 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     header = result_header(args.threads)
     header["command"] = command_line(argv)  # from the repository root, with the OpenMP environment
+    header["recipe"] = args.recipe
     sizes = [256, 512] if args.quick else [576, 1024, 2048]
     busy = other_core_busy(0.2 if args.quick else 2.0)
     anchor = anchor_dtype(cpu_kind(header["cpu_bf16_flags"]))
     peak = {"sizes": sizes, **mm_peak(sizes, bf16_sizes=None if anchor == "bf16" else sizes[:1])}
     steps = 1 if args.quick else args.steps
-    runs = {}
+    runs, unprofiled = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for path, fast in (("before", False), ("after", True)):
-            runs[path] = profiled_run(fast, args.warmup, steps, args.quick, f"{tmp}/{path}")
+            runs[path], unprofiled[path] = profiled_run(
+                args.recipe, fast, args.warmup, steps, args.quick, f"{tmp}/{path}", timed=steps
+            )
     bf16_peak = peak["peak_gflops"]["bf16"]
     med = {path: {p: statistics.median(r["phase_s"][p] for r in rs) for p in PHASES} for path, rs in runs.items()}
     report = {
@@ -363,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_busy_during_peak": busy,
         "peak": peak,
         "steps": runs,
+        "unprofiled_wall_s": unprofiled,
         "median_step_wall_s": {path: statistics.median(r["wall_s"] for r in rs) for path, rs in runs.items()},
         "median_phase_s": med,
         "median_phase_share": {path: {p: v / sum(m.values()) for p, v in m.items()} for path, m in med.items()},
@@ -376,10 +467,15 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": load_average(),
     }
     measured = statistics.median(anchor_of(report)[1])
-    report["verdict"] = {"statistic": VERDICT, "measured": measured, "goal": GOAL, "met": bool(measured >= GOAL)}
+    report["verdict"] = {
+        "statistic": verdict_of(args.recipe),
+        "measured": measured,
+        "goal": GOAL,
+        "met": bool(measured >= GOAL),
+    }
     print(markdown(report))
     kind = cpu_kind(header["cpu_bf16_flags"])
-    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / f"mfu_{kind}")
+    path = write(report, Path(args.out) if args.out else results_dir(args.quick) / result_stem(kind, args.recipe))
     print(f"wrote {path} and {path.with_suffix('.md')}")
     return 0
 

@@ -66,3 +66,20 @@ def test_a_report_from_a_native_bf16_cpu_reads_as_bf16_anchored():
     anchor, fractions, before = mfu.anchor_of(_report(["avx2", "avx512_bf16"]))
     assert anchor == "bf16" and fractions == [30.0, 30.0, 30.0] and before == 30.0
     assert mfu.result(_report(["avx2", "avx512_bf16"]))["figures"][0]["measured"] == 30.0
+
+
+def test_speedup_ceiling_and_the_recipe_name_the_row():
+    report = _report(["avx2"])
+    assert mfu.ceiling(report) is None and "ceiling" not in mfu.markdown(report)  # no unprofiled steps recorded
+    report["unprofiled_wall_s"] = {"before": [3.0, 2.0, 4.0], "after": [1.5, 1.0, 1.0]}
+    # the fast step's 30 GFLOP at the 60 GFLOP/s fp32 peak take 0.5 s: no such path beats the 3.0-s median by over 6x
+    assert mfu.ceiling(report) == 6.0 and mfu.unprofiled_speedup(report) == 2.0  # paired: 2, 2, 4
+    record = mfu.result(report)
+    assert record["statistics"]["speedup_ceiling"] == 6.0 and record["statistics"]["unprofiled_speedup"] == 2.0
+    assert record["bench"] == "mfu_no_bf16" and record["figures"][0]["figure"] == "mfu.no_bf16.dpo-smol.fast"
+    assert "ceiling at this peak 6.00x" in record["figures"][0]["note"]
+    report["header"]["recipe"] = "sft-smol"
+    record = mfu.result(report)
+    assert record["bench"] == "mfu_no_bf16_sft-smol" and record["figures"][0]["figure"] == "mfu.no_bf16.sft-smol.fast"
+    assert "sft-smol steps" in record["figures"][0]["verdict_statistic"]
+    assert "Speed-up ceiling at this peak (no goal): **6.00x**" in mfu.markdown(report)
