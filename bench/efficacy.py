@@ -17,8 +17,10 @@ directory under ``--runs-root``:
   are trained once in ``<root>`` and shared by the seeds: they are the measuring instrument, not the treatment.
 * ``make``: ``bench/make_time.py --args seed=S`` per seed (cold dataset cache, fresh runs/): ``make_seconds``,
   ``make_peak_rss_gib`` (largest process).
-* ``rm``: ``alignkit train rm-smol seed=S --no-eval``, then its accuracy on its card's held-out test pairs
-  (``alignkit.eval.judge_info.heldout_pair_accuracy``, 64 pairs): ``rm_heldout_accuracy``.
+* ``rm``: ``alignkit train rm-smol seed=S --no-eval`` and ``alignkit train rm-judge-smol seed=S --no-eval``, then
+  each one's accuracy on its own card's held-out test pairs (``alignkit.eval.judge_info.heldout_pair_accuracy``, 64
+  pairs): ``rm_heldout_accuracy`` is per seed the worse of the two (issue 12: "rm-smol (and the judge RM)"); both
+  are in meta.details.rm_heldout and under the table.
 * ``ppo`` / ``grpo``: ``bench/ppo_efficacy.py [--recipe grpo-smol-adaptive-kl] --set seed=S``: held-out arithmetic
   accuracy gain (and the truncation rate before and after, in the per-seed details). ``--jobs 2`` runs two seeds at
   once, each in its own process pinned to its own core with one thread (the only layout the 2-core machines allow
@@ -78,7 +80,10 @@ GOALS: dict[str, tuple[str, str]] = {
     "default_length_ratio": ("<= 1.2", "default run, mean length trained / start"),
     "make_seconds": ("<= 600", "`make`, cold dataset cache, after setup, wall seconds"),
     "make_peak_rss_gib": ("none: reported", "`make` peak RSS, largest process (GiB)"),
-    "rm_heldout_accuracy": (">= 0.75", "rm-smol held-out pair accuracy"),
+    "rm_heldout_accuracy": (
+        ">= 0.75",
+        "held-out pair accuracy, the worse of rm-smol (the proxy) and rm-judge-smol (the judge)",
+    ),
     "grpo_accuracy_gain": (">= 0.20", "grpo-smol held-out arithmetic accuracy minus base"),
     "ppo_accuracy_gain": (">= 0.20", "ppo-smol held-out arithmetic accuracy minus base"),
     "kl_in_band_fraction": (">= 0.8", "adaptive KL in-band share, worst of PPO, GRPO, DPO beta"),
@@ -95,6 +100,7 @@ DEFAULT_KEYS = {  # efficacy key -> report.json["goals"]["figures"] key (eval/go
     "default_length_ratio": "length_ratio",
 }
 GRPO_RECIPE = "grpo-smol-adaptive-kl"
+RM_RECIPES = ("rm-smol", "rm-judge-smol")  # the proxy and the held-out judge: rm_heldout_accuracy is the worse
 QUICK_OVERRIDES = ["max_steps=1", "max_train_samples=8", "save_strategy=no", "logging_steps=1"]
 # Compound verdicts, fixed before any run (issue 12's table):
 RDPO_LENGTH_MAX = 1.1  # rdpo_length_ratio <= this ...
@@ -345,8 +351,25 @@ def run_unlikelihood(seeds, root, env, overrides, quick, done, reuse=False) -> d
     return out
 
 
+def worse_per_seed(*per_model: list[float | None]) -> list[float | None]:
+    """Per seed, min over the models (None when any model has no value for that seed)."""
+    return [None if None in values else min(values) for values in zip(*per_model, strict=True)]
+
+
+def render_rm_heldout(accuracy: dict[str, list[float | None]]) -> list[str]:
+    if not accuracy:
+        return []
+    parts = [
+        f"{name} {', '.join('–' if v is None else f'{v:.3f}' for v in values)}"
+        + (f" (mean {statistics.fmean(values):.3f})" if values and None not in values else "")
+        for name, values in accuracy.items()
+    ]
+    return ["", f"`rm_heldout_accuracy` per seed is the worse of: {'; '.join(parts)}."]
+
+
 def rm_accuracy(run_dir: Path, runs_root: Path) -> float | None:
-    """rm-smol's accuracy on its own card's held-out test pairs (the measure the eval reports for a judge)."""
+    """A reward model run's accuracy on its own card's held-out test pairs (the measure the eval reports for a
+    judge)."""
     from alignkit.eval.judge_builders import _run_card
     from alignkit.eval.judge_info import heldout_pair_accuracy
     from alignkit.eval.rm_score import load_reward_scorer, resolve_reward_model
@@ -453,12 +476,14 @@ def measure(
             details["make_reports"] = [{"seed": s, "figures": f} for s, f in zip(seeds, reports, strict=True)]
     if "rm" in groups:
         if quick:
-            reasons["rm_heldout_accuracy"] = "quick smoke run: rm-smol not trained"
+            reasons["rm_heldout_accuracy"] = "quick smoke run: rm-smol and rm-judge-smol not trained"
         else:
-            runs = run_default("rm-smol", seeds, root, env, [], evaluate=False, done=done, reuse=reuse)
-            per_seed["rm_heldout_accuracy"] = [
-                rm_accuracy(r["run_dir"], root) if r["exit"] == 0 else None for r in runs.values()
-            ]
+            accuracy = {}
+            for recipe in RM_RECIPES:
+                runs = run_default(recipe, seeds, root, env, [], evaluate=False, done=done, reuse=reuse)
+                accuracy[recipe] = [rm_accuracy(r["run_dir"], root) if r["exit"] == 0 else None for r in runs.values()]
+            details["rm_heldout"] = accuracy
+            per_seed["rm_heldout_accuracy"] = worse_per_seed(*accuracy.values())
     for group, recipe, key in (("ppo", "ppo-smol", "ppo_accuracy_gain"), ("grpo", GRPO_RECIPE, "grpo_accuracy_gain")):
         if group in groups:
             stats = rl_efficacy_seeds(recipe, seeds, env, quick, jobs)
@@ -632,6 +657,7 @@ def render(data: dict[str, Any]) -> str:
         )
     lines += render_verdicts(verdicts) + render_kl_parts((meta.get("details") or {}).get("kl_parts") or {})
     lines += render_make_reports((meta.get("details") or {}).get("make_reports") or [])
+    lines += render_rm_heldout((meta.get("details") or {}).get("rm_heldout") or {})
     lines += [
         "",
         "Per-seed details (run directories, truncation before/after for the arithmetic gains) are in "

@@ -56,6 +56,19 @@ def test_efficacy_keep_carries_only_figures_not_run_now():
     assert now["ppo_accuracy_gain"] is None and now["ppo_accuracy_gain_reason"] == "failed"  # a failure stays
 
 
+def test_rm_heldout_accuracy_is_the_worse_of_proxy_and_judge_per_seed():
+    import efficacy
+
+    proxy, judge = [0.9, 0.7, None], [0.8, 0.75, 0.9]
+    assert efficacy.worse_per_seed(proxy, judge) == [0.8, 0.7, None]
+    assert efficacy.RM_RECIPES == ("rm-smol", "rm-judge-smol")
+    lines = efficacy.render_rm_heldout({"rm-smol": [0.9, 0.7], "rm-judge-smol": [0.8, 0.75]})
+    assert (
+        lines[-1] == "`rm_heldout_accuracy` per seed is the worse of: rm-smol 0.900, 0.700 (mean 0.800); "
+        "rm-judge-smol 0.800, 0.750 (mean 0.775)."
+    )
+
+
 def test_smoke_lanes_keep_a_reader_after_the_bench_it_reads():
     groups = bench_run.chains(["a", "eval_speed", "b", "eval_roofline", "c"])
     assert groups == [["a"], ["eval_speed", "eval_roofline"], ["b"], ["c"]]  # the list's order otherwise
