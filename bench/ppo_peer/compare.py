@@ -436,6 +436,18 @@ def last_half_mean(curve: list[float]) -> float:
     return sum(tail) / len(tail)
 
 
+def _seed_entry(stats: dict, date: str | None) -> dict:
+    """What the seeds section keeps of one pair's statistics (:func:`_figures`)."""
+    return {
+        "reward_curve": stats["reward_curve"],
+        "kl_curve": stats["kl_curve"],
+        "seconds_per_update_ratio": stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"],
+        "peak_rss_ratio": stats["peak_rss_ratio"],
+        "outputs": stats["outputs"],
+        "date": date,
+    }
+
+
 def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old_record: dict | None, bench: str):
     """The headline arm's curves over common.SEEDS: (statistics, figure rows, report lines, dates of the pairs
     measured now), or None with fewer than two seeds. Seed 0 is the headline pair (as measured or kept); another
@@ -444,15 +456,7 @@ def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old
     per_seed: dict[str, dict] = {}
     fresh: list[str] = []
     if headline:
-        per_seed[str(SEEDS[0])] = {
-            "reward_curve": headline["reward_curve"],
-            "kl_curve": headline["kl_curve"],
-            "seconds_per_update_ratio": headline["overlap_update_seconds_ratio"]
-            or headline["median_update_seconds_ratio"],
-            "peak_rss_ratio": headline["peak_rss_ratio"],
-            "outputs": headline["outputs"],
-            "date": headline_date,
-        }
+        per_seed[str(SEEDS[0])] = _seed_entry(headline, headline_date)
     for seed in SEEDS[1:]:
         arm = replace(ARMS["headline"], ours=seeded(ARMS["headline"].ours, seed), peer=seeded("trl112", seed))
         pair = _pair(out, arm, require_overlap=True)
@@ -461,15 +465,7 @@ def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old
                 per_seed[str(seed)] = old[str(seed)]
             continue
         ours, peer, date = pair
-        stats, _ = _figures(arm, ours, peer, bench)
-        per_seed[str(seed)] = {
-            "reward_curve": stats["reward_curve"],
-            "kl_curve": stats["kl_curve"],
-            "seconds_per_update_ratio": stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"],
-            "peak_rss_ratio": stats["peak_rss_ratio"],
-            "outputs": stats["outputs"],
-            "date": date,
-        }
+        per_seed[str(seed)] = _seed_entry(_figures(arm, ours, peer, bench)[0], date)
         fresh.append(date)
     if len(per_seed) < 2:
         return None
