@@ -190,9 +190,12 @@ def readme_section(text: str, heading: str = README_SECTION) -> str:
 
 
 def quoted_numbers(section: str) -> list[str]:
-    """Every number the section's prose quotes (code spans and link targets are names, not figures)."""
+    """Every number the section's prose quotes (code spans, link targets, "95% CI" and "session N" are names, not
+    figures)."""
     prose = re.sub(r"`[^`]*`", " ", section)
     prose = re.sub(r"\]\([^)]*\)", "]", prose)
+    # Names with numbers in them: a statistic's ("95% CI") and a session's ("session 17").
+    prose = re.sub(r"\b95 ?% CI\b|\bsessions? \d+", " ", prose)
     return [m.group(1) + (m.group(2) or "").strip() for m in _NUMBER.finditer(prose)]
 
 
@@ -216,22 +219,54 @@ def result_numbers(records: list[dict[str, Any]]) -> set[float]:
 
     for rec in records:
         walk(rec.get("statistics", {}))
+        walk({k: rec.get(k) for k in ("details", "per_seed")})  # efficacy.json keeps its statistics there
         for fig in rec["figures"]:
             walk({k: fig.get(k) for k in ("measured", "sd", "goal", "also")})
     return found
 
 
+# A bench a README bullet cites: bench/<name>.py, bench/<name>/ or bench/results/<name>.md|json.
+_CITATION = re.compile(r"bench/(?:results/)?([a-z0-9_]+)(?:\.py|\.md|\.json|/)")
+
+
+def readme_bullets(section: str) -> list[str]:
+    """The section split at its top-level bullets (``- `` at the start of a line); the text before the first one
+    is a block of its own."""
+    return [b for b in re.split(r"\n(?=- )", section) if b.strip()]
+
+
+def cited_records(bullet: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The result records of the benches ``bullet`` names (a per-CPU-kind name such as ``make_time_amx`` or
+    ``mfu.py`` stands for its whole bench family)."""
+    cited = {_bench_family(name) for name in _CITATION.findall(bullet)}
+    return [r for r in records if _bench_family(r["bench"]) in cited]
+
+
 def readme_problems(readme: str, records: list[dict[str, Any]]) -> list[str]:
-    """Numbers quoted in the README's performance section that no result JSON holds at the precision quoted."""
-    values = result_numbers(records)
+    """Numbers quoted in the README's performance section that the results of the benches their bullet cites do not
+    hold at the precision quoted. A number is looked up only in the records of the benches its own bullet names, so
+    it cannot pass by matching an unrelated bench's number; a bullet that quotes numbers must cite a bench."""
     problems = []
-    for token in quoted_numbers(readme_section(readme)):
-        number = token.rstrip("x×% ")
-        decimals = len(number.split(".")[1]) if "." in number else 0
-        target = float(number)
-        scale = (1.0, 100.0) if token.endswith("%") else (1.0,)
-        if not any(round(v * k, decimals) == target for v in values for k in scale):
-            problems.append(f"README quotes {token}, which no result JSON in bench/results holds")
+    for bullet in readme_bullets(readme_section(readme)):
+        tokens = quoted_numbers(bullet)
+        if not tokens:
+            continue
+        scope = cited_records(bullet, records)
+        head = " ".join(bullet.split())[:60]
+        if not scope:
+            problems.append(f"README bullet '{head}...' quotes {tokens[0]} but cites no bench with a result JSON")
+            continue
+        values = result_numbers(scope)
+        for token in tokens:
+            number = token.rstrip("x×% ")
+            decimals = len(number.split(".")[1]) if "." in number else 0
+            target = float(number)
+            scale = (1.0, 100.0) if token.endswith("%") else (1.0,)
+            if not any(round(v * k, decimals) == target for v in values for k in scale):
+                benches = ", ".join(sorted({r["bench"] for r in scope}))
+                problems.append(
+                    f"README quotes {token} in '{head}...', which no result of its cited benches holds ({benches})"
+                )
     return problems
 
 

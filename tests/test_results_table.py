@@ -37,11 +37,29 @@ def test_readme_check_fails_on_a_number_no_result_holds():
     # The check must be able to fail: a figure typed into the README without a result behind it.
     readme = (ROOT / "README.md").read_text()
     section = make_results.README_SECTION
-    bad = readme.replace(section, section + "\n\nThe engine is 7.77x faster and uses 41.37 % less memory.\n", 1)
+    typed = "\n\n- (`bench/eval_speed.py`) The engine is 7.77x faster and uses 41.37 % less memory.\n"
+    bad = readme.replace(section, section + typed, 1)
     problems = make_results.readme_problems(bad, make_results.load_results())
     assert any("7.77x" in p for p in problems) and any("41.37%" in p for p in problems), problems
     # ... while names with digits (SmolLM2, fp32, 2-core), dates and code spans are not figures.
     assert make_results.quoted_numbers("SmolLM2 in fp32 on a 2-core CPU, 2026-12-01, `--n 256`, 1.5x") == ["1.5x"]
+
+
+def test_readme_check_looks_a_number_up_only_in_the_benches_its_bullet_cites():
+    # A number held by some other bench's JSON must not pass: session 19's README quoted "26 min", which had passed
+    # only by matching an unrelated mfu number. Here 0.655 is ppo_peer's seconds-per-update ratio.
+    records = make_results.load_results()
+    section = "## Performance and efficacy\n\n"
+    cited_elsewhere = section + "- **Eval** (`bench/eval_speed.py`): 4.248x faster and 0.655 of something.\n"
+    problems = make_results.readme_problems(cited_elsewhere, records)
+    assert len(problems) == 1 and "0.655" in problems[0] and "eval_speed" in problems[0], problems
+    right_bench = section + "- **PPO** (`bench/ppo_peer/`): 0.655x its seconds per update.\n"
+    assert make_results.readme_problems(right_bench, records) == []
+    # A per-CPU-kind report (make_time_amx.md) stands for its bench family.
+    family = section + "- **make** (`bench/results/make_time_amx.md`): 660.1 s, 2021.5 s on AVX2.\n"
+    assert make_results.readme_problems(family, records) == []
+    uncited = section + "- **Eval**: 4.248x faster.\n"
+    assert any("cites no bench" in p for p in make_results.readme_problems(uncited, records))
 
 
 def test_a_former_verdict_statistic_stays_in_the_table():
