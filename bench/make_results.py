@@ -24,7 +24,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 OUT = RESULTS / "RESULTS.md"
 # Benches that keep one result per CPU kind: <bench>_<kind>.json (benchlib.cpu_kind).
-PER_CPU_KIND = ("precision_", "mfu_", "train_speed_", "make_time_", "pipeline_time_")
+PER_CPU_KIND = ("precision_", "mfu_", "train_speed_", "make_time_", "pipeline_time_", "fast_path_equivalence_")
 SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script must not need torch)
 # Benches whose figures the issues ask for; a missing JSON becomes a "no result yet" row.
 EXPECTED = {
@@ -178,7 +178,7 @@ def render(records: list[dict[str, Any]]) -> str:
 
 README_SECTION = "## Performance and efficacy"
 # A number in prose: not part of a word (SmolLM2, fp32, 2-core), a path, a date or a version; optionally x or %.
-_NUMBER = re.compile(r"(?<![\w./-])(\d+(?:\.\d+)?)(x|×| ?%)?(?![\w/-]|\.\d)")
+_NUMBER = re.compile(r"(?<![\w./-])(\d+(?:\.\d+)?(?:e[-+]?\d+)?)(x|×| ?%)?(?![\w/-]|\.\d)")
 
 
 def readme_section(text: str, heading: str = README_SECTION) -> str:
@@ -215,18 +215,29 @@ def result_numbers(records: list[dict[str, Any]]) -> set[float]:
             for v in x:
                 walk(v)
         elif isinstance(x, str):
-            found.update(float(n) for n in re.findall(r"\d+(?:\.\d+)?", x))
+            found.update(float(n) for n in re.findall(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?", x))
 
     for rec in records:
         walk(rec.get("statistics", {}))
         walk({k: rec.get(k) for k in ("details", "per_seed")})  # efficacy.json keeps its statistics there
         for fig in rec["figures"]:
-            walk({k: fig.get(k) for k in ("measured", "sd", "goal", "also")})
+            walk({k: fig.get(k) for k in ("measured", "sd", "goal", "also", "verdict_statistic", "note")})
     return found
 
 
 # A bench a README bullet cites: bench/<name>.py, bench/<name>/ or bench/results/<name>.md|json.
 _CITATION = re.compile(r"bench/(?:results/)?([a-z0-9_]+)(?:\.py|\.md|\.json|/)")
+
+
+def _rounds_to(value: float, quoted: str) -> bool:
+    """Whether ``value`` printed at the precision of ``quoted`` reads ``quoted`` ("0.657": 3 decimals; "3.95e-06":
+    3 significant digits)."""
+    if "e" in quoted:
+        mantissa = quoted.split("e")[0]
+        digits = len(mantissa.split(".")[1]) if "." in mantissa else 0
+        return float(f"{value:.{digits}e}") == float(quoted)
+    decimals = len(quoted.split(".")[1]) if "." in quoted else 0
+    return round(value, decimals) == float(quoted)
 
 
 def readme_bullets(section: str) -> list[str]:
@@ -259,10 +270,8 @@ def readme_problems(readme: str, records: list[dict[str, Any]]) -> list[str]:
         values = result_numbers(scope)
         for token in tokens:
             number = token.rstrip("x×% ")
-            decimals = len(number.split(".")[1]) if "." in number else 0
-            target = float(number)
             scale = (1.0, 100.0) if token.endswith("%") else (1.0,)
-            if not any(round(v * k, decimals) == target for v in values for k in scale):
+            if not any(_rounds_to(v * k, number) for v in values for k in scale):
                 benches = ", ".join(sorted({r["bench"] for r in scope}))
                 problems.append(
                     f"README quotes {token} in '{head}...', which no result of its cited benches holds ({benches})"

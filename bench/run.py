@@ -44,6 +44,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "omp_wait": ("omp_wait.py", [], ["--quick"], ["omp_wait"]),
     "train_speed": ("train_speed.py", [], ["--quick"], ["train_speed_*"]),  # cpu_fast_path on vs off, per CPU kind
     "mfu": ("mfu.py", [], ["--quick"], ["mfu_*"]),  # one result per CPU kind, as precision
+    # loss and gradients of one step, cpu_fast_path on vs off, on the embedded model; one result per CPU kind
+    "fast_path_equivalence": ("fast_path_equivalence.py", [], ["--quick"], ["fast_path_equivalence_*"]),
     "mfu_sft": ("mfu.py", ["--recipe", "sft-smol"], ["--quick", "--recipe", "sft-smol"], ["mfu_*_sft-smol"]),
     "ppo_sampling_precision": ("ppo_sampling_precision.py", [], ["--quick"], ["ppo_sampling_precision"]),
     "ppo_efficacy": ("ppo_efficacy.py", [], ["--quick"], ["ppo_efficacy"]),

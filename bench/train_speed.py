@@ -68,8 +68,9 @@ QUICK_OVERRIDES = ["per_device_train_batch_size=2", "gradient_accumulation_steps
 QUICK_DATASETS = {"dpo-smol": "sharegpt-pairs-smol"}
 
 
-def build_arm(recipe_name: str, fast: bool, steps: int, quick: bool, out_dir: str):
-    """The recipe's trainer as ``alignkit train`` builds it, with only ``cpu_fast_path`` (and run length) set."""
+def build_arm(recipe_name: str, fast: bool, steps: int, quick: bool, out_dir: str, extra: list[str] | None = None):
+    """The recipe's trainer as ``alignkit train`` builds it, with only ``cpu_fast_path`` (and run length) set, plus
+    the recipe ``extra`` overrides of a caller that needs them (bench/fast_path_equivalence.py)."""
     from alignkit.models import load_tokenizer, resolve_model_path
     from alignkit.recipe import load_recipe
     from alignkit.train import build_trainer
@@ -84,6 +85,7 @@ def build_arm(recipe_name: str, fast: bool, steps: int, quick: bool, out_dir: st
         "report_to=none",
         "disable_tqdm=true",
         f"output_dir={out_dir}",
+        *(extra or []),
     ]
     if quick:
         overrides += [*QUICK_OVERRIDES, "max_train_samples=8", f"model_name_or_path={bench_model_path(True)}"]

@@ -43,6 +43,9 @@ def test_readme_check_fails_on_a_number_no_result_holds():
     assert any("7.77x" in p for p in problems) and any("41.37%" in p for p in problems), problems
     # ... while names with digits (SmolLM2, fp32, 2-core), dates and code spans are not figures.
     assert make_results.quoted_numbers("SmolLM2 in fp32 on a 2-core CPU, 2026-12-01, `--n 256`, 1.5x") == ["1.5x"]
+    # scientific notation is a figure too, checked at its own significant digits
+    assert make_results.quoted_numbers("a gap of 3.95e-06, within 1e-4 nats") == ["3.95e-06", "1e-4"]
+    assert make_results._rounds_to(3.9471e-06, "3.95e-06") and not make_results._rounds_to(3.9e-06, "3.95e-06")
 
 
 def test_readme_check_looks_a_number_up_only_in_the_benches_its_bullet_cites():
