@@ -16,6 +16,14 @@ Both arms run in one process, on the same model objects, with the same ``torch.s
 * **per-sample** -- the straightforward loop a user would write: one ``model.generate`` per prompt, one reward-model
   forward per text, one full forward per text for perplexity, no padding anywhere, under ``torch.inference_mode``.
 
+* **fast** (issue 13's bf16 fast path) -- what ``alignkit eval --precision fast`` runs, only where the CPU has native
+  bf16 (``--fast-arm auto``; ``on`` forces it, for smoke runs): replies decoded exactly, as the harness always decodes
+  (so its generation time is the batched arm's), then RM scoring and perplexity with
+  :func:`alignkit.inference_precision.bf16_matmuls`. Goal (fixed before its first run): the per-sample loop's total
+  over this arm's at least 10x, and every reported number within a tenth of its exact 95 % CI half-width (the mean
+  RM score; the mean per-text NLL per token). Where bf16 is not native, ``precision: fast`` is exact, so the figure is
+  written as not measured.
+
 Each stage reports wall seconds and process CPU seconds. With one thread the CPU seconds are the compute itself and
 move less than wall time when other jobs share the machine; the two ratios should agree on a quiet machine.
 
@@ -35,6 +43,7 @@ exceeds it (236 test rows), in id order; the reference answers are those rows' a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -51,6 +60,15 @@ DEFAULT_OUT = ROOT / "bench" / "results" / "eval_speed.md"
 # and kept in the results table, marked missed.
 GOAL = 10.0
 VERDICT = "total per-sample loop wall s / total batched wall s (generation + RM + perplexity), numbers identical"
+FAST_NOT_RUN = (
+    "not measured: the run had no fast arm, which runs where the CPU has native bf16 (avx512_bf16 or AMX); "
+    "without it `precision: fast` is exact (alignkit/inference_precision.py)"
+)
+FAST_GOAL, FAST_SHIFT_GOAL = 10.0, 0.1  # issue 13: >= 10x, every metric within 0.1 of its exact 95% CI half-width
+FAST_VERDICT = (
+    "total per-sample loop wall s / fast arm's (batched generation, decoded exactly + bf16-matmul RM + perplexity); "
+    "met if >= 10 and every metric's |fast - exact| <= 0.1 x its exact 95% CI half-width"
+)
 
 
 @dataclass
@@ -63,10 +81,32 @@ class Stage:
     batched_cpu_s: float = 0.0  # process CPU time: with one thread, the compute itself, robust to a shared machine
     loop_cpu_s: float = 0.0
     identity: dict[str, Any] = field(default_factory=dict)
+    fast_s: float = 0.0  # the fast arm (0: not run); generation's is the batched arm's (decoded exactly)
+    fast_cpu_s: float = 0.0
+    fast_shift: dict[str, Any] = field(default_factory=dict)  # fast vs exact, in exact 95% CI half-widths
 
     @property
     def speedup(self) -> float:
         return self.loop_s / self.batched_s if self.batched_s else float("nan")
+
+
+def ci_shift(exact: Any, fast: Any) -> dict[str, float]:
+    """How far the mean of ``fast`` moved from the mean of ``exact`` (per-item values, same items), in half-widths
+    of the exact mean's normal 95 % CI: ``|mean(f) - mean(e)| / (1.96 * sd(e) / sqrt(n))``."""
+    import numpy as np
+
+    e, f = np.asarray(exact, dtype=float), np.asarray(fast, dtype=float)
+    half = 1.96 * e.std(ddof=1) / np.sqrt(len(e)) if len(e) > 1 else float("nan")
+    shift = abs(f.mean() - e.mean())
+    return {"mean_exact": float(e.mean()), "mean_fast": float(f.mean()), "ci_half_width": float(half),
+            "shift_in_half_widths": float(shift / half) if half > 0 else float("inf" if shift else 0.0)}  # fmt: skip
+
+
+def fast_arm_runs(choice: str) -> bool:
+    """Whether to run the fast arm: ``on``/``off``, or ``auto`` = where ``precision: fast`` is not exact here."""
+    from alignkit.inference_precision import effective_precision
+
+    return choice == "on" or (choice == "auto" and effective_precision("fast") == "fast")
 
 
 def load_rows(n: int) -> list[dict[str, str]]:
@@ -192,7 +232,9 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     from alignkit.eval.model_spec import ModelSpec, load_model
     from alignkit.eval.perplexity import completion_nlls
     from alignkit.eval.rm_score import RewardModelScorer
+    from alignkit.inference_precision import bf16_matmuls
 
+    fast = fast_arm_runs(args.fast_arm)
     torch.set_num_threads(args.threads)  # both arms share this process, hence these threads
     base = bench_model_path(args.quick)
     spec = ModelSpec(name="smollm2-135m-instruct", base=base)
@@ -213,6 +255,8 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     tokenizer.padding_side = "left"
     loop_text = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in loop_ids]
     same = [a == b for a, b in zip(batched.responses, loop_text, strict=True)]
+    if fast:  # `alignkit eval --precision fast` decodes exactly: the batched arm's generation is the fast arm's
+        gen.fast_s, gen.fast_cpu_s = gen.batched_s, gen.batched_cpu_s
     gen.identity = {
         "identical": f"{sum(same)}/{len(same)}",
         "fraction_identical": sum(same) / len(same),
@@ -231,6 +275,11 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     l_scores, (rm_stage.loop_s, rm_stage.loop_cpu_s) = timed(loop_rm_scores, rm, scorer.render, prompts, loop_text)
     diff = np.abs(np.asarray(b_scores, dtype=float) - np.asarray(l_scores))
     rm_stage.identity = {"max_abs_diff": float(diff.max()), "within_1e-4": bool(diff.max() <= 1e-4)}
+    if fast:
+        bf16_matmuls(rm)
+        fast_scorer = RewardModelScorer(rm, tokenizer, batch_size=args.rm_batch_size, name="bench-rm-fast")
+        f_scores, (rm_stage.fast_s, rm_stage.fast_cpu_s) = timed(fast_scorer, prompts, loop_text)
+        rm_stage.fast_shift = {"rm_score_mean": ci_shift(b_scores, f_scores)}
     stages.append(rm_stage)
     _progress(rm_stage)
     del rm
@@ -244,6 +293,12 @@ def run(args: argparse.Namespace) -> tuple[list[Stage], dict[str, Any]]:
     b_nll, l_nll, b_count, l_count = (np.asarray(x, dtype=float) for x in (b_nll, l_nll, b_count, l_count))
     if not np.array_equal(b_count, l_count):
         raise SystemExit("perplexity: the two arms scored different token counts; the comparison is meaningless")
+    if fast:  # the last stage: the policy model is not needed in fp32 after it
+        bf16_matmuls(model)
+        (f_nll, _), (ppl.fast_s, ppl.fast_cpu_s) = timed(
+            completion_nlls, model, tokenizer, prompts, references, batch_size=args.ppl_batch_size
+        )
+        ppl.fast_shift = {"mean_nll_per_token": ci_shift(b_nll / b_count, np.asarray(f_nll, dtype=float) / b_count)}
     b_ppl, l_ppl = np.exp(b_nll / b_count), np.exp(l_nll / l_count)
     corpus_b, corpus_l = float(np.exp(b_nll.sum() / b_count.sum())), float(np.exp(l_nll.sum() / l_count.sum()))
     # 1e-4 is read as relative for perplexity (a scale: a text at ppl 400 with a 2e-6 relative rounding moves by 8e-4),
@@ -327,6 +382,15 @@ def render(stages: list[Stage], info: dict[str, Any], args: argparse.Namespace, 
         f"| **total** | {total_l:.1f} | {total_b:.1f} | **{total_l / total_b:.1f}x** | {cpu_l:.1f} | {cpu_b:.1f} "
         f"| **{cpu_l / cpu_b:.1f}x** | |"
     )
+    if any(s.fast_s for s in timed_stages):
+        total_f = sum(s.fast_s for s in timed_stages)
+        shifts = {k: round(v["shift_in_half_widths"], 4) for s in stages for k, v in s.fast_shift.items()}
+        lines += ["", "Fast arm (`precision: fast`: exact decoding, bf16-matmul RM and perplexity): "
+                  + ", ".join(f"{s.name} {s.fast_s:.1f} s" for s in timed_stages)
+                  + f"; total {total_f:.1f} s, **{total_l / total_f:.2f}x** the per-sample loop; shift of each "
+                  f"metric in exact 95% CI half-widths: {shifts}"]  # fmt: skip
+    else:
+        lines += ["", f"Fast arm: {FAST_NOT_RUN}."]
     lines += ["", "Raw numbers:", "", "```json", json.dumps([s.__dict__ for s in stages], indent=1), "```", ""]
     return "\n".join(lines)
 
@@ -364,9 +428,26 @@ def result(stages: list[Stage], info: dict[str, Any], command: str, threads: int
                 }
             ],
             note="numbers identical" if identical else "numbers NOT identical",
-        )
+        ),
+        fast_figure(timed_stages),
     ]
     return result_record("eval_speed", command, info["finished"], threads, stats, figures, cpu=cpu)
+
+
+def fast_figure(stages: list[Stage]) -> dict:
+    """The fast arm's figure: measured where it ran, else not measured with the reason."""
+    from benchlib import figure
+
+    label = "Eval harness with precision fast (bf16-matmul scoring, exact decoding) vs per-sample loop, speed-up"
+    goal = f">= {FAST_GOAL:g}x, every metric within {FAST_SHIFT_GOAL} of its exact 95% CI half-width"
+    if not all(s.fast_s for s in stages):
+        return figure("eval_speed.fast", label, goal, None, None, FAST_VERDICT, unit="x", note=FAST_NOT_RUN)
+    speedup = sum(s.loop_s for s in stages) / sum(s.fast_s for s in stages)
+    shift = max(v["shift_in_half_widths"] for s in stages for v in s.fast_shift.values())
+    equivalent = shift <= FAST_SHIFT_GOAL
+    also = [{"statistic": "largest metric shift, in exact 95% CI half-widths", "measured": shift, "met": equivalent}]
+    return figure("eval_speed.fast", label, goal, speedup, speedup >= FAST_GOAL and equivalent, FAST_VERDICT,
+                  unit="x", also=also)  # fmt: skip
 
 
 def from_md(path: Path) -> dict:
@@ -385,6 +466,14 @@ def from_md(path: Path) -> dict:
     record = result(stages, {"started": started, "finished": finished}, command, threads, cpu=cpu)
     record["source"] = f"raw numbers in {path.relative_to(ROOT) if path.is_absolute() else path}"
     return record
+
+
+def rerender(record: dict) -> dict:
+    """``record`` (a result JSON of this bench) with its figures rebuilt from its stages; nothing is re-measured."""
+    fields = {f.name for f in dataclasses.fields(Stage)}
+    stages = [Stage(**{k: v for k, v in st.items() if k in fields}) for st in record["statistics"]["stages"].values()]
+    rebuilt = result(stages, {"finished": record["date"]}, record["command"], record["threads"], cpu=record["cpu"])
+    return {**record, "statistics": rebuilt["statistics"], "figures": rebuilt["figures"]}
 
 
 def _fmt(v: Any) -> str:
@@ -421,11 +510,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help=f"report (default {DEFAULT_OUT.relative_to(ROOT)})")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny model, 4 prompts; writes to a temp dir")
     parser.add_argument("--from-md", type=Path, help="write the result JSON from this report's raw numbers, only")
+    parser.add_argument(
+        "--fast-arm",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="the precision-fast arm: auto = where the CPU has native bf16; on = also where bf16 is emulated (slow)",
+    )
+    parser.add_argument(
+        "--rerender", type=Path, help="rebuild the result JSON from a result JSON's stages (no measuring)"
+    )
     args = parser.parse_args(argv)
     from benchlib import command_line, cpu_info, results_dir, write_result
 
     if args.from_md:
         print(f"wrote {write_result(from_md(args.from_md), args.from_md.parent)}")
+        return 0
+    if args.rerender:
+        print(f"wrote {write_result(rerender(json.loads(args.rerender.read_text())), args.rerender.parent)}")
         return 0
     if args.quick:
         args.n, args.max_new_tokens = 4, 8
