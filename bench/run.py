@@ -76,8 +76,10 @@ NOT_BENCHES = {
 def run_ppo_peer(env: dict) -> int:
     """Each arm's two runners at the same time (they must see the same load), one thread each, then the comparison:
     the fp32 headline (alignkit's shared-base LoRA critic) at the seeds of ppo_peer/common.SEEDS, then the like-for-
-    like arm (--full-value-model). The headline's and the like-for-like arm's TRL 1.12 runs both write out/trl112.json;
-    compare.py re-measures only the arm whose pair ran side by side and keeps the other's rows."""
+    like arm (--full-value-model), then that arm's other seeds alone: their TRL 1.12 side is the headline's run of the
+    same seed (the same command), and only their reward curves are compared. The headline's and the like-for-like
+    arm's TRL 1.12 runs both write out/trl112.json; compare.py re-measures only the arm whose pair ran side by side and
+    keeps the other's rows."""
     if not TRL112.exists():
         print(f"ppo_peer: cannot run: {TRL112} is missing (see bench/ppo_peer/run_trl112.py)", file=sys.stderr)
         return 1
@@ -99,7 +101,11 @@ def run_ppo_peer(env: dict) -> int:
             return 1
         if code := subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env):
             return code
-    return 0
+    for seed in SEEDS[1:]:
+        ours = ["--updates", "6", "--full-value-model", "--seed", str(seed)]
+        if code := subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), *ours], env=env):
+            return code
+    return subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env)
 
 
 def check_results(folder: Path, names: list[str]) -> list[str]:

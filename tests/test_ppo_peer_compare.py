@@ -142,3 +142,31 @@ def test_a_seed_pair_that_did_not_run_side_by_side_is_left_out(tmp_path):
     record = json.loads(js.read_text())
     assert "seeds" not in record["statistics"]
     assert compare.SEEDS_HEADING not in md.read_text()
+
+
+def test_like_for_like_curves_over_seeds_use_the_headline_trl_runs(tmp_path):
+    # TRL 1.12's side is the same command in both arms, so a like-for-like seed pairs alignkit-fullvalue-seed<N> with
+    # the headline's trl112-seed<N>, side by side or not; its time and memory ratios are then not compared.
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "alignkit-fullvalue.json").write_text(json.dumps(_curve_run(100.0, [0.1, 0.2, 0.3, 0.4, 0.4, 0.4])))
+    (out / "trl112.json").write_text(json.dumps(_curve_run(101.0, [0.1, 0.2, 0.3, 0.2, 0.2, 0.2])))
+    (out / "alignkit-fullvalue-seed1.json").write_text(json.dumps(_curve_run(5000.0, [0.3] * 6)))
+    (out / "trl112-seed1.json").write_text(json.dumps(_curve_run(900.0, [0.2] * 6)))  # ran hours before
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    record = json.loads(js.read_text())
+    assert validate_result(record) == []
+    ll = record["statistics"]["ll_seeds"]
+    # last halves: seed 0 0.4 vs 0.2 (+0.2), seed 1 0.3 vs 0.2 (+0.1) -> mean +0.15
+    assert ll["seeds"] == [0, 1] and abs(ll["last_half_diff_mean"] - 0.15) < 1e-9
+    assert ll["per_seed"]["1"]["seconds_per_update_ratio"] is None and ll["per_seed"]["0"]["peak_rss_ratio"]
+    row = {f["figure"]: f for f in record["figures"]}["ppo_peer.ll.seeds.reward_last_half_diff"]
+    assert "like for like" in row["label"] and abs(row["measured"] - 0.15) < 1e-9
+    text = md.read_text()
+    assert text.count(compare.SEEDS_HEADINGS["ll"]) == 1 and "| 1 | 0.300 | 0.200 | +0.100 | - | - |" in text
+    # Again with seed 1's files gone: kept from the JSON, and the section is not doubled.
+    (out / "alignkit-fullvalue-seed1.json").unlink()
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    assert json.loads(js.read_text())["statistics"]["ll_seeds"]["seeds"] == [0, 1]
+    assert md.read_text().count(compare.SEEDS_HEADINGS["ll"]) == 1

@@ -17,7 +17,10 @@ The headline arm also runs at the other seeds of common.SEEDS (`--seed N` on bot
 alignkit-seed<N>.json and trl112-seed<N>.json): the section "Reward curves over seeds" compares the two reward curves
 over the seeds (seed 0 is the headline pair itself), with one row without a goal: the last half's mean reward,
 alignkit minus TRL 1.12, averaged over the seeds. A seed whose pair is not in out/ keeps its numbers from the
-existing JSON.
+existing JSON. The like-for-like arm's other seeds (`run_alignkit.py --full-value-model --seed N`, out/
+alignkit-fullvalue-seed<N>.json) get a section of their own against the headline's TRL 1.12 run of the same seed (the
+TRL side is the same command in both arms), side by side or not: their reward curves are compared, their time and
+memory are not.
 """
 
 from __future__ import annotations
@@ -38,7 +41,12 @@ RESULT = HERE.parent / "results" / "ppo_peer.md"
 sys.path.insert(0, str(HERE.parent))
 TITLE = "# PPO peer comparison: alignkit PPOTrainer (TRL 1.16) vs trl==1.12.0 experimental PPOTrainer"
 KEPT = "Kept from the run of"  # opens the note on an arm that this compare did not re-measure
-SEEDS_HEADING = "## Reward curves over seeds (fp32 headline arm)"
+SEEDS_HEADINGS = {
+    "headline": "## Reward curves over seeds (fp32 headline arm)",
+    "ll": "## Reward curves over seeds (like for like)",
+}
+SEEDS_HEADING = SEEDS_HEADINGS["headline"]
+SEED_STATS = {"headline": "seeds", "ll": "ll_seeds"}  # the statistics key of each arm's seeds
 
 
 @dataclass(frozen=True)
@@ -112,10 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if "\n## Reading" in old_md:
         at = old_md.index("\n## Reading")
         generated_old, tail = old_md[:at], old_md[at:]
-    old_seeds_section = ""
-    if f"\n{SEEDS_HEADING}" in generated_old:
-        generated_old, _, rest = generated_old.partition(f"\n{SEEDS_HEADING}")
-        old_seeds_section = SEEDS_HEADING + rest
+    generated_old, old_seed_sections = _split_seed_sections(generated_old)
     old_sections = {} if adhoc else _sections(generated_old, arms)
     old_record = json.loads(json_path.read_text()) if json_path.exists() and not adhoc else None
 
@@ -143,18 +148,17 @@ def main(argv: list[str] | None = None) -> int:
         if name in old_sections:
             sections.append(_kept_note(old_sections[name], arm, kept))
         print(f"{name}: not re-measured (no side-by-side pair out/{arm.ours}.json + out/{arm.peer}.json); kept")
-    if not adhoc:
-        headline = stats_by_arm.get("headline")
-        seeds = _over_seeds(Path(a.out), headline, arm_dates.get("headline"), old_record, a.bench_name)
+    for name in () if adhoc else SEEDS_HEADINGS:
+        seeds = _over_seeds(Path(a.out), name, stats_by_arm.get(name), arm_dates.get(name), old_record, a.bench_name)
         if seeds is not None:
-            stats_by_arm["seeds"], seed_figures, seed_lines, fresh = seeds
+            stats_by_arm[SEED_STATS[name]], seed_figures, seed_lines, fresh = seeds
             figures += seed_figures
             sections.append("\n".join(seed_lines))
             if fresh:
                 dates.append(max(fresh))
-                measured.append("seeds")
-        elif old_seeds_section:
-            sections.append(old_seeds_section)
+                measured.append(SEED_STATS[name])
+        elif name in old_seed_sections:
+            sections.append(old_seed_sections[name])
     if not measured:
         print("nothing to compare: run a pair of runners first (see ARMS)", file=sys.stderr)
         return 1
@@ -164,6 +168,19 @@ def main(argv: list[str] | None = None) -> int:
     record = result_record(a.bench_name, command_line(), max(dates), 1, stats_by_arm, figures, cpu=cpu_info())
     print(f"wrote {write_result(record, result.parent)}")
     return 0
+
+
+def _split_seed_sections(generated: str) -> tuple[str, dict[str, str]]:
+    """The report without its seeds sections (they come last), and each arm's seeds section by arm name."""
+    at = {name: generated.find(f"\n{h}") for name, h in SEEDS_HEADINGS.items() if f"\n{h}" in generated}
+    if not at:
+        return generated, {}
+    order = sorted(at, key=at.get)
+    sections = {
+        name: generated[at[name] + 1 : at[order[i + 1]] if i + 1 < len(order) else len(generated)]
+        for i, name in enumerate(order)
+    }
+    return generated[: at[order[0]]], sections
 
 
 def _pair(out: Path, arm: Arm, require_overlap: bool) -> tuple[dict, dict, str] | None:
@@ -448,24 +465,41 @@ def _seed_entry(stats: dict, date: str | None) -> dict:
     }
 
 
-def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old_record: dict | None, bench: str):
-    """The headline arm's curves over common.SEEDS: (statistics, figure rows, report lines, dates of the pairs
-    measured now), or None with fewer than two seeds. Seed 0 is the headline pair (as measured or kept); another
-    seed comes from its side-by-side pair in out/, else from the existing JSON."""
-    old = (((old_record or {}).get("statistics") or {}).get("seeds") or {}).get("per_seed", {})
+def _over_seeds(
+    out: Path, name: str, arm_stats: dict | None, arm_date: str | None, old_record: dict | None, bench: str
+):
+    """An arm's curves over common.SEEDS: (statistics, figure rows, report lines, dates of the pairs measured now),
+    or None with fewer than two seeds. Seed 0 is the arm's own pair (as measured or kept); another seed comes from
+    its pair in out/, else from the existing JSON. The headline's seed pairs must have run side by side. The
+    like-for-like arm's need not: TRL 1.12 always trains a full value model, so its side of a seed is the headline's
+    run of that seed (``trl112-seed<N>``); reward curves do not depend on what ran beside them. Time and memory
+    ratios are taken only from side-by-side pairs (otherwise None)."""
+    arm = ARMS[name]
+    side_by_side = name == "headline"
+    old = (((old_record or {}).get("statistics") or {}).get(SEED_STATS[name]) or {}).get("per_seed", {})
     per_seed: dict[str, dict] = {}
     fresh: list[str] = []
-    if headline:
-        per_seed[str(SEEDS[0])] = _seed_entry(headline, headline_date)
+    if arm_stats:
+        per_seed[str(SEEDS[0])] = _seed_entry(arm_stats, arm_date)
     for seed in SEEDS[1:]:
-        arm = replace(ARMS["headline"], ours=seeded(ARMS["headline"].ours, seed), peer=seeded("trl112", seed))
-        pair = _pair(out, arm, require_overlap=True)
+        seed_arm = replace(arm, ours=seeded(arm.ours, seed), peer=seeded("trl112", seed))
+        pair = _pair(out, seed_arm, require_overlap=side_by_side)
         if pair is None:
             if str(seed) in old:
                 per_seed[str(seed)] = old[str(seed)]
             continue
         ours, peer, date = pair
-        per_seed[str(seed)] = _seed_entry(_figures(arm, ours, peer, bench)[0], date)
+        if side_by_side:
+            per_seed[str(seed)] = _seed_entry(_figures(seed_arm, ours, peer, bench)[0], date)
+        else:  # curves only: no time or memory ratio between runs that did not share the machine's load
+            per_seed[str(seed)] = {
+                "reward_curve": [ours["reward_curve"], peer["reward_curve"]],
+                "kl_curve": [ours.get("kl_curve", []), peer.get("kl_curve", [])],
+                "seconds_per_update_ratio": None,
+                "peak_rss_ratio": None,
+                "outputs": [f"bench/ppo_peer/out/{seed_arm.ours}.json", f"bench/ppo_peer/out/{seed_arm.peer}.json"],
+                "date": date,
+            }
         fresh.append(date)
     if len(per_seed) < 2:
         return None
@@ -480,55 +514,64 @@ def _over_seeds(out: Path, headline: dict | None, headline_date: str | None, old
         "last_half_diff_mean": statistics.mean(diffs),
         "last_half_diff_sd": statistics.stdev(diffs),
         "last_half_mean_reward_over_seeds": side_means,
-        "seconds_per_update_ratio_mean": statistics.mean(per_seed[s]["seconds_per_update_ratio"] for s in seeds),
-        "peak_rss_ratio_mean": statistics.mean(per_seed[s]["peak_rss_ratio"] for s in seeds),
+        "seconds_per_update_ratio_mean": _mean_of_known(per_seed[s]["seconds_per_update_ratio"] for s in seeds),
+        "peak_rss_ratio_mean": _mean_of_known(per_seed[s]["peak_rss_ratio"] for s in seeds),
     }
     from benchlib import figure
 
     n = len(seeds)
+    also = [
+        {"statistic": "alignkit's last-half mean reward, mean over seeds", "measured": side_means[0], "met": None},
+        {"statistic": "TRL 1.12's last-half mean reward, mean over seeds", "measured": side_means[1], "met": None},
+    ]
+    for key, what in (("seconds_per_update_ratio_mean", "seconds per update"), ("peak_rss_ratio_mean", "peak RSS")):
+        if stats[key] is not None:
+            over = "seeds" if side_by_side else "the seeds that ran side by side"
+            also.append({"statistic": f"{what} alignkit / TRL 1.12, mean over {over}", "measured": stats[key],
+                         "met": None})  # fmt: skip
     row = figure(
-        f"{bench}.seeds.reward_last_half_diff",
-        f"PPO reward (math_answer), last half of the rollouts, alignkit minus TRL 1.12, over {n} seeds "
-        f"({ARMS['headline'].label})",
+        f"{bench}{arm.suffix}.seeds.reward_last_half_diff",
+        f"PPO reward (math_answer), last half of the rollouts, alignkit minus TRL 1.12, over {n} seeds ({arm.label})",
         "none: the reward curves compared over 3 seeds (issue 13)",
         stats["last_half_diff_mean"],
         None,
         f"mean over seeds of (alignkit's - TRL 1.12's mean reward over the last half's rollouts); sd over seeds "
         f"{stats['last_half_diff_sd']:.3f}",
-        also=[
-            {"statistic": "alignkit's last-half mean reward, mean over seeds", "measured": side_means[0], "met": None},
-            {"statistic": "TRL 1.12's last-half mean reward, mean over seeds", "measured": side_means[1], "met": None},
-            {
-                "statistic": "seconds per update alignkit / TRL 1.12, mean over seeds",
-                "measured": stats["seconds_per_update_ratio_mean"],
-                "met": None,
-            },
-            {
-                "statistic": "peak RSS alignkit / TRL 1.12, mean over seeds",
-                "measured": stats["peak_rss_ratio_mean"],
-                "met": None,
-            },
-        ],
+        also=also,
     )
     latest = max((per_seed[s].get("date") or "" for s in seeds), default="")
     if latest:  # the row's date: its latest pair's
         row["date"] = latest
-    return stats, [row], _seed_lines(per_seed, seeds, stats), fresh
+    return stats, [row], _seed_lines(name, per_seed, seeds, stats), fresh
+
+
+def _mean_of_known(values) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.mean(known) if known else None
 
 
 def _mean_sd(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def _seed_lines(per_seed: dict, seeds: list[str], stats: dict) -> list[str]:
+SEEDS_INTRO = {
+    "headline": "each a side-by-side pair of the headline runners with `--seed N` (its prompts and training seed; "
+    "seed 0 is the headline pair above)",
+    "ll": "alignkit's like-for-like runner (`--full-value-model --seed N`) against TRL 1.12's run of the same seed. "
+    "TRL 1.12 always trains a full value model, so its side is the headline's run of that seed; seed 0 is the "
+    "like-for-like pair above, the other seeds did not run beside their TRL 1.12 run, so their time and memory ratios "
+    "are not compared (-)",
+}
+
+
+def _seed_lines(name: str, per_seed: dict, seeds: list[str], stats: dict) -> list[str]:
     curves = [per_seed[s]["reward_curve"] for s in seeds]
     kls = [per_seed[s]["kl_curve"] for s in seeds]
     n = min(len(c[i]) for c in curves for i in (0, 1))
     lines = [
-        SEEDS_HEADING,
+        SEEDS_HEADINGS[name],
         "",
-        f"Seeds {', '.join(seeds)}: each a side-by-side pair of the headline runners with `--seed N` (its prompts and "
-        "training seed; seed 0 is the headline pair above). Per seed, the pair's outputs and date: "
+        f"Seeds {', '.join(seeds)}: {SEEDS_INTRO[name]}. Per seed, the pair's outputs and date: "
         + "; ".join(
             f"{s}: {', '.join(f'`{o}`' for o in per_seed[s]['outputs'])}"
             + (f" ({per_seed[s]['date']})" if per_seed[s].get("date") else "")
@@ -556,15 +599,19 @@ def _seed_lines(per_seed: dict, seeds: list[str], stats: dict) -> list[str]:
     for s in seeds:
         a, b = stats["last_half_mean_reward"][s]
         lines.append(
-            f"| {s} | {a:.3f} | {b:.3f} | {a - b:+.3f} | {per_seed[s]['seconds_per_update_ratio']:.2f} | "
-            f"{per_seed[s]['peak_rss_ratio']:.2f} |"
+            f"| {s} | {a:.3f} | {b:.3f} | {a - b:+.3f} | {_ratio(per_seed[s]['seconds_per_update_ratio'])} | "
+            f"{_ratio(per_seed[s]['peak_rss_ratio'])} |"
         )
     a, b = stats["last_half_mean_reward_over_seeds"]
     lines.append(
         f"| mean | {a:.3f} | {b:.3f} | {stats['last_half_diff_mean']:+.3f} ± {stats['last_half_diff_sd']:.3f} | "
-        f"{stats['seconds_per_update_ratio_mean']:.2f} | {stats['peak_rss_ratio_mean']:.2f} |"
+        f"{_ratio(stats['seconds_per_update_ratio_mean'])} | {_ratio(stats['peak_rss_ratio_mean'])} |"
     )
     return lines
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _at(values: list[float], i: int) -> str:
