@@ -20,7 +20,7 @@ Every arm sees the same rows in the same order (same seed). The first ``--warmup
 Reference per round: the mean of the two stock arms' steps. Verdict: the median over rounds of the paired ratio
 arm/reference (with its IQR); also reported, the ratio of medians, CPU-time ratios and total-time ratios.
 
-    .venv/bin/python bench/plugin_overhead.py                  # full run -> bench/results/plugin_overhead.md
+    .venv/bin/python bench/plugin_overhead.py                  # full run -> bench/results/plugin_overhead_<kind>.md
     .venv/bin/python bench/plugin_overhead.py --quick          # smoke run on a tiny model, written to a temp dir
     .venv/bin/python bench/plugin_overhead.py --trainers dpo --steps 20
 """
@@ -41,6 +41,7 @@ from benchlib import (
     bench_model_path,
     command_line,
     cpu_info,
+    cpu_kind,
     figure,
     fmt_times,
     load_average,
@@ -343,6 +344,13 @@ def result(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> dict:
     """The bench/results JSON record (benchlib schema): every ratio summarize() computed, and one figure per trainer
     and arm on the verdict statistic, with the former verdict statistic beside it."""
     statistics, figures = {}, []
+    # A run that recorded its CPU is one CPU kind's result (plugin_overhead_<kind>.json, keys
+    # plugin_overhead.<kind>.*), as precision's and train_speed's: the precision alignkit picks, hence the step,
+    # differs by kind. The first run, 2026-12-01, recorded none and keeps its plain name and keys.
+    cpu_kind_ = cpu_kind(meta["cpu"]["flags_of_interest"]) if meta.get("cpu") else None
+    bench = f"plugin_overhead_{cpu_kind_}" if cpu_kind_ else "plugin_overhead"
+    prefix = f"plugin_overhead.{cpu_kind_}" if cpu_kind_ else "plugin_overhead"
+    on_cpu = f" ({cpu_kind_} CPU)" if cpu_kind_ else ""
     for kind in meta["kinds"]:
         if kind in meta["failed"]:
             statistics[kind] = {"failed": meta["failed"][kind]}
@@ -353,8 +361,8 @@ def result(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> dict:
             paired, (low, high) = ratios[f"{arm}_paired"], ratios[f"{arm}_paired_ci"]
             figures.append(
                 figure(
-                    f"plugin_overhead.{kind}.{arm}",
-                    f"{kind.upper()} step time, plugin {arm} / stock TRL",
+                    f"{prefix}.{kind}.{arm}",
+                    f"{kind.upper()} step time, plugin {arm} / stock TRL{on_cpu}",
                     f"<= {GOALS[arm]}",
                     paired,
                     paired <= GOALS[arm],
@@ -376,7 +384,7 @@ def result(meta: dict, measured: dict[str, dict[str, ArmResult]]) -> dict:
         "model": "not recorded by this run (commit fbbb4a2 says it ran on an idle 2-core AMD EPYC)",
         "flags_of_interest": None,
     }
-    return result_record("plugin_overhead", meta["command"], meta["started"], threads, statistics, figures, cpu=cpu)
+    return result_record(bench, meta["command"], meta["started"], threads, statistics, figures, cpu=cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--trainers: unknown {unknown}; choose from {list(KINDS)}")
     if args.quick:
         args.steps, args.warmup = 2, 1
-    out = args.out or str(results_dir(args.quick) / "plugin_overhead.md")
+    out = args.out or str(results_dir(args.quick) / f"plugin_overhead_{cpu_kind(cpu_info()['flags_of_interest'])}.md")
     from alignkit.io import atomic_write_text
 
     if args.resummarize:

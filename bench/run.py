@@ -33,7 +33,7 @@ ROOT = BENCH.parent
 TRL112 = BENCH / ".venv-trl112" / "bin" / "python"
 # name -> (script, arguments of a full run, arguments of a smoke run or None, result JSON names a run writes)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
-    "plugin_overhead": ("plugin_overhead.py", ["--steps", "16"], ["--quick", "--no-control"], ["plugin_overhead"]),
+    "plugin_overhead": ("plugin_overhead.py", ["--steps", "16"], ["--quick", "--no-control"], ["plugin_overhead*"]),
     "precision": ("precision.py", [], ["--quick"], ["precision_*"]),
     "lora_vs_qlora": ("lora_vs_qlora.py", [], ["--quick"], ["lora_vs_qlora"]),
     "generation_speed": ("generation_speed.py", [], ["--quick"], ["generation_speed"]),
