@@ -92,14 +92,17 @@ class Stage:
 
 def ci_shift(exact: Any, fast: Any) -> dict[str, float]:
     """How far the mean of ``fast`` moved from the mean of ``exact`` (per-item values, same items), in half-widths
-    of the exact mean's normal 95 % CI: ``|mean(f) - mean(e)| / (1.96 * sd(e) / sqrt(n))``."""
+    of the exact mean's 95 % CI as the eval report computes it (:func:`alignkit.eval.stats.mean_std_ci`, a
+    bootstrap of the mean): ``|mean(f) - mean(e)| / ((ci_high - ci_low) / 2)``."""
     import numpy as np
 
-    e, f = np.asarray(exact, dtype=float), np.asarray(fast, dtype=float)
-    half = 1.96 * e.std(ddof=1) / np.sqrt(len(e)) if len(e) > 1 else float("nan")
-    shift = abs(f.mean() - e.mean())
-    return {"mean_exact": float(e.mean()), "mean_fast": float(f.mean()), "ci_half_width": float(half),
-            "shift_in_half_widths": float(shift / half) if half > 0 else float("inf" if shift else 0.0)}  # fmt: skip
+    from alignkit.eval.stats import mean_std_ci
+
+    row = mean_std_ci(np.asarray(exact, dtype=float))
+    half = (row["ci_high"] - row["ci_low"]) / 2
+    shift = abs(float(np.mean(np.asarray(fast, dtype=float))) - row["mean"])
+    return {"mean_exact": row["mean"], "mean_fast": float(np.mean(fast)), "ci_half_width": half,
+            "shift_in_half_widths": shift / half if half > 0 else float("inf" if shift else 0.0)}  # fmt: skip
 
 
 def fast_arm_runs(choice: str) -> bool:

@@ -14,11 +14,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import eval_speed  # noqa: E402
 
 
-def test_ci_shift_by_hand():
-    # exact (1, 2, 3): mean 2, sd 1, half-width 1.96 / sqrt(3) = 1.131607; fast (1.1, 2.1, 3.1): shift 0.1
-    out = eval_speed.ci_shift([1.0, 2.0, 3.0], [1.1, 2.1, 3.1])
-    assert out["ci_half_width"] == pytest.approx(1.131607, abs=1e-6)
-    assert out["shift_in_half_widths"] == pytest.approx(0.1 / 1.131607, abs=1e-6)
+def test_ci_shift_is_in_half_widths_of_the_reports_ci():
+    from alignkit.eval.stats import mean_std_ci
+
+    # the half-width is the eval report's own CI of the mean (a bootstrap), so the shift reads in the report's units
+    exact, fast = [1.0, 2.0, 3.0, 4.0], [1.1, 2.1, 3.1, 4.1]  # every value +0.1: the mean moves by 0.1
+    row = mean_std_ci(exact)
+    out = eval_speed.ci_shift(exact, fast)
+    assert out["ci_half_width"] == pytest.approx((row["ci_high"] - row["ci_low"]) / 2)
+    assert out["shift_in_half_widths"] == pytest.approx(0.1 / out["ci_half_width"])
+    assert eval_speed.ci_shift(exact, exact)["shift_in_half_widths"] == 0.0
 
 
 def _stages(fast: bool, shift: float = 0.01) -> list:
