@@ -19,7 +19,7 @@ goal in :data:`GOALS`; for greedy, also every row token-identical to ``model.gen
 bootstrap CI, the A/A ratio, the ratio of medians, CPU-time ratios, tokens per second, and the decode slots each
 path spends (rows x forward steps) against the tokens it generates.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/generation_speed.py              # -> bench/results/generation_speed.*
+    OMP_NUM_THREADS=1 .venv/bin/python bench/generation_speed.py              # -> results/generation_speed_<kind>.*
     .venv/bin/python bench/generation_speed.py --quick                        # smoke run (tiny model, temp dir)
 """
 
@@ -39,6 +39,7 @@ from benchlib import (
     bench_model_path,
     command_line,
     cpu_info,
+    cpu_kind,
     figure,
     load_average,
     quartiles,
@@ -213,9 +214,16 @@ def result(res: dict) -> dict:
             )
         )
     cpu = meta.get("cpu") or {"model": meta["cpu_model"], "flags_of_interest": meta["cpu_flags"]}
-    return result_record(
-        "generation_speed", meta["command"], meta["date"], meta["threads"], res["modes"], figures, cpu=cpu
-    )
+    # Runs since 2026-12-05 keep one result per CPU kind (generation_speed_<kind>.json, keys
+    # generation_speed.<kind>.*), as precision's and train_speed's: decode speed depends on the CPU's matmul units.
+    # The first run keeps its names.
+    kind = meta.get("cpu_kind")
+    if kind:
+        for fig in figures:
+            fig["figure"] = fig["figure"].replace("generation_speed.", f"generation_speed.{kind}.", 1)
+            fig["label"] += f" ({kind} CPU)"
+    bench = f"generation_speed_{kind}" if kind else "generation_speed"
+    return result_record(bench, meta["command"], meta["date"], meta["threads"], res["modes"], figures, cpu=cpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpu_model": cpu["model"],
             "cpu_flags": cpu["flags_of_interest"],
             "cpu": cpu,
+            "cpu_kind": cpu_kind(cpu["flags_of_interest"]),
             "threads": torch.get_num_threads(),
             "load_before": load_before,
             "load_after": load_average(),
@@ -289,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{mode}: speed-up {s['speedup_paired_median']:.2f}x (goal {s['goal']}x, "
             f"{'met' if s['meets_goal'] else 'missed'}), A/A {s['aa_engine_again_over_engine_paired_median']:.3f}"
         )
-    out = Path(args.out) if args.out else results_dir(args.quick) / "generation_speed"
+    out = Path(args.out) if args.out else results_dir(args.quick) / f"generation_speed_{measured['meta']['cpu_kind']}"
     for runs_mode in runs.values():  # token ids stay out of the JSON; their checks are in the statistics
         for arm_runs in runs_mode.values():
             for res in arm_runs:

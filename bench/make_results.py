@@ -26,6 +26,7 @@ OUT = RESULTS / "RESULTS.md"
 # Benches that keep one result per CPU kind: <bench>_<kind>.json (benchlib.cpu_kind).
 PER_CPU_KIND = (
     "precision_", "mfu_", "train_speed_", "make_time_", "pipeline_time_", "fast_path_equivalence_", "plugin_overhead_",
+    "generation_speed_",
 )  # fmt: skip
 SCHEMA = "alignkit-bench-result/1"  # benchlib.SCHEMA (not imported: this script must not need torch)
 # Benches whose figures the issues ask for; a missing JSON becomes a "no result yet" row.

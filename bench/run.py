@@ -36,7 +36,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str] | None, list[str]]] = {
     "plugin_overhead": ("plugin_overhead.py", ["--steps", "16"], ["--quick", "--no-control"], ["plugin_overhead*"]),
     "precision": ("precision.py", [], ["--quick"], ["precision_*"]),
     "lora_vs_qlora": ("lora_vs_qlora.py", [], ["--quick"], ["lora_vs_qlora"]),
-    "generation_speed": ("generation_speed.py", [], ["--quick"], ["generation_speed"]),
+    "generation_speed": ("generation_speed.py", [], ["--quick"], ["generation_speed*"]),  # one result per CPU kind
     "eval_speed": ("eval_speed.py", ["--n", "256"], ["--quick"], ["eval_speed"]),
     "eval_roofline": ("eval_roofline.py", ["--n", "256"], ["--quick"], ["eval_roofline"]),  # after eval_speed
     "eval_precision": ("eval_precision.py", [], ["--quick"], ["eval_precision"]),  # needs efficacy's seed-0 run
