@@ -104,6 +104,8 @@ def measure(recipe: str, quick: bool, bf16: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         slow_loss, slow_g, info = one_step(recipe, False, quick, f"{tmp}/slow", [])
+        if float(slow_g.norm()) == 0.0:
+            raise SystemExit(f"{recipe}: the slow arm's gradient is zero; a comparison against it means nothing")
         fast_loss, fast_g, fast_info = one_step(recipe, True, quick, f"{tmp}/fast", [])
         row = {
             "recipe": recipe,
@@ -114,8 +116,6 @@ def measure(recipe: str, quick: bool, bf16: bool) -> dict:
             "grad_rel_distance": relative_distance(fast_g, slow_g),
             "loss_rel_difference": abs(fast_loss - slow_loss) / abs(slow_loss),
         }
-        if float(slow_g.norm()) == 0.0:
-            raise SystemExit(f"{recipe}: the slow arm's gradient is zero; a comparison against it means nothing")
         if bf16:
             ref_loss, ref_g, _ = one_step(recipe, False, quick, f"{tmp}/fp32", ["bf16=false"])
             row["loss"]["fp32"] = ref_loss
