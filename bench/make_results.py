@@ -111,7 +111,10 @@ def fmt_number(value: Any, unit: str = "") -> str:
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    text = f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
+    if value and abs(value) < 0.001:  # a tolerance-sized figure (1e-6 apart) would print as 0.000
+        text = f"{value:.2e}"
+    else:
+        text = f"{value:.3f}" if abs(value) < 100 else f"{value:.1f}"
     return text + (unit if unit in ("x", "%") else f" {unit}" if unit else "")
 
 

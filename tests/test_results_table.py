@@ -154,3 +154,10 @@ def test_a_per_cpu_kind_result_counts_for_its_bench_and_kinds_do_not_collide():
     text = make_results.render([{**rec, "figures": []}])
     assert "(`make_time`) | see the bench | no result yet" not in text
     assert "(`pipeline_time`) | see the bench | no result yet" in text  # a bench with no file of any kind is listed
+
+
+def test_tolerance_sized_figures_are_not_printed_as_zero():
+    # a gradient 3.95e-06 of its norm apart must not read "0.000" in the table; ordinary figures keep 3 decimals
+    assert make_results.fmt_number(3.95e-06) == "3.95e-06"
+    assert make_results.fmt_number(0.657, "x") == "0.657x" and make_results.fmt_number(0.0) == "0.000"
+    assert make_results.fmt_number(2021.5, "s") == "2021.5 s"
