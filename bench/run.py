@@ -76,10 +76,9 @@ NOT_BENCHES = {
 def run_ppo_peer(env: dict) -> int:
     """Each arm's two runners at the same time (they must see the same load), one thread each, then the comparison:
     the fp32 headline (alignkit's shared-base LoRA critic) at the seeds of ppo_peer/common.SEEDS, then the like-for-
-    like arm (--full-value-model), then that arm's other seeds alone: their TRL 1.12 side is the headline's run of the
-    same seed (the same command), and only their reward curves are compared. The headline's and the like-for-like
-    arm's TRL 1.12 runs both write out/trl112.json; compare.py re-measures only the arm whose pair ran side by side and
-    keeps the other's rows."""
+    like arm (--full-value-model) at the same seeds. TRL 1.12's side is the same command in both arms, so each pair's
+    TRL 1.12 run rewrites out/trl112[-seed<N>].json; compare.py (run after every pair) re-measures only the pairs
+    that ran side by side and keeps the others' rows."""
     if not TRL112.exists():
         print(f"ppo_peer: cannot run: {TRL112} is missing (see bench/ppo_peer/run_trl112.py)", file=sys.stderr)
         return 1
@@ -87,7 +86,8 @@ def run_ppo_peer(env: dict) -> int:
     from common import SEEDS
 
     env = {**env, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
-    pairs = [(["--seed", str(seed)], ["--seed", str(seed)]) for seed in SEEDS] + [(["--full-value-model"], [])]
+    pairs = [(["--seed", str(seed)], ["--seed", str(seed)]) for seed in SEEDS]
+    pairs += [(["--full-value-model", "--seed", str(seed)], ["--seed", str(seed)]) for seed in SEEDS]
     for ours, peer in pairs:
         procs = [
             subprocess.Popen(
@@ -101,11 +101,7 @@ def run_ppo_peer(env: dict) -> int:
             return 1
         if code := subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env):
             return code
-    for seed in SEEDS[1:]:
-        ours = ["--updates", "6", "--full-value-model", "--seed", str(seed)]
-        if code := subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "run_alignkit.py"), *ours], env=env):
-            return code
-    return subprocess.call([sys.executable, str(BENCH / "ppo_peer" / "compare.py")], cwd=ROOT, env=env)
+    return 0
 
 
 def check_results(folder: Path, names: list[str]) -> list[str]:

@@ -165,8 +165,14 @@ def test_like_for_like_curves_over_seeds_use_the_headline_trl_runs(tmp_path):
     assert "like for like" in row["label"] and abs(row["measured"] - 0.15) < 1e-9
     text = md.read_text()
     assert text.count(compare.SEEDS_HEADINGS["ll"]) == 1 and "| 1 | 0.300 | 0.200 | +0.100 | - | - |" in text
+    # A like-for-like seed that did run beside its TRL 1.12 run gets its time and memory ratios too.
+    (out / "alignkit-fullvalue-seed2.json").write_text(json.dumps(_run(700.0, 40.0, 3000.0, 0.3)))
+    (out / "trl112-seed2.json").write_text(json.dumps(_run(701.0, 100.0, 6000.0, 0.2)))
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    seed2 = json.loads(js.read_text())["statistics"]["ll_seeds"]["per_seed"]["2"]
+    assert seed2["peak_rss_ratio"] == 0.5 and abs(seed2["seconds_per_update_ratio"] - 0.4) < 1e-9
     # Again with seed 1's files gone: kept from the JSON, and the section is not doubled.
     (out / "alignkit-fullvalue-seed1.json").unlink()
     assert compare.main(["--result", str(md), "--out", str(out)]) == 0
-    assert json.loads(js.read_text())["statistics"]["ll_seeds"]["seeds"] == [0, 1]
+    assert json.loads(js.read_text())["statistics"]["ll_seeds"]["seeds"] == [0, 1, 2]
     assert md.read_text().count(compare.SEEDS_HEADINGS["ll"]) == 1

@@ -473,7 +473,7 @@ def _over_seeds(
     its pair in out/, else from the existing JSON. The headline's seed pairs must have run side by side. The
     like-for-like arm's need not: TRL 1.12 always trains a full value model, so its side of a seed is the headline's
     run of that seed (``trl112-seed<N>``); reward curves do not depend on what ran beside them. Time and memory
-    ratios are taken only from side-by-side pairs (otherwise None)."""
+    ratios are taken only from pairs that ran side by side (otherwise None)."""
     arm = ARMS[name]
     side_by_side = name == "headline"
     old = (((old_record or {}).get("statistics") or {}).get(SEED_STATS[name]) or {}).get("per_seed", {})
@@ -489,7 +489,7 @@ def _over_seeds(
                 per_seed[str(seed)] = old[str(seed)]
             continue
         ours, peer, date = pair
-        if side_by_side:
+        if side_by_side or _side_by_side(ours, peer):
             per_seed[str(seed)] = _seed_entry(_figures(seed_arm, ours, peer, bench)[0], date)
         else:  # curves only: no time or memory ratio between runs that did not share the machine's load
             per_seed[str(seed)] = {
@@ -514,6 +514,7 @@ def _over_seeds(
         "last_half_diff_mean": statistics.mean(diffs),
         "last_half_diff_sd": statistics.stdev(diffs),
         "last_half_mean_reward_over_seeds": side_means,
+        "per_rollout": _per_rollout(per_seed, seeds),
         "seconds_per_update_ratio_mean": _mean_of_known(per_seed[s]["seconds_per_update_ratio"] for s in seeds),
         "peak_rss_ratio_mean": _mean_of_known(per_seed[s]["peak_rss_ratio"] for s in seeds),
     }
@@ -524,9 +525,10 @@ def _over_seeds(
         {"statistic": "alignkit's last-half mean reward, mean over seeds", "measured": side_means[0], "met": None},
         {"statistic": "TRL 1.12's last-half mean reward, mean over seeds", "measured": side_means[1], "met": None},
     ]
+    paired = all(per_seed[s]["seconds_per_update_ratio"] is not None for s in seeds)
     for key, what in (("seconds_per_update_ratio_mean", "seconds per update"), ("peak_rss_ratio_mean", "peak RSS")):
         if stats[key] is not None:
-            over = "seeds" if side_by_side else "the seeds that ran side by side"
+            over = "seeds" if paired else "the seeds that ran side by side"
             also.append({"statistic": f"{what} alignkit / TRL 1.12, mean over {over}", "measured": stats[key],
                          "met": None})  # fmt: skip
     row = figure(
@@ -545,29 +547,42 @@ def _over_seeds(
     return stats, [row], _seed_lines(name, per_seed, seeds, stats), fresh
 
 
+def _per_rollout(per_seed: dict, seeds: list[str]) -> dict[str, list[dict]]:
+    """Reward and KL per rollout, ``[mean, sd]`` over the seeds for each side (None where a seed lacks the rollout)."""
+    n = min(len(per_seed[s]["reward_curve"][i]) for s in seeds for i in (0, 1))
+    out: dict[str, list[dict]] = {}
+    for curve in ("reward_curve", "kl_curve"):
+        rows = []
+        for r in range(n):
+            row = {}
+            for i, side in enumerate(("alignkit", "trl112")):
+                values = [per_seed[s][curve][i][r] for s in seeds if len(per_seed[s][curve][i]) > r]
+                row[side] = [statistics.mean(values), statistics.stdev(values)] if len(values) == len(seeds) else None
+            rows.append(row)
+        out[curve.split("_")[0]] = rows
+    return out
+
+
 def _mean_of_known(values) -> float | None:
     known = [v for v in values if v is not None]
     return statistics.mean(known) if known else None
 
 
-def _mean_sd(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+def _mean_sd(mean_sd: list[float] | None) -> str:
+    return "-" if mean_sd is None else f"{mean_sd[0]:.3f} ± {mean_sd[1]:.3f}"
 
 
 SEEDS_INTRO = {
     "headline": "each a side-by-side pair of the headline runners with `--seed N` (its prompts and training seed; "
     "seed 0 is the headline pair above)",
     "ll": "alignkit's like-for-like runner (`--full-value-model --seed N`) against TRL 1.12's run of the same seed. "
-    "TRL 1.12 always trains a full value model, so its side is the headline's run of that seed; seed 0 is the "
-    "like-for-like pair above, the other seeds did not run beside their TRL 1.12 run, so their time and memory ratios "
-    "are not compared (-)",
+    "TRL 1.12 always trains a full value model, so both arms share its run of a seed (`trl112-seed<N>`, written by "
+    "whichever arm's pair ran last); seed 0 is the like-for-like pair above. A seed that did not run beside its TRL "
+    "1.12 run shows no time or memory ratio (-)",
 }
 
 
 def _seed_lines(name: str, per_seed: dict, seeds: list[str], stats: dict) -> list[str]:
-    curves = [per_seed[s]["reward_curve"] for s in seeds]
-    kls = [per_seed[s]["kl_curve"] for s in seeds]
-    n = min(len(c[i]) for c in curves for i in (0, 1))
     lines = [
         SEEDS_HEADINGS[name],
         "",
@@ -584,10 +599,9 @@ def _seed_lines(name: str, per_seed: dict, seeds: list[str], stats: dict) -> lis
         "| rollout | alignkit reward | TRL 1.12 reward | alignkit KL | TRL 1.12 KL |",
         "|---|---|---|---|---|",
     ]
-    for i in range(n):
-        cells = [_mean_sd([c[side][i] for c in curves]) for side in (0, 1)]
-        for side in (0, 1):
-            cells.append(_mean_sd([k[side][i] for k in kls]) if all(len(k[side]) > i for k in kls) else "-")
+    rollouts = stats["per_rollout"]
+    for i, (reward, kl) in enumerate(zip(rollouts["reward"], rollouts["kl"], strict=True)):
+        cells = [_mean_sd(row[side]) for row in (reward, kl) for side in ("alignkit", "trl112")]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     lines += [
         "",
