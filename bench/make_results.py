@@ -185,6 +185,8 @@ def render(records: list[dict[str, Any]]) -> str:
 README_SECTION = "## Performance and efficacy"
 # A number in prose: not part of a word (SmolLM2, fp32, 2-core), a path, a date or a version; optionally x or %.
 _NUMBER = re.compile(r"(?<![\w./-])(\d+(?:\.\d+)?(?:e[-+]?\d+)?)(x|×| ?%)?(?![\w/-]|\.\d)")
+# A range of two such numbers joined by a hyphen or an en dash; a date (2026-12-04) is not one: its third part follows.
+_RANGE = re.compile(r"(?<![\w./-])(\d+(?:\.\d+)?)[-–](\d+(?:\.\d+)?)(x|×| ?%)?(?![\w/–-]|\.\d)")
 
 
 def readme_section(text: str, heading: str = README_SECTION) -> str:
@@ -202,7 +204,12 @@ def quoted_numbers(section: str) -> list[str]:
     prose = re.sub(r"\]\([^)]*\)", "]", prose)
     # Names with numbers in them: a statistic's ("95% CI") and a session's ("session 17").
     prose = re.sub(r"\b95 ?% CI\b|\bsessions? \d+", " ", prose)
-    return [m.group(1) + (m.group(2) or "").strip() for m in _NUMBER.finditer(prose)]
+    numbers = []
+    for m in _RANGE.finditer(prose):  # both ends of a range ("0.59-0.78", "1.4-1.8x"), each with the range's unit
+        unit = (m.group(3) or "").strip()
+        numbers += [m.group(1) + unit, m.group(2) + unit]
+    prose = _RANGE.sub(" ", prose)
+    return numbers + [m.group(1) + (m.group(2) or "").strip() for m in _NUMBER.finditer(prose)]
 
 
 def result_numbers(records: list[dict[str, Any]]) -> set[float]:

@@ -46,6 +46,16 @@ def test_readme_check_fails_on_a_number_no_result_holds():
     # scientific notation is a figure too, checked at its own significant digits
     assert make_results.quoted_numbers("a gap of 3.95e-06, within 1e-4 nats") == ["3.95e-06", "1e-4"]
     assert make_results._rounds_to(3.9471e-06, "3.95e-06") and not make_results._rounds_to(3.9e-06, "3.95e-06")
+    # a range quotes both its ends, each with the range's unit, and each is checked; a date is not a range
+    assert make_results.quoted_numbers("read 0.59-0.78, 1.4–1.8x faster, 2026-12-04") == [
+        "0.59",
+        "0.78",
+        "1.4x",
+        "1.8x",
+    ]
+    ranged = readme.replace(section, section + "\n\n- (`bench/eval_speed.py`) from 4.248-9.99x faster.\n", 1)
+    problems = make_results.readme_problems(ranged, make_results.load_results())
+    assert len(problems) == 1 and "9.99x" in problems[0], problems
 
 
 def test_readme_check_looks_a_number_up_only_in_the_benches_its_bullet_cites():
