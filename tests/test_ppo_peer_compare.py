@@ -4,6 +4,7 @@ and the hand-written reading are kept, and the kept arm names the run it comes f
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -176,3 +177,78 @@ def test_like_for_like_curves_over_seeds_use_the_headline_trl_runs(tmp_path):
     assert compare.main(["--result", str(md), "--out", str(out)]) == 0
     assert json.loads(js.read_text())["statistics"]["ll_seeds"]["seeds"] == [0, 1, 2]
     assert md.read_text().count(compare.SEEDS_HEADINGS["ll"]) == 1
+
+
+def test_kl_split_and_completion_lengths_over_seeds_when_every_seed_recorded_them(tmp_path):
+    # TRL 1.12 leaves SmolLM2's EOS (= its pad) out of its KL; run_alignkit.py records alignkit's KL on TRL 1.12's
+    # tokens and at EOS, and the seeds table shows both beside the totals. Both runners record completion lengths.
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    for seed, start, peer_tokens in ((0, 100.0, 0.1), (1, 900.0, 0.3)):
+        ours = _curve_run(start, [0.2] * 6)
+        ours["kl_peer_tokens_curve"], ours["kl_eos_curve"] = [peer_tokens] * 6, [0.5] * 6
+        peer = _curve_run(start + 1, [0.2] * 6)
+        # completions: alignkit's shorten, every one ending with EOS; TRL 1.12's stay at the length limit
+        ours["length_curve"], ours["eos_rate_curve"] = [16 - 2 * i - seed for i in range(6)], [1.0] * 6
+        peer["length_curve"], peer["eos_rate_curve"] = [16.0] * 6, [0.0] * 6
+        (out / f"{compare.seeded('alignkit-fullvalue', seed)}.json").write_text(json.dumps(ours))
+        (out / f"{compare.seeded('trl112', seed)}.json").write_text(json.dumps(peer))
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    rollouts = json.loads(js.read_text())["statistics"]["ll_seeds"]["per_rollout"]
+    assert rollouts["kl_peer_tokens"][5] == [0.2, statistics.stdev([0.1, 0.3])] and rollouts["kl_eos"][0] == [0.5, 0]
+    text = md.read_text()
+    assert (
+        "alignkit KL on TRL 1.12's tokens | alignkit KL at EOS |" in text
+        and "| 0.200 ± 0.141 | 0.500 ± 0.000 |" in text
+    )
+    assert rollouts["length"][5] == {"alignkit": [5.5, statistics.stdev([6, 5])], "trl112": [16.0, 0.0]}
+    # last-half KL on the same tokens: seed 0 0.1 vs 0.1, seed 1 0.3 vs 0.1 (TRL 1.12's kl_curve in _run is 0.1)
+    ll = json.loads(js.read_text())["statistics"]["ll_seeds"]
+    assert abs(ll["kl_last_half_diff_mean"] - 0.1) < 1e-9 and abs(ll["kl_last_half_diff_sd"] - 0.2 / 2**0.5) < 1e-9
+    assert "Difference, mean ± sd over the seeds: +0.100 ± 0.141." in text
+    assert "| 6 | 5.500 ± 0.707 | 16.000 ± 0.000 | 1.000 ± 0.000 | 0.000 ± 0.000 |" in text
+    # One seed's run without the split (an older runner): no split columns, totals only.
+    ours = json.loads((out / "alignkit-fullvalue-seed1.json").read_text())
+    del ours["kl_peer_tokens_curve"], ours["kl_eos_curve"], ours["length_curve"]
+    (out / "alignkit-fullvalue-seed1.json").write_text(json.dumps(ours))
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    rollouts = json.loads(js.read_text())["statistics"]["ll_seeds"]["per_rollout"]
+    assert "kl_peer_tokens" not in rollouts and "length" not in rollouts
+    assert "KL at EOS" not in md.read_text()
+
+
+def test_memory_floor_counts_each_parameter_once_and_gradients_of_trainable_ones_only():
+    import torch
+    from common import memory_floor_mib
+
+    shared = torch.nn.Linear(16, 16)  # 272 floats, used twice: counted once
+    frozen = torch.nn.Linear(16, 4)  # 68 floats, no gradient
+    frozen.requires_grad_(False)
+    model = torch.nn.ModuleDict({"a": shared, "b": shared, "frozen": frozen})
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    shared(torch.ones(2, 16)).sum().backward()
+    optimizer.step()
+    floor = {k: v * 2**20 for k, v in memory_floor_mib(model, optimizer).items()}
+    assert floor["parameters"] == (272 + 68) * 4 and floor["gradients"] == 272 * 4
+    # AdamW: two fp32 moments per trainable parameter, plus a scalar step count per parameter tensor
+    assert 2 * 272 * 4 <= floor["optimizer_state"] <= 2 * 272 * 4 + 2 * 8
+
+
+def test_peak_rss_is_set_against_the_floor_when_both_runs_recorded_it(tmp_path):
+    md, js = _old_report(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    ours, peer = _run(100.0, 40.0, 3000.0, 0.2), _run(101.0, 100.0, 6000.0, 0.2)
+    for run in (ours, peer):  # imports 600 MiB (the probe's first mark) + 1400 MiB -> a floor of 2000 MiB
+        run["memory_floor_mib"] = {"parameters": 500.0, "gradients": 300.0, "optimizer_state": 600.0}
+    (out / "alignkit-fullvalue.json").write_text(json.dumps(ours))
+    (out / "trl112.json").write_text(json.dumps(peer))
+    assert compare.main(["--result", str(md), "--out", str(out)]) == 0
+    record = json.loads(js.read_text())
+    assert record["statistics"]["ll"]["rss_floor_mib"] == [2000.0, 2000.0]
+    row = {f["figure"]: f for f in record["figures"]}["ppo_peer.ll.peak_rss"]
+    also = {a["statistic"].split(":")[0]: a["measured"] for a in row["also"]}
+    assert abs(also["peak RSS above the floor, alignkit / TRL 1.12"] - 1000 / 4000) < 1e-12
+    assert abs(next(v for k, v in also.items() if k.startswith("alignkit's floor")) - 2000 / 6000) < 1e-12
+    assert "| alignkit | 600 | 700 | 3000 (train/backward) | 2000 | 1000 |" in md.read_text()

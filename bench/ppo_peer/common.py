@@ -65,6 +65,42 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def completion_curves(lengths: list[int], ended: list[bool], rollout: int) -> dict[str, list[float]]:
+    """Per rollout of ``rollout`` completions (in sampling order): the mean number of tokens before EOS
+    (``length_curve``) and the share of completions that ended with EOS rather than at the length limit
+    (``eos_rate_curve``). Both sides count alike: the EOS token itself is not counted."""
+    n = len(lengths) // rollout
+    cut = [slice(i * rollout, (i + 1) * rollout) for i in range(n)]
+    return {
+        "length_curve": [sum(lengths[c]) / rollout for c in cut],
+        "eos_rate_curve": [sum(ended[c]) / rollout for c in cut],
+    }
+
+
+def memory_floor_mib(model, optimizer) -> dict[str, float]:
+    """What a training process holds whatever its activations, in MiB, counted from the tensors after training:
+
+    - ``parameters``: every parameter of ``model`` once (policy, critic, and the reference where it is the policy's
+      base with adapters off), at its dtype;
+    - ``gradients``: one gradient per trainable parameter, at its dtype (set to None between steps, but all alive
+      at once at the end of every backward);
+    - ``optimizer_state``: the optimizer's state tensors (AdamW: two moments per trainable parameter).
+
+    Plus the RSS after imports (the probe's first mark), this is the floor under the peak RSS: the rest is
+    activations, temporaries and the allocator's retention.
+    """
+    import torch
+
+    params = {id(p): p for p in model.parameters()}.values()
+    nbytes = lambda t: t.numel() * t.element_size()  # noqa: E731
+    state = [t for s in optimizer.state.values() for t in s.values() if torch.is_tensor(t)]
+    return {
+        "parameters": sum(map(nbytes, params)) / 2**20,
+        "gradients": sum(nbytes(p) for p in params if p.requires_grad) / 2**20,
+        "optimizer_state": sum(map(nbytes, state)) / 2**20,
+    }
+
+
 class Clock:
     """Wall time per PPO update (rollout + its epochs/minibatches), from the trainer's step-end callbacks."""
 

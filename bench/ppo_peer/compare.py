@@ -278,10 +278,13 @@ def _figures(arm: Arm, ours: dict, peer: dict, bench: str) -> tuple[dict, list[d
         "overlap_update_seconds_ratio": overlap[0] / overlap[1] if overlap else None,
         "peak_rss_ratio": ours["peak_rss_mib"] / peer["peak_rss_mib"],
         "peak_rss_mib": [ours["peak_rss_mib"], peer["peak_rss_mib"]],
+        "rss_floor_mib": [rss_floor_mib(d) for d in (ours, peer)],
         "seconds_per_update": {"median_2plus": med, "while_both_ran": list(overlap) if overlap else None},
         "train_cpu_seconds": cpu,
         "reward_curve": [ours["reward_curve"], peer["reward_curve"]],
         "kl_curve": [ours.get("kl_curve", []), peer.get("kl_curve", [])],
+        **_alignkit_kl_split(ours),
+        **_completion_curves(ours, peer),
         "critic": ours.get("critic"),
         "settings": ours["settings"],
         "outputs": [f"bench/ppo_peer/out/{arm.ours}.json", f"bench/ppo_peer/out/{arm.peer}.json"],
@@ -310,9 +313,44 @@ def _figures(arm: Arm, ours: dict, peer: dict, bench: str) -> tuple[dict, list[d
     ]
     figures = [
         _row(bench, arm, "seconds_per_update", "PPO seconds per update", speed, speed_stat, also=also),
-        _row(bench, arm, "peak_rss", "PPO peak RSS", stats["peak_rss_ratio"], "ru_maxrss of each runner process"),
+        _row(
+            bench,
+            arm,
+            "peak_rss",
+            "PPO peak RSS",
+            stats["peak_rss_ratio"],
+            "ru_maxrss of each runner process",
+            also=_floor_stats(stats["rss_floor_mib"], stats["peak_rss_mib"]),
+        ),
     ]
     return stats, figures
+
+
+def rss_floor_mib(run: dict) -> float | None:
+    """RSS that training holds whatever its activations: the RSS after imports plus parameters, gradients and
+    optimizer state (``memory_floor_mib``, common.py); None for a run that did not record them."""
+    floor = run.get("memory_floor_mib")
+    if floor is None:
+        return None
+    imports = {m[0]: m[2] for m in run["probe"]["marks"]}["imports done"]
+    return imports + floor["parameters"] + floor["gradients"] + floor["optimizer_state"]
+
+
+def _floor_stats(floors: list[float | None], peaks: list[float]) -> list[dict]:
+    """The peak-RSS figure's floor statistics (no verdict): alignkit's floor / TRL 1.12's peak is the ratio a run
+    with no activation memory at all would reach; the peaks above the floors compare what each side adds to it."""
+    if None in floors:
+        return []
+    above = [peak - floor for peak, floor in zip(peaks, floors, strict=True)]
+    return [
+        {
+            "statistic": "alignkit's floor (RSS after imports + parameters + gradients + optimizer state) / TRL "
+            "1.12's peak: the ratio with no activation memory at all",
+            "measured": floors[0] / peaks[1],
+            "met": None,
+        },
+        {"statistic": "peak RSS above the floor, alignkit / TRL 1.12", "measured": above[0] / above[1], "met": None},
+    ]
 
 
 def _section(arm: Arm, ours: dict, peer: dict, date: str) -> str:
@@ -420,13 +458,29 @@ def _phase(d: dict, name: str | None) -> str:
 
 
 def _memory(ours: dict, peer: dict) -> list[str]:
-    lines = ["RSS (MiB): after imports, after building the trainer, the highest sample and the phase it fell in:", ""]
-    lines += ["| | imports | trainer built | peak sample (phase) |", "|---|---|---|---|"]
-    for name, d in (("alignkit", ours), ("TRL 1.12", peer)):
+    floors = [rss_floor_mib(d) for d in (ours, peer)]
+    with_floor = None not in floors
+    lines = ["RSS (MiB): after imports, after building the trainer, the highest sample and the phase it fell in"]
+    if with_floor:
+        lines[0] += (
+            "; the floor, what training holds whatever its activations (RSS after imports + parameters + gradients "
+            "+ optimizer state, counted from the tensors), and the peak (ru_maxrss) above it"
+        )
+    lines[0] += ":"
+    lines += [
+        "",
+        "| | imports | trainer built | peak sample (phase) |"
+        + (" floor | peak above the floor |" if with_floor else ""),
+    ]
+    lines += ["|---|---|---|---|" + ("---|---|" if with_floor else "")]
+    for name, d, floor in (("alignkit", ours, floors[0]), ("TRL 1.12", peer, floors[1])):
         marks = {m[0]: m[2] for m in d["probe"]["marks"]}
         top = d["probe"]["top"]
         built = marks.get("trainer built", float("nan"))
-        lines.append(f"| {name} | {marks['imports done']:.0f} | {built:.0f} | {top['rss_mib']:.0f} ({top['phase']}) |")
+        row = f"| {name} | {marks['imports done']:.0f} | {built:.0f} | {top['rss_mib']:.0f} ({top['phase']}) |"
+        if with_floor:
+            row += f" {floor:.0f} | {d['peak_rss_mib'] - floor:.0f} |"
+        lines.append(row)
     return lines
 
 
@@ -458,6 +512,7 @@ def _seed_entry(stats: dict, date: str | None) -> dict:
     return {
         "reward_curve": stats["reward_curve"],
         "kl_curve": stats["kl_curve"],
+        **{key: stats[key] for key in (*KL_SPLIT, *COMPLETION_CURVES) if key in stats},
         "seconds_per_update_ratio": stats["overlap_update_seconds_ratio"] or stats["median_update_seconds_ratio"],
         "peak_rss_ratio": stats["peak_rss_ratio"],
         "outputs": stats["outputs"],
@@ -495,6 +550,8 @@ def _over_seeds(
             per_seed[str(seed)] = {
                 "reward_curve": [ours["reward_curve"], peer["reward_curve"]],
                 "kl_curve": [ours.get("kl_curve", []), peer.get("kl_curve", [])],
+                **_alignkit_kl_split(ours),
+                **_completion_curves(ours, peer),
                 "seconds_per_update_ratio": None,
                 "peak_rss_ratio": None,
                 "outputs": [f"bench/ppo_peer/out/{seed_arm.ours}.json", f"bench/ppo_peer/out/{seed_arm.peer}.json"],
@@ -515,6 +572,7 @@ def _over_seeds(
         "last_half_diff_sd": statistics.stdev(diffs),
         "last_half_mean_reward_over_seeds": side_means,
         "per_rollout": _per_rollout(per_seed, seeds),
+        **_kl_last_half(per_seed, seeds),
         "seconds_per_update_ratio_mean": _mean_of_known(per_seed[s]["seconds_per_update_ratio"] for s in seeds),
         "peak_rss_ratio_mean": _mean_of_known(per_seed[s]["peak_rss_ratio"] for s in seeds),
     }
@@ -548,10 +606,13 @@ def _over_seeds(
 
 
 def _per_rollout(per_seed: dict, seeds: list[str]) -> dict[str, list[dict]]:
-    """Reward and KL per rollout, ``[mean, sd]`` over the seeds for each side (None where a seed lacks the rollout)."""
+    """Reward and KL per rollout, and completion lengths and EOS rates where every seed's pair recorded them:
+    ``[mean, sd]`` over the seeds for each side (None where a seed lacks the rollout); alignkit's KL split by token
+    (``kl_peer_tokens``, ``kl_eos``) where every seed's run recorded it."""
     n = min(len(per_seed[s]["reward_curve"][i]) for s in seeds for i in (0, 1))
     out: dict[str, list[dict]] = {}
-    for curve in ("reward_curve", "kl_curve"):
+    recorded = [c for c in COMPLETION_CURVES if all(c in per_seed[s] for s in seeds)]  # newer runners only
+    for curve in ("reward_curve", "kl_curve", *recorded):
         rows = []
         for r in range(n):
             row = {}
@@ -559,8 +620,47 @@ def _per_rollout(per_seed: dict, seeds: list[str]) -> dict[str, list[dict]]:
                 values = [per_seed[s][curve][i][r] for s in seeds if len(per_seed[s][curve][i]) > r]
                 row[side] = [statistics.mean(values), statistics.stdev(values)] if len(values) == len(seeds) else None
             rows.append(row)
-        out[curve.split("_")[0]] = rows
+        out[curve.removesuffix("_curve")] = rows
+    for key in KL_SPLIT:  # alignkit's side only; None unless every seed's run recorded it
+        curves = [per_seed[s].get(key) for s in seeds]
+        if all(c is not None and len(c) >= n for c in curves):
+            out[key.removesuffix("_curve")] = [
+                [statistics.mean(c[r] for c in curves), statistics.stdev(c[r] for c in curves)] for r in range(n)
+            ]
     return out
+
+
+def _kl_last_half(per_seed: dict, seeds: list[str]) -> dict:
+    """Per seed, the mean KL over the last half's rollouts: alignkit's on TRL 1.12's tokens (``kl_peer_tokens_curve``)
+    and TRL 1.12's; their paired difference, mean and sd over the seeds. Empty unless every seed recorded the split."""
+    if not all("kl_peer_tokens_curve" in per_seed[s] for s in seeds):
+        return {}
+    halves = {s: [last_half_mean(per_seed[s]["kl_peer_tokens_curve"]), last_half_mean(per_seed[s]["kl_curve"][1])]
+              for s in seeds}  # fmt: skip
+    diffs = [a - b for a, b in halves.values()]
+    return {
+        "kl_last_half_same_tokens": halves,
+        "kl_last_half_diff_mean": statistics.mean(diffs),
+        "kl_last_half_diff_sd": statistics.stdev(diffs),
+    }
+
+
+# alignkit's k1 KL split by token (bench/ppo_peer/run_alignkit.py, _record_kl_on_peer_tokens): on the tokens TRL 1.12
+# counts (before the first pad id; SmolLM2's pad is its EOS) and at the EOS token, which TRL 1.12 leaves out.
+KL_SPLIT = ("kl_peer_tokens_curve", "kl_eos_curve")
+
+
+def _alignkit_kl_split(ours: dict) -> dict:
+    return {key: ours[key] for key in KL_SPLIT if key in ours}
+
+
+# Both runners' completion lengths per rollout (common.completion_curves): tokens before EOS, and the share that
+# ended with EOS rather than at response_length.
+COMPLETION_CURVES = ("length_curve", "eos_rate_curve")
+
+
+def _completion_curves(ours: dict, peer: dict) -> dict:
+    return {key: [ours[key], peer[key]] for key in COMPLETION_CURVES if key in ours and key in peer}
 
 
 def _mean_of_known(values) -> float | None:
@@ -596,13 +696,48 @@ def _seed_lines(name: str, per_seed: dict, seeds: list[str], stats: dict) -> lis
         "",
         "Reward (math_answer mean per rollout of 16) and KL, mean ± sd over the seeds:",
         "",
-        "| rollout | alignkit reward | TRL 1.12 reward | alignkit KL | TRL 1.12 KL |",
-        "|---|---|---|---|---|",
     ]
     rollouts = stats["per_rollout"]
+    split = "kl_peer_tokens" in rollouts and "kl_eos" in rollouts
+    header = "| rollout | alignkit reward | TRL 1.12 reward | alignkit KL | TRL 1.12 KL |"
+    lines += [
+        header + (" alignkit KL on TRL 1.12's tokens | alignkit KL at EOS |" if split else ""),
+        "|---|---|---|---|---|" + ("---|---|" if split else ""),
+    ]
     for i, (reward, kl) in enumerate(zip(rollouts["reward"], rollouts["kl"], strict=True)):
         cells = [_mean_sd(row[side]) for row in (reward, kl) for side in ("alignkit", "trl112")]
+        if split:
+            cells += [_mean_sd(rollouts[key][i]) for key in ("kl_peer_tokens", "kl_eos")]
         lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
+    if split:
+        lines += [
+            "",
+            "TRL 1.12 counts a completion's tokens before its first pad id, and SmolLM2's pad is its EOS: the EOS "
+            "token is outside TRL 1.12's loss and its KL. alignkit's KL on TRL 1.12's tokens leaves it out too "
+            "(`kl_peer_tokens_curve` in alignkit's output); its KL at EOS is the rest.",
+        ]
+    if "kl_last_half_same_tokens" in stats:
+        per = stats["kl_last_half_same_tokens"]
+        lines += [
+            "",
+            "KL over the last half's rollouts, on the same tokens (alignkit's on TRL 1.12's tokens, TRL 1.12's), per "
+            "seed: "
+            + "; ".join(f"{s}: {per[s][0]:.3f} vs {per[s][1]:.3f}" for s in seeds)
+            + f". Difference, mean ± sd over the seeds: {stats['kl_last_half_diff_mean']:+.3f} ± "
+            f"{stats['kl_last_half_diff_sd']:.3f}.",
+        ]
+    if "length" in rollouts and "eos_rate" in rollouts:
+        lines += [
+            "",
+            "Completions, mean ± sd over the seeds: tokens before EOS (EOS not counted, on both sides), and the share "
+            "that ended with EOS rather than at the length limit:",
+            "",
+            "| rollout | alignkit tokens | TRL 1.12 tokens | alignkit ended with EOS | TRL 1.12 ended with EOS |",
+            "|---|---|---|---|---|",
+        ]
+        for i, (length, eos) in enumerate(zip(rollouts["length"], rollouts["eos_rate"], strict=True)):
+            cells = [_mean_sd(row[side]) for row in (length, eos) for side in ("alignkit", "trl112")]
+            lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Per seed: mean reward over the last half's rollouts, and the pair's ratios (alignkit / TRL 1.12):",

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from common import SETTINGS as S  # noqa: E402
-from common import peak_rss_mib, prompts, seeded, write  # noqa: E402
+from common import completion_curves, memory_floor_mib, peak_rss_mib, prompts, seeded, write  # noqa: E402
 from probe import Probe  # noqa: E402
 
 
@@ -83,6 +83,7 @@ def main() -> None:
         trainer = PPOTrainer(model, [MathAnswer()], args=args, train_dataset=ds, peft_config=lora)
     trainer.add_callback(Clock())
     _instrument(probe, trainer)
+    peer_token_kl, lengths, ended = _record_kl_on_peer_tokens(trainer)
     probe.mark("trainer built")
     trained = trainer._critic_params  # head (+ value adapter, or the separate backbone)
     marks.append(time.perf_counter())
@@ -101,9 +102,12 @@ def main() -> None:
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
             "update_marks": marks,  # time.perf_counter(): CLOCK_MONOTONIC, comparable across the two processes
             "peak_rss_mib": peak_rss_mib(),
+            "memory_floor_mib": memory_floor_mib(trainer.model, trainer.optimizer),
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "kl_curve": kls,
+            **peer_token_kl,
+            **completion_curves(lengths, ended, S["rollout"]),
             "settings": settings,
             "overrides": a.set,
             "precision": precision,
@@ -139,6 +143,47 @@ def _instrument(probe, trainer) -> None:
             probe.wrap(trainer.optimizer, "step", "optimizer_step")
 
     trainer.add_callback(WrapOptimizer())
+
+
+def _record_kl_on_peer_tokens(trainer) -> tuple[dict[str, list[float]], list[int], list[bool]]:
+    """Per training rollout, the reward's k1 KL (Σ_t over a sequence's tokens, mean over sequences) on the tokens
+    TRL 1.12 counts, and at the EOS token alone; the lists fill as the run goes.
+
+    TRL 1.12 scores a completion's tokens before its first pad id (its ``sequence_lengths``). SmolLM2's pad token is
+    its EOS (``<|im_end|>``), so the EOS token is outside TRL 1.12's policy loss and its ``objective/kl``; alignkit's
+    completion mask (GRPO's) keeps it, in the loss and in ``kl/in_reward``. ``kl_peer_tokens_curve`` is alignkit's
+    KL on TRL 1.12's tokens (its ``kl_curve`` minus ``kl_eos_curve``), the like-for-like KL reading. Also returns
+    two lists that fill likewise: each completion's tokens before EOS, and whether it ended with EOS.
+    """
+    import alignkit.plugins.ppo.ppo_trainer as ppo_module
+
+    pad_id = trainer.processing_class.pad_token_id
+    curves: dict[str, list[float]] = {"kl_peer_tokens_curve": [], "kl_eos_curve": []}
+    lengths, ended = [], []  # per completion: tokens before EOS, and whether it ended with EOS
+    seen: dict[str, object] = {}
+    estimate, rollout = ppo_module.kl_estimate, trainer._generate_and_score_completions
+
+    def capture(old, ref, estimator):  # the rollout's π_old and reference log-probs, as the reward reads them
+        seen["k1"] = (old - ref).detach()
+        return estimate(old, ref, estimator)
+
+    def recorded(inputs):
+        out = rollout(inputs)
+        k1 = seen.pop("k1")
+        if trainer.model.training:
+            mask, ids = out["completion_mask"].bool(), out["completion_ids"]
+            lengths.extend((mask & (ids != pad_id)).sum(1).tolist())  # tokens before EOS, as TRL 1.12 counts them
+            ended.extend((mask & (ids == pad_id)).any(1).tolist())
+            for key, tokens in (
+                ("kl_peer_tokens_curve", mask & (ids != pad_id)),
+                ("kl_eos_curve", mask & (ids == pad_id)),
+            ):
+                curves[key].append((k1 * tokens).sum(1).mean().item())
+        return out
+
+    ppo_module.kl_estimate = capture
+    trainer._generate_and_score_completions = recorded
+    return curves, lengths, ended
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 from common import SETTINGS as S  # noqa: E402
-from common import answer_of, peak_rss_mib, prompts, seeded, write  # noqa: E402
+from common import answer_of, completion_curves, memory_floor_mib, peak_rss_mib, prompts, seeded, write  # noqa: E402
 from probe import Probe  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -114,7 +114,7 @@ def main() -> None:
             args=args, processing_class=tok, model=policy, ref_model=None, reward_model=GraderRewardModel(tok),
             train_dataset=ds, value_model=value, peft_config=lora, callbacks=[Clock()],
         )  # fmt: skip
-    _instrument(probe, trainer)
+    lengths, ended = _instrument(probe, trainer)
     probe.mark("trainer built")
     marks.append(time.perf_counter())
     with probe.phase("train"):
@@ -129,9 +129,11 @@ def main() -> None:
             "update_seconds": [b - a for a, b in zip(marks, marks[1:], strict=False)],
             "update_marks": marks,  # time.perf_counter(): CLOCK_MONOTONIC, comparable across the two processes
             "peak_rss_mib": peak_rss_mib(),
+            "memory_floor_mib": memory_floor_mib(trainer.model, trainer.optimizer),
             "train_seconds": marks[-1] - marks[0],
             "reward_curve": rewards,
             "kl_curve": kls,
+            **completion_curves(lengths, ended, S["rollout"]),
             "settings": settings,
             "precision": {"bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing},
             "probe": probe.summary(),
@@ -139,8 +141,10 @@ def main() -> None:
     )
 
 
-def _instrument(probe, trainer) -> None:
-    """Phase timers on TRL 1.12's module-level helpers (its train() is one loop, without methods to wrap)."""
+def _instrument(probe, trainer) -> tuple[list[int], list[bool]]:
+    """Phase timers on TRL 1.12's module-level helpers (its train() is one loop, without methods to wrap). Returns
+    two lists that fill as the run goes: each scored completion's tokens before EOS, and whether it had an EOS (it
+    is then shorter than response_length: TRL 1.12 scores the response cut after its first EOS, pads after it)."""
     import trl.experimental.ppo.ppo_trainer as m
 
     probe.wrap(m, "batch_generation", "generate")  # sampling + the generation scores (TRL's old log-probs)
@@ -150,13 +154,21 @@ def _instrument(probe, trainer) -> None:
         with probe.phase("train_fwd" if isinstance(model, m.PolicyAndValueWrapper) else "ref_fwd"):
             return forward(model, *args, **kwargs)
 
-    def timed_get_reward(model, *args, **kwargs):
+    lengths: list[int] = []
+    ended: list[bool] = []
+
+    def timed_get_reward(model, query_responses, pad_token_id, context_length):
+        if model is trainer.reward_model:  # the postprocessed responses, once per rollout chunk
+            responses = query_responses[:, context_length:]
+            lengths.extend((responses != pad_token_id).sum(1).tolist())
+            ended.extend((responses == pad_token_id).any(1).tolist())  # pad = EOS: an EOS, and the pads after it
         with probe.phase("reward" if model is trainer.reward_model else "values_fwd"):
-            return get_reward(model, *args, **kwargs)
+            return get_reward(model, query_responses, pad_token_id, context_length)
 
     m.forward, m.get_reward = timed_forward, timed_get_reward
     probe.wrap(trainer.accelerator, "backward", "backward")
     probe.wrap(trainer.optimizer, "step", "optimizer_step")
+    return lengths, ended
 
 
 if __name__ == "__main__":
