@@ -17,13 +17,14 @@ from trl.models.utils import disable_gradient_checkpointing
 
 from alignkit.plugins.common.finite_guard import FiniteRewards, wrap_reward_funcs
 from alignkit.plugins.common.kl_callback import AdaptiveKLMixin
-from alignkit.plugins.common.kl_estimators import kl_estimate, kl_k2, kl_k3
+from alignkit.plugins.common.kl_estimators import kl_estimate, kl_k2
 from alignkit.plugins.common.masked import masked_mean
 from alignkit.plugins.common.penalty_fields import add_penalty_rewards
 from alignkit.plugins.common.resume_state import RolloutResumeMixin
 from alignkit.plugins.ppo.ppo_config import PPOConfig
 from alignkit.plugins.ppo.ppo_critic import CRITIC_STATE_FILE, CriticMixin
 from alignkit.plugins.ppo.ppo_forward import ForwardEconomies
+from alignkit.plugins.ppo.ppo_kl_reading import RolloutKLReading
 from alignkit.plugins.ppo.ppo_math import (
     apply_missing_eos_penalty,
     clipped_policy_loss,
@@ -38,7 +39,7 @@ from alignkit.plugins.ppo.ppo_math import (
 __all__ = ["CRITIC_STATE_FILE", "PPOConfig", "PPOTrainer"]
 
 
-class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMixin, GRPOTrainer):
+class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutKLReading, RolloutResumeMixin, GRPOTrainer):
     """Classic RLHF-PPO with a learned critic, built on ``trl.GRPOTrainer`` (Schulman et al. 2017; Ziegler et al.
     2019; Huang et al. 2024 "N+ implementation details").
 
@@ -58,8 +59,8 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMi
     ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. With ``kl_target``, β is
     updated once per rollout from the measured sequence KL (mean over sequences of Σ_t k3_t, nats per sequence,
     whatever ``kl_estimator`` the reward uses; also the ``kl`` metric), except from a rollout sampled before the first
-    policy update, through the adaptive-KL path GRPO and DPO share
-    (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
+    policy update (:class:`~alignkit.plugins.ppo.ppo_kl_reading.RolloutKLReading`), through the adaptive-KL path GRPO
+    and DPO share (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
 
     The critic (:class:`~alignkit.plugins.ppo.ppo_critic.CriticMixin`) is a second LoRA adapter ("value") on the
     policy's frozen base plus a linear head, or a separate backbone. Unscorable completions (all rewards None) score 0.
@@ -141,26 +142,8 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMi
         if self.args.whiten_advantages:
             advantages = masked_whiten(advantages, mask, moments=self._global_moments(advantages, mask))
 
-        # The controller reads the sequence KL with k3, whatever estimator the reward uses: both are unbiased for
-        # KL(π_old‖π_ref), and k3's per-token variance is O(KL_t²) against k1's O(KL_t), so its rollout mean has a
-        # smaller standard error (both logged: kl/seq_se, kl/in_reward_seq_se; bench/results/efficacy.md).
-        reading = kl if self.args.kl_estimator == "k3" else kl_k3(out["old_per_token_logps"], ref)
-        seq_kls = self.accelerator.gather((reading * mask).sum(1))
-        seq_kl = seq_kls.mean().item()
-        # One controller update per rollout, counted in sequences (Ziegler et al.'s unit). Not from a rollout sampled
-        # before the run's first update: a fresh LoRA policy is the reference (B = 0), so its KL ≈ 0 says nothing
-        # about β and would only push β down before training starts.
-        if mode == "train" and self.state.global_step > 0 and self._kl_callback is not None:
-            self._kl_callback.record(seq_kl, mask.size(0) * self.accelerator.num_processes)
-            self._kl_callback.flush()
+        self._read_rollout_kl(kl, out["old_per_token_logps"], ref, mask, mode)
         metrics = self._metrics[mode]
-        metrics["kl"].append(seq_kl)
-        # Standard error of that reading: one rollout's KL is a noisy sample mean (the controller sees it as is).
-        metrics["kl/seq_se"].append(_standard_error(seq_kls))
-        # The same KL as the reward's estimator sums it (equal to `kl` with kl_estimator k3): what β multiplies.
-        in_reward = seq_kls if reading is kl else self.accelerator.gather((kl * mask).sum(1))
-        metrics["kl/in_reward"].append(in_reward.mean().item())
-        metrics["kl/in_reward_seq_se"].append(_standard_error(in_reward))
         metrics["kl_coef"].append(beta)
         metrics["score"].append(self.accelerator.gather(scores).mean().item())
         metrics["total_reward"].append(self.accelerator.gather(rewards.sum(1)).mean().item())
@@ -206,8 +189,3 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutResumeMi
             metrics[name].append(self.accelerator.gather(value.detach()).mean().item())
         # GRPO declares loss_is_scaled_for_ga: the loss scales itself for gradient accumulation.
         return loss / (self.current_gradient_accumulation_steps if mode == "train" else 1.0)
-
-
-def _standard_error(x: torch.Tensor) -> float:
-    """SE of the mean of the 1-D sample ``x``: std(x) / √n (0 for a single value)."""
-    return (x.std() / len(x) ** 0.5).item() if len(x) > 1 else 0.0
