@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.resources
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -215,6 +216,7 @@ def parse_recipe_dict(
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
     _check_penalties_given_once(args, training_args, source)
+    _check_values(training_args, trainer, source)
     _check_report_to(training_args, source)
     return Recipe(
         name=name,
@@ -243,6 +245,30 @@ def _check_penalties_given_once(args, training_args, source: str) -> None:
             raise AlignkitError(
                 f"{source}: field '{key}' and reward_funcs entry '{reward_name}' both add the penalty (it would "
                 "count twice); keep one of them"
+            )
+
+
+# Values TRL and transformers accept but that would train silently wrong: (field, trainers or None for every one,
+# the bound a finite value must keep, why).
+_VALUE_RULES = (
+    ("learning_rate", None, (">", 0), "0 trains nothing, < 0 climbs the loss"),
+    ("beta", ("dpo", "kto", "cpo"), (">", 0), "the preference loss's scale: 0 makes it constant, < 0 inverts it"),
+    ("beta", ("grpo", "ppo"), (">=", 0), "the KL penalty's weight: 0 turns it off, < 0 would reward drifting"),
+    ("temperature", ("grpo", "ppo"), (">", 0), "the sampling temperature, which also divides the training logits"),
+)
+
+
+def _check_values(training_args, trainer: str, source: str) -> None:
+    """A value outside its field's range (:data:`_VALUE_RULES`) fails here, in one line, before any model loads:
+    neither TRL nor transformers checks these, and a run with them trains (or samples for minutes) before it
+    shows."""
+    for name, trainers, (op, bound), why in _VALUE_RULES:
+        if (trainers is not None and trainer not in trainers) or not hasattr(training_args, name):
+            continue
+        value = getattr(training_args, name)
+        if not (math.isfinite(value) and (value > bound if op == ">" else value >= bound)):
+            raise AlignkitError(
+                f"{source}: field '{name}' must be a finite number {op} {bound}, got {value!r} ({why})"
             )
 
 
