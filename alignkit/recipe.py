@@ -216,7 +216,7 @@ def parse_recipe_dict(
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
     _check_penalties_given_once(args, training_args, source)
-    _check_values(training_args, trainer, source)
+    _check_values(training_args, model_args, trainer, source)
     _check_report_to(training_args, source)
     return Recipe(
         name=name,
@@ -248,24 +248,36 @@ def _check_penalties_given_once(args, training_args, source: str) -> None:
             )
 
 
-# Values TRL and transformers accept but that would train silently wrong: (field, trainers or None for every one,
-# the bound a finite value must keep, why).
+# Values that TRL, transformers or PEFT accept, or reject only after minutes of sampling or with a traceback:
+# (which config, field, trainers or None for every one, the bound a finite value must keep, why). An unset (None)
+# field is not checked; the LoRA fields only when the recipe trains adapters (use_peft).
 _VALUE_RULES = (
-    ("learning_rate", None, (">", 0), "0 trains nothing, < 0 climbs the loss"),
-    ("beta", ("dpo", "kto", "cpo"), (">", 0), "the preference loss's scale: 0 makes it constant, < 0 inverts it"),
-    ("beta", ("grpo", "ppo"), (">=", 0), "the KL penalty's weight: 0 turns it off, < 0 would reward drifting"),
-    ("temperature", ("grpo", "ppo"), (">", 0), "the sampling temperature, which also divides the training logits"),
-)
+    ("training", "learning_rate", None, (">", 0), "0 trains nothing, < 0 climbs the loss"),
+    ("training", "weight_decay", None, (">=", 0), "< 0 grows the weights"),
+    ("training", "per_device_train_batch_size", None, (">=", 1), "rows per micro-batch"),
+    ("training", "gradient_accumulation_steps", None, (">=", 1), "micro-batches per optimizer step"),
+    ("training", "max_length", None, (">=", 1), "tokens kept per row"),
+    ("training", "max_completion_length", ("grpo", "ppo"), (">=", 1), "tokens sampled per completion"),
+    ("training", "beta", ("dpo", "kto", "cpo"), (">", 0), "the preference scale: 0 flattens the loss, < 0 inverts it"),
+    ("training", "beta", ("grpo", "ppo"), (">=", 0), "the KL penalty's weight: 0 is off, < 0 rewards drifting"),
+    ("training", "temperature", ("grpo", "ppo"), (">", 0), "sampling temperature; it also divides the logits"),
+    ("training", "epsilon", ("grpo", "ppo"), (">", 0), "the clip range of the policy ratio"),
+    ("training", "epsilon_high", ("grpo", "ppo"), (">", 0), "the upper clip range of the policy ratio"),
+    ("model", "lora_r", None, (">=", 1), "the adapters' rank"),
+    ("model", "lora_alpha", None, (">", 0), "the adapters' scale is lora_alpha / lora_r"),
+)  # fmt: skip
 
 
-def _check_values(training_args, trainer: str, source: str) -> None:
-    """A value outside its field's range (:data:`_VALUE_RULES`) fails here, in one line, before any model loads:
-    neither TRL nor transformers checks these, and a run with them trains (or samples for minutes) before it
-    shows."""
-    for name, trainers, (op, bound), why in _VALUE_RULES:
-        if (trainers is not None and trainer not in trainers) or not hasattr(training_args, name):
+def _check_values(training_args, model_args, trainer: str, source: str) -> None:
+    """A value outside its field's range (:data:`_VALUE_RULES`) fails here, in one line, before any model loads."""
+    configs = {"training": training_args, "model": model_args if getattr(model_args, "use_peft", False) else None}
+    for which, name, trainers, (op, bound), why in _VALUE_RULES:
+        config = configs[which]
+        if config is None or (trainers is not None and trainer not in trainers):
             continue
-        value = getattr(training_args, name)
+        value = getattr(config, name, None)
+        if value is None:
+            continue
         if not (math.isfinite(value) and (value > bound if op == ">" else value >= bound)):
             raise AlignkitError(
                 f"{source}: field '{name}' must be a finite number {op} {bound}, got {value!r} ({why})"
