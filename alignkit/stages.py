@@ -1,8 +1,7 @@
 """``alignkit pipeline`` (``make pipeline``): SFT, then the reward model, then each preference or RL method started
-from the SFT run, then one comparison report. A skeleton of issue 14's pipeline: the stages, caching and resuming
-are real; two ``alignkit eval --compare`` runs (every stage against the base model in ``vs-base/``, every method
-against SFT in ``vs-sft/``) feed one table with a plot, ``report.md`` (:mod:`alignkit.pipeline_report`), which also
-lists each stage's state and training time.
+from the SFT run, then one comparison report. Two ``alignkit eval --compare`` runs (every stage against
+the base model in ``vs-base/``, every method against SFT in ``vs-sft/``) feed one table with a plot, ``report.md``
+(:mod:`alignkit.pipeline_report`), which also lists each stage's state and training time.
 
 Every stage is a run under ``runs/pipeline/`` (``--runs-root``). A finished run is reused, an interrupted one
 (``NAME.partial``) resumes from its last checkpoint, a missing one trains; so a rerun after a failure redoes only what
