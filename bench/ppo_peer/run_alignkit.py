@@ -172,13 +172,11 @@ def _record_kl_on_peer_tokens(trainer) -> tuple[dict[str, list[float]], list[int
         k1 = seen.pop("k1")
         if trainer.model.training:
             mask, ids = out["completion_mask"].bool(), out["completion_ids"]
-            lengths.extend((mask & (ids != pad_id)).sum(1).tolist())  # tokens before EOS, as TRL 1.12 counts them
-            ended.extend((mask & (ids == pad_id)).any(1).tolist())
-            for key, tokens in (
-                ("kl_peer_tokens_curve", mask & (ids != pad_id)),
-                ("kl_eos_curve", mask & (ids == pad_id)),
-            ):
-                curves[key].append((k1 * tokens).sum(1).mean().item())
+            before_eos, at_eos = mask & (ids != pad_id), mask & (ids == pad_id)  # TRL 1.12 counts the first only
+            lengths.extend(before_eos.sum(1).tolist())
+            ended.extend(at_eos.any(1).tolist())
+            curves["kl_peer_tokens_curve"].append((k1 * before_eos).sum(1).mean().item())
+            curves["kl_eos_curve"].append((k1 * at_eos).sum(1).mean().item())
         return out
 
     ppo_module.kl_estimate = capture
