@@ -60,8 +60,8 @@ class GenerationConfig:
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
-    top_k: int = 0
-    seed: int = 0
+    top_k: int = field(default=0, metadata={"min": 0})  # 0 = off; "min": a suite may give 0 (eval/suite.py)
+    seed: int = field(default=0, metadata={"min": 0})
     batch_size: int = 16
     stop_loops: bool = False  # greedy only: stop a reply that ends in a repeated cycle, marked `looping`
 

@@ -18,7 +18,7 @@ class LmEvalOptions:
     tasks: list[str] = field(default_factory=list)  # lm-eval task names (eval/tasks/ holds offline ones); [] = off
     limit: int | float | None = None
     batch_size: int | str = 8
-    num_fewshot: int | None = None
+    num_fewshot: int | None = field(default=None, metadata={"min": 0})  # 0 = zero-shot
     mode: Literal["peft", "merge"] = "peft"  # merge: the adapter merged into a temporary checkpoint
 
 

@@ -118,10 +118,30 @@ def _nested_dataclass(hint: Any) -> type | None:
     return None
 
 
+def _value_problem(hint: Any, value: Any, metadata: Any) -> str | None:
+    """What is wrong with a suite value for a field typed ``bool`` or ``int`` (alone or ``| None``), else None.
+
+    A boolean must be YAML's true or false (a typo such as ``maybe`` would otherwise read as true). An integer field is
+    a count (prompts, rows, tokens, batch size) and must be >= 1, unless its field metadata sets another ``min``
+    (``top_k``, ``seed``, ``num_fewshot``: >= 0).
+    """
+    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+    if kinds == {bool}:
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    if kinds == {int}:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"must be a whole number, got {value!r}"
+        low = metadata.get("min", 1)
+        if value < low:
+            return f"must be >= {low}, got {value}"
+    return None
+
+
 def parse_options(cls: type, data: Any, where: str, path: Path) -> Any:
-    """``cls(**data)`` for one suite mapping: unknown keys, missing required keys and values that ``cls`` rejects
-    (``AlignkitError``/``ValueError`` from its ``__post_init__``) are one-line errors naming ``where`` and the file.
-    Fields whose type is a dataclass parse recursively."""
+    """``cls(**data)`` for one suite mapping: unknown keys, missing required keys, a bool or int field's bad value
+    (:func:`_value_problem`) and values that ``cls`` rejects (``AlignkitError``/``ValueError`` from its
+    ``__post_init__``) are one-line errors naming ``where`` and the file. Fields whose type is a dataclass parse
+    recursively."""
     data = _mapping(data, where, path)
     init_fields = [f for f in dataclasses.fields(cls) if f.init]
     _check_keys(data, [f.name for f in init_fields], where, path)
@@ -133,6 +153,8 @@ def parse_options(cls: type, data: Any, where: str, path: Path) -> Any:
         nested = _nested_dataclass(hints[f.name])
         if nested is not None and data.get(f.name) is not None:
             data[f.name] = parse_options(nested, data[f.name], f"{where}.{f.name}", path)
+        elif data.get(f.name) is not None and (problem := _value_problem(hints[f.name], data[f.name], f.metadata)):
+            raise AlignkitError(f"suite {path}: '{where}.{f.name}' {problem}")
     try:
         return cls(**data)
     except (AlignkitError, ValueError, TypeError) as exc:

@@ -147,6 +147,12 @@ def _unfinished_run_model(ctx: Ctx) -> list[str]:
     return ctx.train(model="run:sft-half")
 
 
+def _bool_typo_suite(ctx: Ctx) -> Path:
+    path = ctx.suite("metrics:\n  diversity: {}\n")
+    path.write_text(path.read_text().replace("do_sample: false", "do_sample: maybe"))
+    return path
+
+
 def _grpo(ctx: Ctx, *overrides: str) -> list[str]:
     return ctx.train("max_length=", "per_device_train_batch_size=4", *overrides, recipe="grpo-smol-rloo")
 
@@ -398,6 +404,12 @@ CASES: list[Case] = [
          _compare_different_suites, r"different eval suites.*--suite"),
     Case("eval-unknown-metric", "eval", "metrics: {rouge: {}}",
          lambda c: _eval(c, c.suite("metrics:\n  rouge: {}\n")), r"unknown key 'rouge' in 'metrics'"),
+    Case("eval-suite-bad-count", "eval", "perplexity batch_size: 0, which failed only after generating",
+         lambda c: _eval(c, c.suite("metrics:\n  perplexity: {batch_size: 0}\n")),
+         r"'metrics\.perplexity\.batch_size' must be >= 1, got 0"),
+    Case("eval-suite-bool-typo", "eval", "do_sample: maybe, which read as true",
+         lambda c: _eval(c, _bool_typo_suite(c)),
+         r"'generation\.do_sample' must be true or false"),
     Case("eval-unknown-judge", "eval", "win_rate judges: [gpt4]",
          lambda c: _eval(c, c.suite("metrics:\n  win_rate: {judges: [gpt4]}\n")),
          r"win_rate: unknown judge 'gpt4' \(known: "),

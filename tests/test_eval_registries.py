@@ -71,7 +71,21 @@ def test_suite_parses_into_dataclasses(suite_file):
             "'metrics.rm_score' needs a 'reward_model'",
         ),
         (lambda s: s.replace("[rm, grader]", "[rm, gpt4]"), r"unknown judge 'gpt4' \(known: grader, llm, rm\)"),
-        (lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 0"), "max_new_tokens: must be >= 1"),
+        (lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 0"), "'generation.max_new_tokens' must be >= 1"),
+        # a typo in a boolean would read as true; a count of rows must be a whole number >= 1 (top_k may be 0)
+        (
+            lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 4, do_sample: maybe"),
+            "'generation.do_sample' must be true or false, got 'maybe'",
+        ),
+        (
+            lambda s: s.replace("}, reference_model", ", max_samples: 0}, reference_model"),
+            r"'metrics\.perplexity\.heldout\.max_samples' must be >= 1, got 0",
+        ),
+        (
+            lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 4.5"),
+            "'generation.max_new_tokens' must be a whole number, got 4.5",
+        ),
+        (lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 4, top_k: -1"), "'generation.top_k' must be >= 0"),
     ],
 )
 def test_bad_suite_keys_are_one_line_naming_key_and_file(suite_file, mutate, match):
@@ -79,6 +93,14 @@ def test_bad_suite_keys_are_one_line_naming_key_and_file(suite_file, mutate, mat
     with pytest.raises(AlignkitError, match=match) as err:
         load_suite(str(path))
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_counts_that_may_be_zero_are_accepted(suite_file):
+    # top_k 0 (off) and seed 0 are values, not counts: the >= 1 rule of count fields leaves them alone
+    suite = load_suite(
+        str(suite_file(lambda s: s.replace("max_new_tokens: 4", "max_new_tokens: 4, top_k: 0, seed: 0")))
+    )
+    assert suite.generation.top_k == 0 and suite.generation.seed == 0 and suite.generation.max_new_tokens == 4
 
 
 def test_unknown_names_list_the_known_ones():
