@@ -13,11 +13,13 @@ Unknown keys fail loudly, naming the key and the file. Keys the recipe leaves ou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.resources
 import math
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -216,6 +218,7 @@ def parse_recipe_dict(
         message = re.sub(r"argument --([\w]+)(/--[\w-]+)?", r"field \1", str(exc))
         raise AlignkitError(f"{source}: {message}") from None
     _check_penalties_given_once(args, training_args, source)
+    _check_whole_numbers((args, model_args, training_args), source)
     _check_values(training_args, model_args, trainer, source)
     _check_report_to(training_args, source)
     return Recipe(
@@ -246,6 +249,18 @@ def _check_penalties_given_once(args, training_args, source: str) -> None:
                 f"{source}: field '{key}' and reward_funcs entry '{reward_name}' both add the penalty (it would "
                 "count twice); keep one of them"
             )
+
+
+def _check_whole_numbers(configs, source: str) -> None:
+    """An integer field given a non-integer (``max_steps: 2.5``) fails here. The parser converts only string values,
+    so a YAML float reached the trainer as is: a run of 2.5 steps, or a float batch size failing in the data loader."""
+    for config in configs:
+        hints = typing.get_type_hints(type(config))
+        for f in dataclasses.fields(config):
+            kinds = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
+            value = getattr(config, f.name)
+            if kinds == {int} and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise AlignkitError(f"{source}: field '{f.name}' must be a whole number, got {value!r}")
 
 
 # Values that TRL, transformers or PEFT accept, or reject only after minutes of sampling or with a traceback:

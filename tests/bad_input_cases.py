@@ -324,6 +324,8 @@ CASES: list[Case] = [
          lambda c: c.train("learning_rate=0"), r"field 'learning_rate' must be a finite number > 0, got 0"),
     Case("recipe-zero-temperature", "recipe", "temperature: 0 (GRPO), which TRL accepts",
          lambda c: _grpo(c, "temperature=0"), r"field 'temperature' must be a finite number > 0, got 0"),
+    Case("recipe-float-count", "recipe", "max_steps: 2.5, which reached the trainer as a float",
+         lambda c: c.train("max_steps=2.5"), r"field 'max_steps' must be a whole number, got 2\.5"),
     Case("recipe-zero-batch", "recipe", "per_device_train_batch_size: 0, which fails only after sampling",
          lambda c: c.train("per_device_train_batch_size=0"),
          r"field 'per_device_train_batch_size' must be a finite number >= 1, got 0"),
