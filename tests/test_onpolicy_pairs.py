@@ -239,6 +239,7 @@ def test_cli_builds_writes_a_card_and_reuses(ws, capsys):
         (dict(n_test=2), "the test prompt set is empty; nothing to sample; a prompt file has no held-out split"),
         (dict(prompts="NOANSWER", scorer="math_answer"), "reference column 'answer', which prompts .* lack"),
         (dict(n_samples=1), "n_samples: must be >= 2"),
+        (dict(batch_size=0), "batch_size: must be >= 1, got 0"),  # left an empty scratch folder in the cache
         (dict(prompts="role:test"), "role must be one of policy, proxy, judge"),
     ],
 )

@@ -67,7 +67,10 @@ def deferrable_runs(args: dict[str, Any], purpose: str) -> list[RunNeed]:
     return [need for need in required_runs(args, purpose) if need.name not in policy]
 
 
-def _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset) -> None:
+def _check(
+    n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset, batch_size,
+    scorer_batch_size,
+) -> None:  # fmt: skip
     problems = [
         (n_prompts >= 1, f"n_prompts: must be >= 1, got {n_prompts}"),
         (n_test >= 0, f"n_test: must be >= 0, got {n_test}"),
@@ -77,6 +80,8 @@ def _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chu
         (max_new_tokens >= 1, f"max_new_tokens: must be >= 1, got {max_new_tokens}"),
         (chunk_size >= 1, f"chunk_size: must be >= 1, got {chunk_size}"),
         (prompt_offset >= 0, f"prompt_offset: must be >= 0, got {prompt_offset}"),
+        (batch_size >= 1, f"batch_size: must be >= 1, got {batch_size}"),
+        (scorer_batch_size >= 1, f"scorer_batch_size: must be >= 1, got {scorer_batch_size}"),
     ]
     for ok, message in problems:
         if not ok:
@@ -178,7 +183,10 @@ def build_onpolicy_pairs(
     from alignkit.data.onpolicy_prompts import load_pool, pick
     from alignkit.data.response_scorers import parse_scorer
 
-    _check(n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset)
+    _check(
+        n_prompts, n_test, n_samples, temperature, top_p, max_new_tokens, chunk_size, prompt_offset, batch_size,
+        scorer_batch_size,
+    )  # fmt: skip
     try:
         rules = SelectionRules(
             min_margin=min_margin,
