@@ -28,6 +28,7 @@ import yaml
 
 from alignkit import yaml12
 from alignkit.errors import AlignkitError
+from alignkit.field_types import hint_kinds, is_whole_number
 
 # trainer name -> (module, config class, trainer class). alignkit's plugins where alignkit adds something; TRL's own
 # trainer where nothing of ours applies (KTO; CPO, whose loss_type simpo with cpo_alpha 0 is SimPO).
@@ -257,9 +258,8 @@ def _check_whole_numbers(configs, source: str) -> None:
     for config in configs:
         hints = typing.get_type_hints(type(config))
         for f in dataclasses.fields(config):
-            kinds = set(typing.get_args(hints[f.name])) - {type(None)} or {hints[f.name]}
             value = getattr(config, f.name)
-            if kinds == {int} and value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if hint_kinds(hints[f.name]) == {int} and value is not None and not is_whole_number(value):
                 raise AlignkitError(f"{source}: field '{f.name}' must be a whole number, got {value!r}")
 
 

@@ -21,6 +21,7 @@ import yaml
 from alignkit.errors import AlignkitError
 from alignkit.eval.generation import GenerationConfig
 from alignkit.eval.registries import METRICS, PROMPT_SOURCES
+from alignkit.field_types import hint_kinds, is_whole_number
 from alignkit.inference_precision import check_precision
 from alignkit.pipeline import RunNeed
 
@@ -125,11 +126,11 @@ def _value_problem(hint: Any, value: Any, metadata: Any) -> str | None:
     a count (prompts, rows, tokens, batch size) and must be >= 1, unless its field metadata sets another ``min``
     (``top_k``, ``seed``, ``num_fewshot``: >= 0).
     """
-    kinds = set(typing.get_args(hint)) - {type(None)} or {hint}
+    kinds = hint_kinds(hint)
     if kinds == {bool}:
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     if kinds == {int}:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_whole_number(value):
             return f"must be a whole number, got {value!r}"
         low = metadata.get("min", 1)
         if value < low:
