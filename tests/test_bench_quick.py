@@ -314,3 +314,26 @@ def test_ppo_efficacy_reports_both_readings_noise_over_the_last_half():
         "kl_in_reward_se_last_half": pytest.approx(0.10),
     }
     assert ppo_efficacy.reading_noise([{"kl": 0.01}, {"kl": 0.02}]) == {}  # GRPO logs neither
+
+
+def test_ppo_efficacy_reads_k3_beside_an_analytic_reading():
+    import ppo_efficacy
+
+    # 4 rollouts, target 0.5 (band 0.375-0.625): the last half is rollouts 3-4. The controller read 0.5, 0.55 (both
+    # in band); k3 read 0.3, 0.7 (neither); rollout 4 fell back to k3 (no tail logged for it).
+    rollouts = [
+        {"kl": 0.0, "kl/k3": 0.0, "kl/analytic_tail": 0.5, "kl/analytic_missing": 0.0},
+        {"kl": 0.2, "kl/k3": 0.25, "kl/analytic_tail": 0.5, "kl/analytic_missing": 0.0},
+        {"kl": 0.5, "kl/k3": 0.3, "kl/analytic_tail": 0.02, "kl/analytic_missing": 0.0},
+        {"kl": 0.55, "kl/k3": 0.7, "kl/analytic_missing": 1.0},
+    ]
+    out = ppo_efficacy.k3_beside_analytic(rollouts, 0.5)
+    assert out["k3_kl_in_band_fraction"] == 0.0 and out["k3_kl_last_half_readings_in_band"] == "0/2"
+    assert out["k3_kl_last_half_mean"] == pytest.approx(0.5)
+    assert out["kl_analytic_tail_last_half"] == pytest.approx(0.02)
+    assert out["kl_analytic_missing_rollouts"] == 1
+    assert ppo_efficacy.band_summary([r["kl"] for r in rollouts], 0.5)["kl_in_band_fraction"] == 1.0
+    assert ppo_efficacy.k3_beside_analytic([{"kl": 0.5}, {"kl": 0.4}], 0.5) == {}  # a k3 run logs no kl/k3
+    summary = {"accuracy_gain": 0.1, "train_minutes": 1.0, "kl_in_band_fraction": 1.0, **out}
+    row = ppo_efficacy.result(summary, "cmd", "2026-12-05", 1)["figures"][-1]
+    assert row["met"] is True and row["also"][0]["measured"] == 0.0 and row["also"][0]["met"] is False

@@ -126,3 +126,41 @@ def test_masked_mean_ignores_padding_even_if_inf():
     assert masked_mean(x, mask).item() == pytest.approx(2.0)
     assert torch.allclose(masked_mean(x, mask, dim=-1), torch.tensor([2.0, 2.0]))
     assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_topk_analytic_kl_is_exact_when_k_covers_the_vocabulary():
+    from alignkit.plugins.common.kl_estimators import kl_topk_analytic
+
+    p, q = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.5, 0.3])
+    kl, tail = kl_topk_analytic(p.log(), q.log())
+    # 0.5 log 2.5 + 0.3 log 0.6 + 0.2 log(2/3) = 0.458145 − 0.153248 − 0.081093
+    assert kl.item() == pytest.approx(0.5 * math.log(2.5) + 0.3 * math.log(0.6) + 0.2 * math.log(2 / 3), abs=1e-6)
+    assert tail.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_topk_analytic_kl_bounds_the_tail_from_below():
+    from alignkit.plugins.common.kl_estimators import kl_topk_analytic
+
+    p = torch.tensor([0.5, 0.3, 0.1, 0.1])
+    q = torch.tensor([0.2, 0.5, 0.05, 0.25])
+    exact = (p * (p / q).log()).sum().item()
+    kl, tail = kl_topk_analytic(p[:2].log(), q[:2].log())  # top 2 of 4
+    # head 0.5 log 2.5 + 0.3 log 0.6; tail 0.2 log(0.2 / 0.3): the two tail tokens' ratios (2, 0.4) pooled
+    head = 0.5 * math.log(2.5) + 0.3 * math.log(0.6)
+    assert kl.item() == pytest.approx(head + 0.2 * math.log(0.2 / 0.3), abs=1e-6)
+    assert tail.item() == pytest.approx(0.2, abs=1e-6)
+    assert kl.item() < exact  # log-sum inequality: pooling the tail never overstates it
+    # Equal when the tail's ratio is constant (0.1/0.05 = 0.1/0.05)
+    q_flat = torch.tensor([0.2, 0.7, 0.05, 0.05])
+    exact_flat = (p * (p / q_flat).log()).sum().item()
+    assert kl_topk_analytic(p[:2].log(), q_flat[:2].log())[0].item() == pytest.approx(exact_flat, abs=1e-6)
+
+
+def test_topk_analytic_kl_keeps_leading_dimensions():
+    from alignkit.plugins.common.kl_estimators import kl_topk_analytic
+
+    logp = torch.log_softmax(torch.randn(2, 3, 5), -1)
+    ref = torch.log_softmax(torch.randn(2, 3, 5), -1)
+    kl, tail = kl_topk_analytic(logp, ref)
+    assert kl.shape == tail.shape == (2, 3)
+    torch.testing.assert_close(kl, (logp.exp() * (logp - ref)).sum(-1), atol=1e-6, rtol=1e-5)

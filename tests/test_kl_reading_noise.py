@@ -1,6 +1,7 @@
 """bench/kl_reading_noise.py's three sequence-KL readings on a stand-in policy with known next-token distributions."""
 
 import contextlib
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -38,9 +39,12 @@ def test_three_readings_against_hand_values():
     ids = torch.tensor([[0, 0, 0, 1, 2], [0, 0, 2, 2, 0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]]).bool()
     attn = torch.cat([torch.ones(2, 2, dtype=torch.long), mask.long()], 1)
-    k1, k3, analytic = sequence_kls(model, ids, attn, 2, mask, temperature=1.0, chunk=1)
+    k1, k3, analytic, top2 = sequence_kls(model, ids, attn, 2, mask, temperature=1.0, chunk=1, top_k=2)
     kl = (p * (p / q).log()).sum()
     torch.testing.assert_close(analytic, torch.stack([3 * kl, 2 * kl]))  # per-token KL x valid tokens
+    # top 2 of 3 (p's 0.5, 0.3): 0.5 log 2.5 + 0.3 log 0.6, the last token pooled: 0.2 log(0.2 / 0.3), here exact
+    top_kl = 0.5 * math.log(2.5) + 0.3 * math.log(0.6) + 0.2 * math.log(0.2 / 0.3)
+    torch.testing.assert_close(top2, torch.tensor([3 * top_kl, 2 * top_kl]))
     log_ratio = (p / q).log()  # k1 per token = log p(y) - log q(y)
     torch.testing.assert_close(k1, torch.stack([log_ratio[[0, 1, 2]].sum(), log_ratio[[2, 2]].sum()]))
     r = q / p

@@ -31,7 +31,14 @@ def test_grpo_seams_still_exist():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"kl_estimator": "k9"}, {"lam": 1.5}, {"kl_target": 0.0}, {"repetition_penalty_weight": -0.5}]
+    "bad",
+    [
+        {"kl_estimator": "k9"},
+        {"lam": 1.5},
+        {"kl_target": 0.0},
+        {"repetition_penalty_weight": -0.5},
+        {"kl_reading": "k1"},
+    ],
 )
 def test_config_rejects_bad_fields(tmp_path, bad):
     with pytest.raises(ValueError, match=next(iter(bad)).split("_")[0]):
@@ -134,6 +141,58 @@ def test_controller_reads_k3_whatever_the_reward_estimator(tiny_model, tmp_path,
     n = len(k3_seq)
     assert logged[1]["kl/seq_se"] == pytest.approx((k3_seq.std() / n**0.5).item(), rel=1e-4)
     assert logged[1]["kl/in_reward_seq_se"] == pytest.approx((k1_seq.std() / n**0.5).item(), rel=1e-4)
+
+
+def test_analytic_kl_reading_equals_the_full_vocabulary_kl(tiny_model, tmp_path, monkeypatch):
+    # kl_reading analytic with k covering the whole vocabulary: the controller's reading must equal the exact KL of
+    # each next-token distribution (policy vs adapters off), summed over the completion and averaged over sequences,
+    # computed here by plain forwards at the moment of the rollout; k3 is still logged as kl/k3.
+    from alignkit.plugins.common.kl_estimators import kl_k3
+    from alignkit.plugins.ppo import ppo_forward
+
+    monkeypatch.setattr(ppo_forward, "TOP_K", 10**6)  # topk is capped at the vocabulary
+    trainer = _trainer(tiny_model, tmp_path, steps_per_generation=1, num_iterations=1, save_strategy="no",
+                       kl_reading="analytic", temperature=0.7)  # fmt: skip
+    exact, k3s = [], []
+    take = trainer._take_analytic_kl
+
+    def take_and_check(out, ref):
+        ids = torch.cat([out["prompt_ids"], out["completion_ids"]], 1)
+        attn = torch.cat([out["prompt_mask"], out["completion_mask"]], 1)
+        n, mask = out["completion_ids"].size(1), out["completion_mask"].float()
+        model = trainer.accelerator.unwrap_model(trainer.model)
+
+        def next_token_logps():
+            return torch.log_softmax(model(input_ids=ids, attention_mask=attn).logits[:, -n - 1 : -1] / 0.7, -1)
+
+        with torch.no_grad():
+            logp = next_token_logps()
+            with model.disable_adapter():
+                ref_full = next_token_logps()
+        exact.append((((logp.exp() * (logp - ref_full)).sum(-1)) * mask).sum(1).mean().item())
+        k3s.append((kl_k3(out["old_per_token_logps"], ref) * mask).sum(1).mean().item())
+        return take(out, ref)
+
+    monkeypatch.setattr(trainer, "_take_analytic_kl", take_and_check)
+    readings = []
+    record = trainer._kl_callback.record
+    monkeypatch.setattr(trainer._kl_callback, "record", lambda kl, n: readings.append(kl) or record(kl, n))
+    trainer.train()
+    assert len(exact) == 2 and exact[1] > 1e-3, "the policy did not move: the test cannot tell a reading from 0"
+    # 10x the reading's tolerance apart (0.0762 vs 0.0817 when written), else the test could not tell which was read
+    assert abs(exact[1] - k3s[1]) > 1e-2 * exact[1], "k3 and the analytic KL agree: the test cannot tell them apart"
+    assert readings == [pytest.approx(exact[1], rel=1e-3)]  # rollout 2; rollout 1 precedes any update
+    logged = [h for h in trainer.state.log_history if "kl" in h]
+    assert [h["kl"] for h in logged] == [pytest.approx(e, rel=1e-3, abs=1e-5) for e in exact]
+    assert [h["kl/k3"] for h in logged] == [pytest.approx(k, rel=1e-4, abs=1e-6) for k in k3s]
+    assert [h["kl/analytic_missing"] for h in logged] == [0.0, 0.0]
+    assert all(h["kl/analytic_tail"] < 1e-4 for h in logged)
+
+
+def test_analytic_kl_reading_with_vllm_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="kl_reading 'analytic'.*use_vllm"):
+        PPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", kl_reading="analytic",
+                  use_vllm=True)  # fmt: skip
 
 
 def test_checkpoint_and_resume_restore_critic_and_kl(trained, tiny_model, tmp_path):

@@ -32,8 +32,17 @@ class PPOConfig(FiniteRewardFields, PenaltyFields, AdaptiveKLFields, GRPOConfig)
         default="k1",
         metadata={
             "help": "Per-token KL in the reward (r_t = -beta * KL_t): 'k1' or 'k3'. The adaptive controller and the "
-            "`kl` metric read the sequence KL with k3 either way (unbiased; ~0.6x k1's standard error on ppo-smol); "
-            "`kl/in_reward` logs this estimator's sum."
+            "`kl` metric read the sequence KL with kl_reading either way (k3: unbiased, ~0.6x k1's standard error on "
+            "ppo-smol); `kl/in_reward` logs this estimator's sum."
+        },
+    )
+    kl_reading: str = field(
+        default="k3",
+        metadata={
+            "help": "How the adaptive controller and the `kl` metric read a rollout's sequence KL: 'k3' (from the "
+            "sampled tokens' log-probs) or 'analytic' (the KL over each position's next-token distribution, the "
+            "policy's top 64 tokens from the sampling pass against the reference forward's; the sampled-token "
+            "noise gone; `kl/k3` and `kl/analytic_tail` logged beside it). Needs transformers generation (not vLLM)."
         },
     )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in [0, 1]."})
@@ -84,6 +93,13 @@ class PPOConfig(FiniteRewardFields, PenaltyFields, AdaptiveKLFields, GRPOConfig)
                 self.num_generations = 1
         if self.kl_estimator not in ("k1", "k3"):
             raise ValueError(f"kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        if self.kl_reading not in ("k3", "analytic"):
+            raise ValueError(f"kl_reading must be 'k3' or 'analytic', got {self.kl_reading!r}")
+        if self.kl_reading == "analytic" and self.use_vllm:
+            raise ValueError(
+                "kl_reading 'analytic' reads the policy's next-token distributions in transformers' sampling pass; "
+                "with use_vllm the rollouts are sampled elsewhere: use kl_reading 'k3'"
+            )
         for name in ("gamma", "lam"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)!r}")

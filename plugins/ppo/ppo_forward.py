@@ -16,6 +16,9 @@
    optimizer steps took the same time (sampling is ~20 % of them, and the arms' samples differ), and the gap
    between the sampler's log-probs and the training forward's did not shrink (mean 0.030 vs 0.026 nats), so it
    buys speed only where sampling dominates, e.g. long completions.
+5. **The analytic KL reading's inputs** (``kl_reading: analytic``): the sampling capture also keeps each position's
+   top tokens, and the rollout's reference forward records the head rows it scored
+   (:mod:`alignkit.plugins.ppo.ppo_analytic_kl`); no forward is added.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from torch import nn
 from trl.models.utils import disable_gradient_checkpointing
 
 from alignkit import prefix_cache
+from alignkit.plugins.ppo.ppo_analytic_kl import TOP_K, HeadRows, record_head_rows
 from alignkit.plugins.ppo.ppo_logps import SampledLogProbs, compact_fused_head
 
 __all__ = ["SAMPLED_LOGP_TOLERANCE", "ForwardEconomies"]
@@ -61,6 +65,9 @@ class ForwardEconomies:
     _prefix_trusted: bool | None = None
     _critic_prefix_trusted: bool | None = None
     sampled_logp_gap: tuple[float, float] | None = None  # set by the check rollout, see _agrees
+    _serve_sampled: bool = False  # this rollout's capture may serve π_old
+    _rollout_sample: SampledLogProbs | None = None  # this rollout's capture, kept for the analytic KL reading
+    _ref_rows: list[HeadRows] | None = None  # the rollout's reference head calls, for the analytic KL reading
     _policy_adapter: list[str] | None = None
     _tuner_layers: list[nn.Module] = []
 
@@ -86,15 +93,21 @@ class ForwardEconomies:
 
     @contextmanager
     def _capture_sampling(self) -> Iterator[None]:
-        """Around one rollout: capture the sampling log-probs unless disabled, found unreliable, or not sampled by
-        transformers' ``generate`` (vLLM)."""
-        if not self.args.old_logps_from_sampling or self._sampled_trusted is False or getattr(self, "use_vllm", False):
+        """Around one rollout: capture the sampling log-probs when they may serve as π_old (enabled, not found
+        unreliable) or when the analytic KL reading needs the policy's top tokens (``kl_reading``); not when
+        transformers' ``generate`` does not sample (vLLM). For the analytic reading, also start recording the
+        reference forward's head rows (:mod:`alignkit.plugins.ppo.ppo_analytic_kl`; taken by the KL reading)."""
+        self._serve_sampled = self.args.old_logps_from_sampling and self._sampled_trusted is not False
+        analytic = self.args.kl_reading == "analytic"
+        if not (self._serve_sampled or analytic) or getattr(self, "use_vllm", False):
             yield
             return
         unwrapped = self.accelerator.unwrap_model(self.model)
         causal_lm = unwrapped.get_base_model() if hasattr(unwrapped, "get_base_model") else unwrapped
         self._policy_adapter = _names(getattr(unwrapped, "active_adapter", None))  # outside any adapter switch
-        self._sampled = SampledLogProbs(self.temperature)
+        self._sampled = SampledLogProbs(self.temperature, top_k=TOP_K if analytic else 0)
+        if analytic:
+            self._rollout_sample, self._ref_rows = self._sampled, []
         try:
             with self._sampled.capture(unwrapped, causal_lm):
                 yield
@@ -170,7 +183,8 @@ class ForwardEconomies:
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         sampled = self._sampled
-        if sampled is not None and not kwargs.get("compute_entropy") and self._policy_adapter_active(model):
+        serve = sampled is not None and self._serve_sampled
+        if serve and not kwargs.get("compute_entropy") and self._policy_adapter_active(model):
             served = sampled.serve(input_ids[:, -logits_to_keep:], attention_mask[:, -logits_to_keep:])
             if served is not None:
                 self._sampled = None  # one rollout, one use
@@ -187,7 +201,8 @@ class ForwardEconomies:
         ids, mask, shared = (input_ids, attention_mask, nullcontext())
         if text_only:
             ids, mask, shared = self._prefix_split(input_ids, attention_mask, logits_to_keep)
-        with compact_fused_head(), shared:
+        record = self._ref_rows is not None and not self._policy_adapter_active(model)  # the rollout's reference
+        with compact_fused_head(), shared, record_head_rows(self._ref_rows) if record else nullcontext():
             return super()._get_per_token_logps_and_entropies(model, ids, mask, logits_to_keep, *args, **kwargs)
 
     def _agrees(self, fast: torch.Tensor, reference: torch.Tensor, attention_mask, tolerance: float) -> bool:

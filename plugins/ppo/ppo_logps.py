@@ -37,13 +37,18 @@ class SampledLogProbs:
     was sampled from it. The last token is read from the returned sequences. Memory is one (B, V) table, not the
     (B, C, V) scores. ``logps`` is (B, C) for the C generated positions (padding after EOS included, as generated), or
     None when the calls did not follow prefill → one-token decode steps (e.g. assisted decoding, vLLM, tool loops).
+    With ``top_k`` it also keeps ``top``: each position's k likeliest tokens and their log-probs, (B, C, k) each,
+    which :mod:`alignkit.plugins.ppo.ppo_analytic_kl` needs for the KL over the next-token distributions.
     """
 
-    def __init__(self, temperature: float):
+    def __init__(self, temperature: float, top_k: int = 0):
         self.temperature = temperature
+        self.top_k = top_k  # > 0: also keep each position's k likeliest tokens (``top``), for the analytic KL
         self.logps: torch.Tensor | None = None
         self.completion_ids: torch.Tensor | None = None
+        self.top: tuple[torch.Tensor, torch.Tensor] | None = None  # (B, C, k) log-probs and token ids
         self._steps: list[torch.Tensor] = []
+        self._top_steps: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending: torch.Tensor | None = None
         self._valid = True
         self._decoding = False
@@ -61,6 +66,8 @@ class SampledLogProbs:
         elif self._decoding:  # several new tokens after decoding started: not plain sampling
             self._valid = False
         self._pending = torch.log_softmax(logits[:, -1].float() / self.temperature, dim=-1)
+        if self.top_k:
+            self._top_steps.append(self._pending.topk(min(self.top_k, self._pending.size(-1)), dim=-1))
 
     @contextmanager
     def capture(self, generating_model: nn.Module, causal_lm: nn.Module) -> Iterator[SampledLogProbs]:
@@ -99,7 +106,21 @@ class SampledLogProbs:
             # With deferred stop checks generate may run (and then undo) extra steps: keep the first `width`.
             self._valid &= steps.size(1) >= width
             self.logps, self.completion_ids = steps[:, :width], sequences[:, prompt_ids.size(1) :]
-        self._pending, self._steps = None, []
+            if self.top_k and len(self._top_steps) >= width:
+                self.top = tuple(torch.stack(t[:width], dim=1) for t in zip(*self._top_steps, strict=True))
+        self._pending, self._steps, self._top_steps = None, [], []
+
+    def serve_top(self, completion_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(B, C', k) top-k log-probs and ids aligned to the trainer's ``completion_ids`` (zeros on padding), or None
+        if they were not kept or the sampled tokens differ (see :meth:`serve`)."""
+        if self.top is None or self.serve(completion_ids, mask) is None:
+            return None
+        width, valid = completion_ids.size(1), mask.bool().unsqueeze(-1)
+        logps, ids = (t[:, :width].to(completion_ids.device) for t in self.top)
+        if logps.size(1) < width:
+            pad = (0, 0, 0, width - logps.size(1))
+            logps, ids = nn.functional.pad(logps, pad), nn.functional.pad(ids, pad)
+        return logps.masked_fill(~valid, 0.0), ids.masked_fill(~valid, 0)
 
     def serve(self, completion_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """(B, C') log-probs aligned to the trainer's (B, C') padded ``completion_ids``, or None if they differ."""

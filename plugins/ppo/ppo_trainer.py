@@ -57,8 +57,9 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutKLReadin
 
     PPO epochs and minibatches are GRPO's buffered rollout: ``num_iterations`` passes over a rollout of
     ``generation_batch_size`` sequences, cut into ``steps_per_generation`` micro-batches. With ``kl_target``, β is
-    updated once per rollout from the measured sequence KL (mean over sequences of Σ_t k3_t, nats per sequence,
-    whatever ``kl_estimator`` the reward uses; also the ``kl`` metric), except from a rollout sampled before the first
+    updated once per rollout from the measured sequence KL (mean over sequences of Σ_t k3_t, or with ``kl_reading:
+    analytic`` of each position's KL over π's top tokens; nats per sequence, whatever ``kl_estimator`` the reward
+    uses; also the ``kl`` metric), except from a rollout sampled before the first
     policy update (:class:`~alignkit.plugins.ppo.ppo_kl_reading.RolloutKLReading`), through the adaptive-KL path GRPO
     and DPO share (:class:`~alignkit.plugins.common.kl_callback.AdaptiveKLMixin`, ``kl_controller.json``).
 
@@ -142,7 +143,7 @@ class PPOTrainer(AdaptiveKLMixin, CriticMixin, ForwardEconomies, RolloutKLReadin
         if self.args.whiten_advantages:
             advantages = masked_whiten(advantages, mask, moments=self._global_moments(advantages, mask))
 
-        self._read_rollout_kl(kl, out["old_per_token_logps"], ref, mask, mode)
+        self._read_rollout_kl(kl, out["old_per_token_logps"], ref, mask, mode, self._take_analytic_kl(out, ref))
         metrics = self._metrics[mode]
         metrics["kl_coef"].append(beta)
         metrics["score"].append(self.accelerator.gather(scores).mean().item())
