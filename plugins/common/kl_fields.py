@@ -8,8 +8,10 @@ trainer KL reading fed to the controller (logged as)                unit of kl_t
 GRPO    TRL's per-token k3 of sampled completions, token mean (kl)  nats per token       completions
 DPO     implicit per-token k2 on chosen + rejected dataset tokens,  nats per token       preference pairs
         token mean (kl_implicit)
-PPO     per-token k3 summed over each completion, mean over         nats per sequence    sequences
-        sequences (kl), whatever ``kl_estimator`` the reward uses
+PPO     per-token k3 (or, kl_reading analytic, each position's KL   nats per sequence    sequences
+        over the policy's top tokens) summed over each completion,
+        mean over sequences (kl), whatever ``kl_estimator`` the
+        reward uses
 ======  ==========================================================  ===================  =====================
 
 So a target of 0.05 is a per-token KL for GRPO and DPO, but a whole-completion KL for PPO (about 0.05 / |y| per

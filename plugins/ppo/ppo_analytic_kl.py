@@ -128,6 +128,9 @@ def analytic_kl(
     valid = mask.bool()
     if not recorded or sum(r.hidden.size(0) for r in recorded) != int(valid.sum()):
         return None
+    # A head weight gathered only inside the call (DeepSpeed ZeRO-3 partitions it again after) is not readable here.
+    if any(r.weight.dim() != 2 or r.weight.size(1) != r.hidden.size(1) for r in recorded):
+        return None
     targets = torch.cat([r.targets for r in recorded]).to(completion_ids.device)
     if not torch.equal(targets, completion_ids[valid]):  # rows are the valid positions, row-major over (B, C)
         return None
