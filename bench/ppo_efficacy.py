@@ -235,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
         return f"{v:.3f}" if isinstance(v, float) else str(v)
 
     nan = float("nan")  # GRPO recipes log no score, kl_coef or value columns
+    analytic = getattr(targs, "kl_reading", "k3") == "analytic"
+    reading = "Σ_t of each position's KL over π's top 64 tokens (kl_reading analytic)" if analytic else "Σ_t k3_t"
     keys = rollouts[0] if rollouts else {}
     reward_key = next((k for k in keys if k.startswith("rewards/") and k.endswith("/mean")), None)
     lines = [
@@ -247,14 +249,15 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|",
         *[f"| {k} | {fmt(v)} |" for k, v in summary.items()],
         "",
-        f"Per rollout (kl = mean over the rollout's {n_per_rollout} sequences of Σ_t k3_t, the controller's input; "
-        "kl_se = its standard error; β before its update; in band = within ±25 % of the target; "
+        f"Per rollout (kl = mean over the rollout's {n_per_rollout} sequences of {reading}, the controller's input; "
+        "kl_se = its standard error; kl/k3 = the same rollout read with k3 (logged beside an analytic reading); "
+        "β before its update; in band = within ±25 % of the target; "
         "score = grader − missing-EOS penalty; clipped = fraction of completions without EOS):",
         "",
-        "| step | kl | kl_se | in band | kl_coef | score | grader | clipped | mean_len | value/expl_var |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| step | kl | kl_se | kl/k3 | in band | kl_coef | score | grader | clipped | mean_len | value/expl_var |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
         *[
-            f"| {h['step']} | {h['kl']:.3f} | {h.get('kl/seq_se', float('nan')):.3f} | "
+            f"| {h['step']} | {h['kl']:.3f} | {h.get('kl/seq_se', float('nan')):.3f} | {h.get('kl/k3', nan):.3f} | "
             f"{'yes' if target and abs(h['kl'] / target - 1) <= BAND else 'no'} | {h.get('kl_coef', nan):.4f} | "
             f"{h.get('score', nan):.3f} | {h.get(reward_key, float('nan')):.3f} | "
             f"{h.get('completions/clipped_ratio', float('nan')):.3f} | "
